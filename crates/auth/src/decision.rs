@@ -1,0 +1,175 @@
+//! The single decision function: [`Auth::authorize`].
+//!
+//! Reads only memory: the token index and the registry. The one write is for tokens whose
+//! grants change durable state (`maxUses`, `bindIpsOnUsage`): that use is recorded in the store
+//! before the grant is returned, so that it survives a restart.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::registry::Admission;
+use crate::rules::{canonical_ip, host_of, HostPattern};
+use crate::service::{unix_millis, Entry};
+use crate::token::TokenKind;
+use crate::{AccessRequest, Action, Auth, Denial, Grant, SecretHash};
+
+impl Auth {
+    /// Decides one publish or play request. A `Grant` must be kept for as long as the session
+    /// lives; a `Denial` says why not.
+    pub fn authorize(&self, req: &AccessRequest<'_>, now: SystemTime) -> Result<Grant, Denial> {
+        match req.token {
+            None => self.authorize_anonymous(req),
+            Some(secret) => {
+                let entry = self
+                    .read_index()
+                    .by_hash
+                    .get(&SecretHash::of(secret))
+                    .cloned()
+                    .ok_or(Denial::Unknown)?;
+                self.authorize_token(req, &entry, now)
+            }
+        }
+    }
+
+    fn authorize_anonymous(&self, req: &AccessRequest<'_>) -> Result<Grant, Denial> {
+        match req.action {
+            Action::Publish if !self.config.open_publish => return Err(Denial::Missing),
+            Action::Publish => {}
+            Action::Play => {
+                if self.config.require_play_token {
+                    return Err(Denial::Missing);
+                }
+                match self.registry.live(req.stream) {
+                    None => return Err(Denial::StreamNotLive),
+                    Some(live) if live.subscribe_requires_auth => return Err(Denial::Missing),
+                    Some(_) => {}
+                }
+            }
+        }
+        let guard = self.registry.admit(Admission {
+            token: None,
+            action: req.action,
+            stream: req.stream.clone(),
+            expires_on: None,
+            subscribe_requires_auth: false,
+        })?;
+        Ok(Grant {
+            guard,
+            token: None,
+            subscribe_requires_auth: false,
+        })
+    }
+
+    fn authorize_token(
+        &self,
+        req: &AccessRequest<'_>,
+        entry: &Arc<Entry>,
+        now: SystemTime,
+    ) -> Result<Grant, Denial> {
+        let spec = &entry.spec;
+        let wanted = match req.action {
+            Action::Publish => TokenKind::Publish,
+            Action::Play => TokenKind::Subscribe,
+        };
+        if entry.kind != wanted {
+            return Err(Denial::WrongKind);
+        }
+        if !spec.is_active {
+            return Err(Denial::Disabled);
+        }
+        if spec.expires_on.is_some_and(|e| unix_millis(now) >= e) {
+            return Err(Denial::Expired);
+        }
+        if !spec.admits_stream(req.stream.as_str()) {
+            return Err(Denial::StreamNotAllowed);
+        }
+        let ip = canonical_ip(req.peer_ip);
+        if !spec.allowed_ip_addresses.is_empty()
+            && !spec.allowed_ip_addresses.iter().any(|r| r.contains(ip))
+        {
+            return Err(Denial::IpNotAllowed);
+        }
+        if !host_allowed(&spec.allowed_origins, req.origin) {
+            return Err(Denial::OriginNotAllowed);
+        }
+        if !host_allowed(&spec.allowed_referers, req.referer) {
+            return Err(Denial::RefererNotAllowed);
+        }
+        if !spec.allowed_user_agents.is_empty()
+            && !req
+                .user_agent
+                .is_some_and(|ua| spec.allowed_user_agents.iter().any(|a| a == ua))
+        {
+            return Err(Denial::UserAgentNotAllowed);
+        }
+        let subscribe_requires_auth = spec.subscribe_requires_auth && wanted == TokenKind::Publish;
+        let guard = self.registry.admit(Admission {
+            token: Some(entry.id),
+            action: req.action,
+            stream: req.stream.clone(),
+            expires_on: spec.expires_on,
+            subscribe_requires_auth,
+        })?;
+        // Counted last, once every other rule has passed, so a refused attempt spends nothing;
+        // on failure `guard` drops and releases what it took.
+        self.consume(entry, ip)?;
+        Ok(Grant {
+            guard,
+            token: Some(entry.id),
+            subscribe_requires_auth,
+        })
+    }
+
+    /// Spends one use and binds the peer IP, for tokens with `maxUses` or `bindIpsOnUsage`,
+    /// durably, under the token's usage lock so concurrent attempts are counted exactly.
+    fn consume(&self, entry: &Entry, ip: IpAddr) -> Result<(), Denial> {
+        let spec = &entry.spec;
+        if spec.max_uses.is_none() && spec.bind_ips_on_usage.is_none() {
+            return Ok(());
+        }
+        let mut usage = entry.usage();
+        let mut bound = None;
+        if let Some(n) = spec.bind_ips_on_usage {
+            if !usage.bound_ips.contains(&ip) {
+                if usage.bound_ips.len() >= usize::try_from(n).unwrap_or(usize::MAX) {
+                    return Err(Denial::IpNotAllowed);
+                }
+                let mut ips = usage.bound_ips.clone();
+                ips.push(ip);
+                bound = Some(ips);
+            }
+        }
+        let uses = match spec.max_uses {
+            Some(max) if usage.uses >= max => return Err(Denial::UsesExhausted),
+            Some(_) => usage.uses.saturating_add(1),
+            None => usage.uses,
+        };
+        if uses == usage.uses && bound.is_none() {
+            return Ok(());
+        }
+        let ips = bound.as_deref().unwrap_or(&usage.bound_ips);
+        if let Err(e) = self.store.record_usage(entry.id, uses, ips) {
+            tracing::error!(token = %entry.id, error = %e, "could not record token use");
+            return Err(Denial::Unavailable);
+        }
+        usage.uses = uses;
+        if let Some(ips) = bound {
+            usage.bound_ips = ips;
+        }
+        Ok(())
+    }
+}
+
+/// An empty rule list allows everything; otherwise the header must be present and its host
+/// must match a rule. A protocol without the header (RTMP, SRT) is refused by a token that
+/// restricts it.
+fn host_allowed(rules: &[HostPattern], header: Option<&str>) -> bool {
+    if rules.is_empty() {
+        return true;
+    }
+    match header.and_then(host_of) {
+        Some(host) => rules.iter().any(|r| r.matches_host(&host)),
+        None => false,
+    }
+}

@@ -1,0 +1,205 @@
+//! What a listener asks: an [`AccessRequest`], and the two answers, [`Grant`] and [`Denial`].
+
+use std::fmt;
+use std::net::IpAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::SessionGuard;
+use crate::{StreamName, TokenId};
+
+/// What the peer wants to do with the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Send media into the stream.
+    Publish,
+    /// Receive the stream.
+    Play,
+}
+
+/// The protocol a request arrived on (for logs and protocol-specific rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// RTMP.
+    Rtmp,
+    /// SRT.
+    Srt,
+    /// WebRTC negotiated over WebSocket.
+    WebRtc,
+    /// Plain HTTP.
+    Http,
+}
+
+impl Protocol {
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rtmp => "rtmp",
+            Self::Srt => "srt",
+            Self::WebRtc => "webrtc",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// One publish or play attempt, as every listener describes it to [`crate::Auth::authorize`].
+#[derive(Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// Publish or play.
+    pub action: Action,
+    /// The stream asked for.
+    pub stream: &'a StreamName,
+    /// The token as presented; never logged.
+    pub token: Option<&'a str>,
+    /// The peer's address.
+    pub peer_ip: IpAddr,
+    /// The HTTP/WebSocket `Origin` header, if the protocol has one.
+    pub origin: Option<&'a str>,
+    /// The HTTP `Referer` header, if any.
+    pub referer: Option<&'a str>,
+    /// The peer's user agent, if the protocol carries one.
+    pub user_agent: Option<&'a str>,
+    /// The protocol the request arrived on.
+    pub protocol: Protocol,
+}
+
+impl fmt::Debug for AccessRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessRequest")
+            .field("action", &self.action)
+            .field("stream", &self.stream)
+            .field("token", &self.token.map(|_| "<redacted>"))
+            .field("peer_ip", &self.peer_ip)
+            .field("origin", &self.origin)
+            .field("referer", &self.referer)
+            .field("user_agent", &self.user_agent)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+/// Why a request was refused; one variant per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// A token is required and none was presented.
+    #[error("a token is required")]
+    Missing,
+    /// The presented token is not known.
+    #[error("unknown token")]
+    Unknown,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The token is not valid yet.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// A subscribe token presented to publish, or the reverse.
+    #[error("wrong kind of token for this action")]
+    WrongKind,
+    /// The token does not cover this stream.
+    #[error("token does not allow this stream")]
+    StreamNotAllowed,
+    /// The peer's IP is not allowed.
+    #[error("IP address not allowed")]
+    IpNotAllowed,
+    /// The request's Origin is not allowed.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The request's Referer is not allowed.
+    #[error("referer not allowed")]
+    RefererNotAllowed,
+    /// The peer's user agent is not allowed.
+    #[error("user agent not allowed")]
+    UserAgentNotAllowed,
+    /// The token's `maxUses` are spent.
+    #[error("token uses exhausted")]
+    UsesExhausted,
+    /// The stream is already being published.
+    #[error("stream is already live")]
+    StreamInUse,
+    /// A viewer without a token asked for a stream that is not live.
+    #[error("stream is not live")]
+    StreamNotLive,
+    /// The token is disabled.
+    #[error("token disabled")]
+    Disabled,
+    /// The decision could not be recorded durably (the store failed); nothing was admitted.
+    #[error("authorization temporarily unavailable")]
+    Unavailable,
+}
+
+impl Denial {
+    /// A stable snake_case code for logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongKind => "wrong_kind",
+            Self::StreamNotAllowed => "stream_not_allowed",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::RefererNotAllowed => "referer_not_allowed",
+            Self::UserAgentNotAllowed => "user_agent_not_allowed",
+            Self::UsesExhausted => "uses_exhausted",
+            Self::StreamInUse => "stream_in_use",
+            Self::StreamNotLive => "stream_not_live",
+            Self::Disabled => "disabled",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Permission to publish or play, held for as long as the session lives.
+///
+/// A publish grant holds the stream's lease: while it lives no other publish of the name is
+/// granted. Dropping the grant ends the session in the registry and releases the lease.
+/// Listeners must stop the session when [`Grant::cancelled`] fires (the token was revoked,
+/// disabled, rotated or expired).
+pub struct Grant {
+    pub(crate) guard: SessionGuard,
+    pub(crate) token: Option<TokenId>,
+    pub(crate) subscribe_requires_auth: bool,
+}
+
+impl Grant {
+    /// The registry's id for this session.
+    pub fn session_id(&self) -> u64 {
+        self.guard.id()
+    }
+
+    /// The token that admitted the session, if one did.
+    pub fn token_id(&self) -> Option<TokenId> {
+        self.token
+    }
+
+    /// For a publish grant: whether viewers of the stream need a subscribe token.
+    pub fn subscribe_requires_auth(&self) -> bool {
+        self.subscribe_requires_auth
+    }
+
+    /// Fires when the session must end; clone it into the session's task.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.guard.cancellation()
+    }
+
+    /// Whether the session has been told to end.
+    pub fn is_cancelled(&self) -> bool {
+        self.guard.cancellation().is_cancelled()
+    }
+
+    /// Resolves when the session must end.
+    pub async fn cancelled(&self) {
+        self.guard.cancellation().cancelled().await
+    }
+}
+
+impl fmt::Debug for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Grant")
+            .field("session", &self.guard.id())
+            .field("token", &self.token)
+            .finish()
+    }
+}

@@ -1,0 +1,386 @@
+//! [`Auth`]: the in-memory token index kept in step with the store, the operations the REST API
+//! needs (create, get, list, update, delete), and the expiry sweeper.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Registry;
+use crate::store::{NewToken, StoreError, TokenStore};
+use crate::token::{SpecError, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
+use crate::{Secret, SecretHash};
+
+/// How often live sessions are checked for expired tokens (the bound on how late an expired
+/// token's sessions are told to end).
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Most tokens returned by one list page.
+pub const MAX_ITEMS_ON_PAGE: usize = 100;
+
+/// Server-wide policy switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Development mode: publishing needs no token. Off by default.
+    pub open_publish: bool,
+    /// Every viewer needs a subscribe token, whatever the publish token says.
+    pub require_play_token: bool,
+}
+
+/// What the token operations can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No token of that kind has that id.
+    #[error("token not found")]
+    NotFound,
+    /// The spec breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The system random source failed.
+    #[error("random source failed: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
+/// Usage state of a token, shared by every version of its index entry.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    pub uses: u32,
+    pub bound_ips: Vec<IpAddr>,
+}
+
+/// One token in the in-memory index.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub id: TokenId,
+    pub kind: TokenKind,
+    pub secret_hash: SecretHash,
+    pub spec: TokenSpec,
+    pub added_on: UnixMillis,
+    pub usage: Arc<Mutex<Usage>>,
+}
+
+impl Entry {
+    fn from_record(r: TokenRecord) -> Self {
+        let usage = Usage {
+            uses: r.uses,
+            bound_ips: r.bound_ips,
+        };
+        Self {
+            id: r.id,
+            kind: r.kind,
+            secret_hash: r.secret_hash,
+            spec: r.spec,
+            added_on: r.added_on,
+            usage: Arc::new(Mutex::new(usage)),
+        }
+    }
+
+    pub(crate) fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self) -> TokenRecord {
+        let usage = self.usage();
+        TokenRecord {
+            id: self.id,
+            kind: self.kind,
+            secret_hash: self.secret_hash,
+            spec: self.spec.clone(),
+            added_on: self.added_on,
+            uses: usage.uses,
+            bound_ips: usage.bound_ips.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    pub by_hash: HashMap<SecretHash, Arc<Entry>>,
+    pub by_id: HashMap<TokenId, Arc<Entry>>,
+}
+
+impl Index {
+    fn insert(&mut self, entry: Arc<Entry>) {
+        self.by_hash.insert(entry.secret_hash, Arc::clone(&entry));
+        self.by_id.insert(entry.id, entry);
+    }
+
+    fn remove(&mut self, id: TokenId) -> Option<Arc<Entry>> {
+        let entry = self.by_id.remove(&id)?;
+        self.by_hash.remove(&entry.secret_hash);
+        Some(entry)
+    }
+}
+
+/// Sort order for [`Auth::list`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SortBy {
+    /// By creation time (then id).
+    #[default]
+    AddedOn,
+    /// By label (then id).
+    Label,
+    /// By id.
+    Id,
+}
+
+/// Which page of which tokens [`Auth::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// 1-based page number.
+    pub page: usize,
+    /// Page size, 1 to [`MAX_ITEMS_ON_PAGE`].
+    pub items_on_page: usize,
+    /// Sort key.
+    pub sort_by: SortBy,
+    /// Largest first.
+    pub descending: bool,
+    /// Only tokens with this tag.
+    pub tag: Option<String>,
+}
+
+/// A change to a token, applied by [`Auth::update`].
+pub type SpecChange<'a> = Box<dyn FnOnce(&mut TokenSpec) -> Result<(), SpecError> + Send + 'a>;
+
+/// The auth service: tokens, the decision function, and the live-session registry.
+pub struct Auth {
+    pub(crate) store: Arc<dyn TokenStore>,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) config: AuthConfig,
+    /// Serialises read-modify-write changes (update, delete) so they apply in one order.
+    mutate: Mutex<()>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch of `t` (0 before the epoch).
+pub fn unix_millis(t: SystemTime) -> UnixMillis {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl Auth {
+    /// Loads every token from `store` into the index.
+    pub fn open(store: Arc<dyn TokenStore>, config: AuthConfig) -> Result<Self, AuthError> {
+        let mut index = Index::default();
+        for record in store.load()? {
+            index.insert(Arc::new(Entry::from_record(record)));
+        }
+        Ok(Self {
+            store,
+            index: RwLock::new(index),
+            registry: Arc::new(Registry::default()),
+            config,
+            mutate: Mutex::new(()),
+        })
+    }
+
+    /// The live-session registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The server-wide policy.
+    pub fn config(&self) -> AuthConfig {
+        self.config
+    }
+
+    pub(crate) fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_mutations(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.mutate.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many tokens exist.
+    pub fn token_count(&self) -> usize {
+        self.read_index().by_id.len()
+    }
+
+    /// Creates a token; the secret is returned here and never again.
+    pub fn create(
+        &self,
+        kind: TokenKind,
+        mut spec: TokenSpec,
+        now: SystemTime,
+    ) -> Result<(TokenRecord, Secret), AuthError> {
+        spec.validate(kind)?;
+        let secret = Secret::generate(kind)?;
+        let added_on = unix_millis(now);
+        let new = NewToken {
+            kind,
+            secret_hash: secret.hash(),
+            spec: spec.clone(),
+            added_on,
+        };
+        let id = self.store.insert(new)?;
+        let record = TokenRecord {
+            id,
+            kind,
+            secret_hash: secret.hash(),
+            spec,
+            added_on,
+            uses: 0,
+            bound_ips: Vec::new(),
+        };
+        self.write_index()
+            .insert(Arc::new(Entry::from_record(record.clone())));
+        Ok((record, secret))
+    }
+
+    fn entry(&self, kind: TokenKind, id: TokenId) -> Result<Arc<Entry>, AuthError> {
+        self.read_index()
+            .by_id
+            .get(&id)
+            .filter(|e| e.kind == kind)
+            .cloned()
+            .ok_or(AuthError::NotFound)
+    }
+
+    /// One token of `kind`.
+    pub fn get(&self, kind: TokenKind, id: TokenId) -> Result<TokenRecord, AuthError> {
+        Ok(self.entry(kind, id)?.record())
+    }
+
+    /// A page of tokens of `kind`.
+    pub fn list(&self, kind: TokenKind, q: &ListQuery) -> Vec<TokenRecord> {
+        let mut entries: Vec<Arc<Entry>> = self
+            .read_index()
+            .by_id
+            .values()
+            .filter(|e| e.kind == kind)
+            .filter(|e| q.tag.is_none() || e.spec.tag == q.tag)
+            .cloned()
+            .collect();
+        match q.sort_by {
+            SortBy::AddedOn => entries.sort_by_key(|e| (e.added_on, e.id)),
+            SortBy::Label => {
+                entries.sort_by(|a, b| (&a.spec.label, a.id).cmp(&(&b.spec.label, b.id)))
+            }
+            SortBy::Id => entries.sort_by_key(|e| e.id),
+        }
+        if q.descending {
+            entries.reverse();
+        }
+        let per_page = q.items_on_page.clamp(1, MAX_ITEMS_ON_PAGE);
+        let skip = q.page.max(1).saturating_sub(1).saturating_mul(per_page);
+        entries
+            .iter()
+            .skip(skip)
+            .take(per_page)
+            .map(|e| e.record())
+            .collect()
+    }
+
+    /// Changes a token. `change` edits the spec; `refresh` rotates the secret. Disabling,
+    /// rotating or moving the expiry into the past ends the token's live sessions.
+    pub fn update(
+        &self,
+        kind: TokenKind,
+        id: TokenId,
+        change: SpecChange<'_>,
+        refresh: bool,
+    ) -> Result<(TokenRecord, Option<Secret>), AuthError> {
+        let _serial = self.lock_mutations();
+        let old = self.entry(kind, id)?;
+        let mut spec = old.spec.clone();
+        change(&mut spec)?;
+        spec.validate(kind)?;
+        let secret = if refresh {
+            Some(Secret::generate(kind)?)
+        } else {
+            None
+        };
+        let mut record = old.record();
+        record.spec = spec;
+        if let Some(s) = &secret {
+            record.secret_hash = s.hash();
+        }
+        match record.spec.bind_ips_on_usage {
+            None => record.bound_ips.clear(),
+            Some(n) => record
+                .bound_ips
+                .truncate(usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+        if !self.store.update(&record)? {
+            return Err(AuthError::NotFound);
+        }
+        {
+            let mut usage = old.usage();
+            usage.bound_ips.clone_from(&record.bound_ips);
+        }
+        let entry = Entry {
+            id,
+            kind,
+            secret_hash: record.secret_hash,
+            spec: record.spec.clone(),
+            added_on: record.added_on,
+            usage: Arc::clone(&old.usage),
+        };
+        {
+            let mut index = self.write_index();
+            index.remove(id);
+            index.insert(Arc::new(entry));
+        }
+        let disabled = old.spec.is_active && !record.spec.is_active;
+        if refresh || disabled {
+            self.registry.cancel_token(id);
+        } else {
+            self.registry.update_token(
+                id,
+                record.spec.expires_on,
+                record.spec.subscribe_requires_auth,
+            );
+        }
+        Ok((record, secret))
+    }
+
+    /// Deletes a token and ends its live sessions.
+    pub fn delete(&self, kind: TokenKind, id: TokenId) -> Result<(), AuthError> {
+        let _serial = self.lock_mutations();
+        self.entry(kind, id)?;
+        self.store.delete(id)?;
+        self.write_index().remove(id);
+        self.registry.cancel_token(id);
+        Ok(())
+    }
+
+    /// Tells the sessions of tokens expired at `now` to end.
+    pub fn sweep_expired(&self, now: SystemTime) -> usize {
+        self.registry.cancel_expired(unix_millis(now))
+    }
+
+    /// Sweeps expired sessions every [`EXPIRY_SWEEP_INTERVAL`] until `stop` fires.
+    pub async fn run_expiry_sweeper(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(EXPIRY_SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    let n = self.sweep_expired(SystemTime::now());
+                    if n > 0 {
+                        tracing::info!(sessions = n, "ended sessions of expired tokens");
+                    }
+                }
+            }
+        }
+    }
+}

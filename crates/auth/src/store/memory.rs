@@ -1,0 +1,64 @@
+//! A non-durable store for unit tests and benchmarks.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use super::{NewToken, StoreError, TokenStore};
+use crate::token::{TokenId, TokenRecord};
+
+/// Keeps tokens in memory only; everything is lost with the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    rows: Mutex<(i64, BTreeMap<TokenId, TokenRecord>)>,
+}
+
+impl MemoryStore {
+    fn rows(&self) -> std::sync::MutexGuard<'_, (i64, BTreeMap<TokenId, TokenRecord>)> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl TokenStore for MemoryStore {
+    fn load(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self.rows().1.values().cloned().collect())
+    }
+
+    fn insert(&self, token: NewToken) -> Result<TokenId, StoreError> {
+        let mut rows = self.rows();
+        rows.0 += 1;
+        let id = TokenId(rows.0);
+        let record = TokenRecord {
+            id,
+            kind: token.kind,
+            secret_hash: token.secret_hash,
+            spec: token.spec,
+            added_on: token.added_on,
+            uses: 0,
+            bound_ips: Vec::new(),
+        };
+        rows.1.insert(id, record);
+        Ok(id)
+    }
+
+    fn update(&self, record: &TokenRecord) -> Result<bool, StoreError> {
+        Ok(self
+            .rows()
+            .1
+            .get_mut(&record.id)
+            .map(|r| *r = record.clone())
+            .is_some())
+    }
+
+    fn delete(&self, id: TokenId) -> Result<bool, StoreError> {
+        Ok(self.rows().1.remove(&id).is_some())
+    }
+
+    fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError> {
+        if let Some(r) = self.rows().1.get_mut(&id) {
+            r.uses = uses;
+            r.bound_ips = bound_ips.to_vec();
+        }
+        Ok(())
+    }
+}
