@@ -1,0 +1,127 @@
+//! `/healthz` (200 once every listener is up) and `/metrics` (Prometheus text).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::ApiState;
+
+/// Something that appends Prometheus text-format lines to `/metrics`.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Appends this source's metrics.
+    fn write_metrics(&self, out: &mut String);
+}
+
+/// Readiness of the listeners, and the metrics sources to report.
+#[derive(Clone, Default)]
+pub struct Health {
+    listeners: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+    sources: Arc<RwLock<Vec<Arc<dyn MetricsSource>>>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    /// Declares a listener that must be up before `/healthz` answers 200.
+    pub fn expect(&self, listener: &'static str) {
+        self.lock().entry(listener).or_insert(false);
+    }
+
+    /// Marks a listener as up.
+    pub fn up(&self, listener: &'static str) {
+        self.lock().insert(listener, true);
+    }
+
+    /// Marks a listener as down (for instance while it restarts).
+    pub fn down(&self, listener: &'static str) {
+        self.lock().insert(listener, false);
+    }
+
+    /// Adds a metrics source.
+    pub fn add_metrics(&self, source: Arc<dyn MetricsSource>) {
+        self.sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, bool>> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let listeners = state.health.lock().clone();
+    let waiting: Vec<&str> = listeners
+        .iter()
+        .filter(|(_, up)| !**up)
+        .map(|(n, _)| *n)
+        .collect();
+    let up: Vec<&str> = listeners
+        .iter()
+        .filter(|(_, up)| **up)
+        .map(|(n, _)| *n)
+        .collect();
+    if waiting.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ok", "listeners": up })),
+        )
+            .into_response()
+    } else {
+        let body = json!({ "status": "starting", "listeners": up, "waiting": waiting });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut out = String::new();
+    let counts = state.auth.registry().counts();
+    let _ = writeln!(out, "# HELP streamgate_tokens Tokens in the store.");
+    let _ = writeln!(out, "# TYPE streamgate_tokens gauge");
+    let _ = writeln!(out, "streamgate_tokens {}", state.auth.token_count());
+    let _ = writeln!(
+        out,
+        "# HELP streamgate_sessions Live sessions admitted by the auth decision."
+    );
+    let _ = writeln!(out, "# TYPE streamgate_sessions gauge");
+    let _ = writeln!(
+        out,
+        "streamgate_sessions{{action=\"publish\"}} {}",
+        counts.publishers
+    );
+    let _ = writeln!(
+        out,
+        "streamgate_sessions{{action=\"play\"}} {}",
+        counts.viewers
+    );
+    let sources = state
+        .health
+        .sources
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for source in sources {
+        source.write_metrics(&mut out);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
