@@ -1,0 +1,270 @@
+//! Configuration: `config/streamgate.toml`, overridden by `STREAMGATE_<SECTION>_<KEY>`
+//! environment variables, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// The config file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG_PATH: &str = "config/streamgate.toml";
+/// Shortest API secret accepted from config or environment.
+pub const MIN_API_SECRET_LEN: usize = 16;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the token database and the generated API secret.
+    pub data_dir: PathBuf,
+    /// HTTP listener (REST API, health, metrics).
+    pub http: HttpConfig,
+    /// REST API settings.
+    pub api: ApiConfig,
+    /// Server-wide authorization policy.
+    pub auth: AuthSection,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer secret for `/api`; empty means generate one into the data dir.
+    pub secret: String,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Development mode: publishing needs no token.
+    pub open_publish: bool,
+    /// Every viewer needs a subscribe token.
+    pub require_play_token: bool,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `streamgate=debug,info`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http: HttpConfig::default(),
+            api: ApiConfig::default(),
+            auth: AuthSection::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line flags; each also reads its environment variable. Flags win over the
+/// environment, which wins over the config file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "streamgate",
+    version,
+    about = "Token-guarded live-streaming ingest and signaling server"
+)]
+pub struct Cli {
+    /// Config file [default: config/streamgate.toml if it exists]
+    #[arg(long, short = 'c', env = "STREAMGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (token database, generated API secret) [default: ./data]
+    #[arg(long, env = "STREAMGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics [default: 0.0.0.0:8080]
+    #[arg(long, env = "STREAMGATE_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// API secret for /api (prefer the environment variable: flags show in process lists)
+    #[arg(
+        long,
+        env = "STREAMGATE_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub api_secret: Option<String>,
+    /// Development mode: publishing needs no token
+    #[arg(long, env = "STREAMGATE_AUTH_OPEN_PUBLISH", value_name = "BOOL")]
+    pub auth_open_publish: Option<bool>,
+    /// Every viewer needs a subscribe token
+    #[arg(long, env = "STREAMGATE_AUTH_REQUIRE_PLAY_TOKEN", value_name = "BOOL")]
+    pub auth_require_play_token: Option<bool>,
+    /// Log format
+    #[arg(long, env = "STREAMGATE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or streamgate=debug
+    #[arg(long, env = "STREAMGATE_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// A configuration that cannot be used; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Parses a config file's text.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError(format!("{}: {}", origin.display(), e.message())))
+    }
+
+    /// Reads the file (the default one only if it exists), then applies the flags and environment.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let (path, required) = match &cli.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_toml(&text, &path)?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        };
+        config.apply(cli);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, cli: &Cli) {
+        if let Some(v) = &cli.data_dir {
+            self.data_dir.clone_from(v);
+        }
+        if let Some(v) = cli.http_listen {
+            self.http.listen = v;
+        }
+        if let Some(v) = &cli.api_secret {
+            self.api.secret.clone_from(v);
+        }
+        if let Some(v) = cli.auth_open_publish {
+            self.auth.open_publish = v;
+        }
+        if let Some(v) = cli.auth_require_play_token {
+            self.auth.require_play_token = v;
+        }
+        if let Some(v) = cli.log_format {
+            self.log.format = v;
+        }
+        if let Some(v) = &cli.log_level {
+            self.log.level.clone_from(v);
+        }
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError("data_dir: must not be empty".into()));
+        }
+        if !self.api.secret.is_empty() && self.api.secret.len() < MIN_API_SECRET_LEN {
+            return Err(ConfigError(format!(
+                "api.secret (STREAMGATE_API_SECRET): must be at least {MIN_API_SECRET_LEN} characters, or empty to generate one"
+            )));
+        }
+        if self.api.secret.trim() != self.api.secret {
+            return Err(ConfigError(
+                "api.secret (STREAMGATE_API_SECRET): must not start or end with spaces".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError(format!(
+                "log.level: {:?} is not a valid filter",
+                self.log.level
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_loads_and_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/streamgate.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = Config::from_toml(&text, &path).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config,
+            Config::default(),
+            "the shipped file documents the defaults"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let p = Path::new("x.toml");
+        assert!(Config::from_toml("[http]\nlisten = \"nope\"", p).is_err());
+        assert!(Config::from_toml("[http]\nlisen = \"0.0.0.0:1\"", p)
+            .unwrap_err()
+            .0
+            .contains("lisen"));
+        assert!(Config::from_toml("colour = 1", p).is_err());
+        let mut c = Config::from_toml("[api]\nsecret = \"short\"", p).unwrap();
+        assert!(c.validate().unwrap_err().0.contains("api.secret"));
+        c.api.secret = "a".repeat(16);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::parse_from([
+            "streamgate",
+            "--http-listen",
+            "127.0.0.1:9",
+            "--auth-open-publish",
+            "true",
+        ]);
+        let mut c = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"", Path::new("x")).unwrap();
+        c.apply(&cli);
+        assert_eq!(c.http.listen, "127.0.0.1:9".parse().unwrap());
+        assert!(c.auth.open_publish);
+    }
+}

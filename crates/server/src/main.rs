@@ -1,0 +1,207 @@
+//! `streamgate`: reads the configuration, opens the token store, starts the listeners and the
+//! HTTP server on one runtime, and shuts everything down on SIGINT/SIGTERM.
+
+mod config;
+mod secret_file;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::Parser as _;
+use streamgate_api::{ApiState, Health};
+use streamgate_auth::{Auth, AuthConfig, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Cli, Config, LogFormat};
+use crate::secret_file::SecretSource;
+
+/// Name of the token database inside the data dir.
+const DB_FILE: &str = "streamgate.db";
+/// How long shutdown waits for sessions to end before leaving anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return flag_error(e),
+    };
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("streamgate: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("streamgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("streamgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a flag or environment error, naming the environment variable too, and exits 2.
+fn flag_error(e: clap::Error) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg))
+            if arg.starts_with("--")
+                && matches!(
+                    e.kind(),
+                    ErrorKind::ValueValidation | ErrorKind::InvalidValue
+                ) =>
+        {
+            let flag = arg.split_whitespace().next().unwrap_or(arg);
+            let var = format!(
+                "STREAMGATE_{}",
+                flag.trim_start_matches("--")
+                    .replace('-', "_")
+                    .to_uppercase()
+            );
+            eprintln!("streamgate: invalid configuration: {first} (set by {flag} or {var})");
+        }
+        _ => eprintln!("streamgate: invalid configuration: {first}"),
+    }
+    ExitCode::from(2)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let (api_secret, source) = secret_file::resolve(&config.api.secret, &config.data_dir)
+        .map_err(|e| format!("cannot read or create the API secret: {e}"))?;
+    match source {
+        SecretSource::Configured => tracing::info!("API secret taken from the configuration"),
+        SecretSource::File(p) => tracing::info!(path = %p.display(), "API secret read from file"),
+        SecretSource::Generated(p) => {
+            tracing::info!(path = %p.display(), "API secret generated and written (mode 0600)")
+        }
+    }
+    let db = config.data_dir.join(DB_FILE);
+    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let auth_config = AuthConfig {
+        open_publish: config.auth.open_publish,
+        require_play_token: config.auth.require_play_token,
+    };
+    let auth = Arc::new(Auth::open(Arc::new(store), auth_config).map_err(|e| e.to_string())?);
+    tracing::info!(db = %db.display(), tokens = auth.token_count(), "token store open");
+    if auth_config.open_publish {
+        tracing::warn!("auth.open_publish is on: anyone may publish without a token");
+    }
+
+    let shutdown = CancellationToken::new();
+    let health = Health::default();
+    health.expect("http");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(Arc::clone(&auth).run_expiry_sweeper(shutdown.clone()));
+
+    let state = ApiState {
+        auth: Arc::clone(&auth),
+        api_secret: Arc::new(api_secret),
+        health: health.clone(),
+    };
+    let app = streamgate_api::router(state).layer(axum::middleware::from_fn(log_request));
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http.listen))?;
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %http_addr, "HTTP listening");
+    health.up("http");
+    let http_stop = shutdown.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(http_stop.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Logs each HTTP request's method, path (never the query, which may hold a token), status
+/// and duration.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), ms = start.elapsed().as_millis() as u64, "http");
+    resp
+}
