@@ -1,0 +1,324 @@
+//! Helpers for the end-to-end tests: start the real `streamgate` binary on free loopback ports
+//! with its own data dir, talk HTTP to it, and clean up every process and file on drop.
+//!
+//! The binary is built by the test command (`cargo build --bins` before `cargo test`); set
+//! `STREAMGATE_BIN` to test another build.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_debug_implementations
+)]
+
+pub mod http;
+
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use http::{HttpResponse, HttpResult};
+
+/// The API secret every test server uses.
+pub const API_SECRET: &str = "test-api-secret-0123456789abcdef";
+/// How long a server may take to report healthy.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of the `streamgate` binary under test.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("STREAMGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>/streamgate
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("streamgate");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` before the tests (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free UDP port on 127.0.0.1.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A new empty directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "streamgate-{tag}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Options for a test server.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Options {
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A running `streamgate` process.
+pub struct Server {
+    child: Option<Child>,
+    /// Its data dir (kept across restarts).
+    pub data: TempDir,
+    /// Where its log goes.
+    pub log_path: PathBuf,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// RTMP address.
+    pub rtmp: SocketAddr,
+    /// SRT address (UDP).
+    pub srt: SocketAddr,
+    options: Options,
+}
+
+impl Server {
+    /// Starts a server with default options and waits until it is healthy.
+    pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts a server with `options` and waits until it is healthy.
+    pub fn start_with(options: Options) -> Self {
+        let data = TempDir::new("server");
+        let mut s = Self {
+            child: None,
+            log_path: data.path().join("streamgate.log"),
+            data,
+            http: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
+            rtmp: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
+            srt: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            options,
+        };
+        s.spawn();
+        s
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("STREAMGATE_CONFIG", self.data.path().join("no-config.toml"))
+            .env("STREAMGATE_HTTP_LISTEN", self.http.to_string())
+            .env("STREAMGATE_RTMP_LISTEN", self.rtmp.to_string())
+            .env("STREAMGATE_SRT_LISTEN", self.srt.to_string())
+            .env("STREAMGATE_DATA_DIR", self.data_dir())
+            .env("STREAMGATE_API_SECRET", API_SECRET)
+            .env("STREAMGATE_LOG_LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        std::fs::write(self.data.path().join("no-config.toml"), "").unwrap();
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn streamgate"));
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(r) = self.get("/healthz") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "streamgate exited during start ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "streamgate not healthy in time; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process (SIGTERM, then kill) and starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (killing it after a grace period).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        let f = match std::fs::File::open(&self.log_path) {
+            Ok(f) => f,
+            Err(_) => return Vec::new(),
+        };
+        BufReader::new(f)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    /// Every file in the data dir, as bytes (database, WAL, secret file...).
+    pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.data_dir()) {
+            for e in entries.flatten() {
+                if let Ok(bytes) = std::fs::read(e.path()) {
+                    out.push((e.path(), bytes));
+                }
+            }
+        }
+        out
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// GET without credentials.
+    pub fn get(&self, path: &str) -> HttpResult {
+        http::request(self.http, "GET", path, &[], None)
+    }
+
+    /// An `/api` request with the API secret.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        let auth = format!("Bearer {API_SECRET}");
+        http::request(
+            self.http,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.map(str::as_bytes),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Creates a token of `kind` (`publish` or `subscribe`) from a JSON body; returns
+    /// (id, secret).
+    pub fn create_token(&self, kind: &str, body: serde_json::Value) -> (i64, String) {
+        let r = self.api(
+            "POST",
+            &format!("/api/{kind}_token"),
+            Some(&body.to_string()),
+        );
+        assert_eq!(r.status, 200, "create {kind} token: {}", r.body);
+        let v = r.json();
+        (
+            v["data"]["id"].as_i64().unwrap(),
+            v["data"]["token"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- streamgate log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
