@@ -1,0 +1,231 @@
+//! The hub: stream names to stream entries, and the entry each publisher and subscriber
+//! holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::session::{lock, Session};
+use crate::{Publisher, RelayError, Subscriber};
+
+/// The stream hub; clones share the same streams.
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+/// The streams behind every clone of a [`Hub`].
+#[derive(Debug, Default)]
+pub(crate) struct HubInner {
+    streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+}
+
+/// One stream name, live or waited for. It exists while it has a publisher or a subscriber.
+///
+/// Lock order: hub map, then entry state, then session state.
+#[derive(Debug)]
+pub(crate) struct StreamEntry {
+    name: String,
+    state: Mutex<EntryState>,
+    /// Woken on every push and on publish start and end; subscribers wait here.
+    pub(crate) notify: Notify,
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What changes when publishers and subscribers come and go.
+#[derive(Debug, Default)]
+struct EntryState {
+    /// The live session; `Some` exactly while a publisher is attached.
+    session: Option<Arc<Session>>,
+    subscribers: usize,
+}
+
+/// Counters of one stream, for metrics. Counters start at zero when the stream name is first
+/// used and vanish with it (when it has neither publisher nor subscriber).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// The stream name.
+    pub name: String,
+    /// Whether a publisher is attached.
+    pub live: bool,
+    /// Subscribers attached, waiting ones included.
+    pub subscribers: usize,
+    /// Frames pushed.
+    pub frames_in: u64,
+    /// Payload bytes pushed.
+    pub bytes_in: u64,
+    /// Frames lost by lagging subscribers, summed over subscribers.
+    pub dropped: u64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Attaches the publisher of `name`; fails if one is attached already.
+    ///
+    /// Subscribers waiting for `name` are woken and start with the first frames.
+    pub fn publish(&self, name: &str) -> Result<Publisher, RelayError> {
+        let mut streams = lock(&self.inner.streams);
+        let entry = Arc::clone(
+            streams
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(StreamEntry::new(name))),
+        );
+        let session = {
+            let mut state = lock(&entry.state);
+            if state.session.is_some() {
+                return Err(RelayError::AlreadyPublishing {
+                    name: name.to_owned(),
+                });
+            }
+            let session = Arc::new(Session::new());
+            state.session = Some(Arc::clone(&session));
+            session
+        };
+        drop(streams);
+        entry.notify.notify_waiters();
+        Ok(Publisher::new(Arc::clone(&self.inner), entry, session))
+    }
+
+    /// Attaches a subscriber to `name`, live or not.
+    ///
+    /// On a live stream its queue starts now, with the GOP cache; otherwise it waits, and
+    /// its queue starts with the first frame of the next publish.
+    pub fn subscribe(&self, name: &str) -> Subscriber {
+        let mut streams = lock(&self.inner.streams);
+        let entry = Arc::clone(
+            streams
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(StreamEntry::new(name))),
+        );
+        let session = {
+            let mut state = lock(&entry.state);
+            state.subscribers += 1;
+            state.session.clone()
+        };
+        drop(streams);
+        Subscriber::new(Arc::clone(&self.inner), entry, session)
+    }
+
+    /// Names of the streams that have a publisher or a subscriber, sorted.
+    pub fn stream_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.inner.streams).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Counters of every stream, sorted by name.
+    pub fn stats(&self) -> Vec<StreamStats> {
+        let entries: Vec<Arc<StreamEntry>> = lock(&self.inner.streams).values().cloned().collect();
+        let mut stats: Vec<StreamStats> = entries.iter().map(|e| e.stats()).collect();
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
+    }
+
+    /// Counters of one stream, if it exists.
+    pub fn stream_stats(&self, name: &str) -> Option<StreamStats> {
+        let entry = lock(&self.inner.streams).get(name).cloned()?;
+        Some(entry.stats())
+    }
+}
+
+impl HubInner {
+    /// Detaches a publisher: the entry goes inactive and is removed if nobody waits on it.
+    pub(crate) fn detach_publisher(&self, entry: &Arc<StreamEntry>, session: &Arc<Session>) {
+        {
+            let mut streams = lock(&self.streams);
+            let mut state = lock(&entry.state);
+            if state
+                .session
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                state.session = None;
+            }
+            if state.session.is_none() && state.subscribers == 0 {
+                remove_entry(&mut streams, entry);
+            }
+        }
+        session.end();
+        entry.notify.notify_waiters();
+    }
+
+    /// Detaches a subscriber: the entry is removed if it was the last user.
+    pub(crate) fn detach_subscriber(&self, entry: &Arc<StreamEntry>) {
+        let mut streams = lock(&self.streams);
+        let mut state = lock(&entry.state);
+        state.subscribers = state.subscribers.saturating_sub(1);
+        if state.session.is_none() && state.subscribers == 0 {
+            remove_entry(&mut streams, entry);
+        }
+    }
+}
+
+/// Removes `entry` from the map if the map still holds this very entry.
+fn remove_entry(streams: &mut HashMap<String, Arc<StreamEntry>>, entry: &Arc<StreamEntry>) {
+    if streams
+        .get(&entry.name)
+        .is_some_and(|e| Arc::ptr_eq(e, entry))
+    {
+        streams.remove(&entry.name);
+    }
+}
+
+impl StreamEntry {
+    /// A new entry with no publisher and no subscriber.
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            state: Mutex::new(EntryState::default()),
+            notify: Notify::new(),
+            frames_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// The stream name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The live session, if any.
+    pub(crate) fn session(&self) -> Option<Arc<Session>> {
+        lock(&self.state).session.clone()
+    }
+
+    /// Counts one pushed frame.
+    pub(crate) fn count_in(&self, bytes: usize) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts frames lost by a subscriber.
+    pub(crate) fn count_dropped(&self, frames: u64) {
+        self.dropped.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the counters.
+    fn stats(&self) -> StreamStats {
+        let (live, subscribers) = {
+            let state = lock(&self.state);
+            (state.session.is_some(), state.subscribers)
+        };
+        StreamStats {
+            name: self.name.clone(),
+            live,
+            subscribers,
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}

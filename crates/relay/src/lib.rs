@@ -1,0 +1,35 @@
+//! The fan-out relay of streamgate: a [`Hub`] of streams by name, each with at most one
+//! [`Publisher`] and any number of [`Subscriber`]s, a bounded queue per subscriber, a GOP
+//! cache for instant start, live/ended events, and per-wire-format encode-once caches
+//! ([`SharedFrame::encoded`], [`SharedConfig::encoded`]). It knows no tokens and no sockets:
+//! listeners attach to it only after the auth crate has granted the request.
+//!
+//! Main loop: a listener's publish task calls [`Hub::publish`], sets the stream
+//! configuration and calls [`Publisher::push`] for each frame, which never waits; each play
+//! task calls [`Hub::subscribe`] and loops on [`Subscriber::recv`], writing every
+//! [`Event::Frame`] in its own wire format through the shared encode cache.
+//!
+//! Queue design: each stream keeps one ring of the last [`SUBSCRIBER_QUEUE_FRAMES`] frames
+//! and each subscriber only a cursor into it, so a push costs the same with one subscriber
+//! or thousands (one allocation for the shared frame, one short lock, one wake-up of the
+//! waiting subscribers). A subscriber whose cursor falls off the ring has lost frames: it
+//! skips to the newest video keyframe still queued (or waits for the next one), and the
+//! loss is counted, per subscriber and per stream.
+//! No lock is held across an `.await`, and no unbounded channel carries media.
+
+mod error;
+mod gop;
+mod hub;
+mod publisher;
+mod queue;
+mod session;
+mod shared;
+mod subscriber;
+
+pub use error::RelayError;
+pub use gop::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
+pub use hub::{Hub, StreamStats};
+pub use publisher::Publisher;
+pub use queue::SUBSCRIBER_QUEUE_FRAMES;
+pub use shared::{SharedConfig, SharedFrame, WireFormat};
+pub use subscriber::{Event, Subscriber};

@@ -1,0 +1,79 @@
+//! The publishing side of a stream.
+
+use std::sync::Arc;
+
+use streamgate_media::{AacConfig, AvcConfig, Frame, Metadata, StreamConfig};
+
+use crate::hub::{HubInner, StreamEntry};
+use crate::session::Session;
+use crate::{SharedConfig, SharedFrame};
+
+/// The one publisher of a live stream. Dropping it ends the stream: subscribers receive
+/// [`crate::Event::Ended`] after the frames already pushed, and stay subscribed for the next
+/// publish of the same name.
+#[derive(Debug)]
+pub struct Publisher {
+    hub: Arc<HubInner>,
+    entry: Arc<StreamEntry>,
+    session: Arc<Session>,
+}
+
+impl Publisher {
+    /// Wraps a freshly attached session.
+    pub(crate) fn new(hub: Arc<HubInner>, entry: Arc<StreamEntry>, session: Arc<Session>) -> Self {
+        Self {
+            hub,
+            entry,
+            session,
+        }
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        self.entry.name()
+    }
+
+    /// Replaces the whole configuration.
+    pub fn set_config(&self, config: StreamConfig) {
+        self.session.update_config(|c| *c = config);
+    }
+
+    /// Sets the H.264 configuration (an RTMP AVC sequence header, or SPS/PPS seen in-band).
+    pub fn set_video_config(&self, video: AvcConfig) {
+        self.session.update_config(|c| c.video = Some(video));
+    }
+
+    /// Sets the AAC configuration.
+    pub fn set_audio_config(&self, audio: AacConfig) {
+        self.session.update_config(|c| c.audio = Some(audio));
+    }
+
+    /// Sets the encoder-announced metadata.
+    pub fn set_metadata(&self, metadata: Metadata) {
+        self.session.update_config(|c| c.metadata = Some(metadata));
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<SharedConfig> {
+        self.session.config()
+    }
+
+    /// Hands a frame to every subscriber. Never waits: the cost is one allocation for the
+    /// shared frame, one short lock and a wake-up of the subscribers waiting for data,
+    /// whatever their number and however far behind they are.
+    ///
+    /// A configuration change made before this call is announced to each subscriber right
+    /// before this frame.
+    pub fn push(&self, frame: Frame) {
+        let bytes = frame.payload.len();
+        self.session.push(Arc::new(SharedFrame::new(frame)));
+        self.entry.count_in(bytes);
+        self.entry.notify.notify_waiters();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.hub.detach_publisher(&self.entry, &self.session);
+    }
+}

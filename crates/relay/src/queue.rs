@@ -1,0 +1,123 @@
+//! The per-stream ring that serves as every subscriber's bounded queue.
+//!
+//! The publisher appends each frame once to one ring; each subscriber keeps only a cursor
+//! (the sequence number of the next frame it will read). A subscriber's queue is therefore
+//! the window between its cursor and the ring's head, and it is full when that window
+//! exceeds [`SUBSCRIBER_QUEUE_FRAMES`]: the oldest frame is then overwritten for it, the
+//! publisher does no per-subscriber work at all, and the lagging reader notices at its next
+//! read (see [`crate::Subscriber`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::{SharedConfig, SharedFrame};
+
+/// How many frames each subscriber may have waiting (its queue, a window of the stream's
+/// shared ring). When a subscriber is more than this many frames behind, the oldest frames
+/// are dropped for it; at its next read it skips to a video keyframe (the newest one still
+/// queued, else the next to come; audio resumes at the same point), and every frame it
+/// skipped is counted in [`crate::Subscriber::dropped`] and in the stream's
+/// [`crate::StreamStats::dropped`]. The publisher is never slowed.
+///
+/// 512 frames are about 7 s of 30 fps video with 44.1 kHz AAC, and about 5 s at 60 fps.
+pub const SUBSCRIBER_QUEUE_FRAMES: usize = 512;
+
+/// One entry of the ring: a frame and the configuration that was in force when it was
+/// pushed, so that a reader can announce a new configuration exactly before the first frame
+/// that needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    /// The frame.
+    pub(crate) frame: Arc<SharedFrame>,
+    /// The configuration in force at push time.
+    pub(crate) config: Arc<SharedConfig>,
+}
+
+/// A bounded FIFO of slots addressed by ever-increasing sequence numbers.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    slots: VecDeque<Slot>,
+    /// Sequence number of `slots.front()`.
+    base: u64,
+    capacity: usize,
+}
+
+impl Ring {
+    /// An empty ring holding at most `capacity` (at least 1) slots, allocated once.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            slots: VecDeque::with_capacity(capacity),
+            base: 0,
+            capacity,
+        }
+    }
+
+    /// Sequence number of the oldest slot still held.
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Sequence number the next pushed slot will get.
+    pub(crate) fn head(&self) -> u64 {
+        self.base + self.slots.len() as u64
+    }
+
+    /// Appends a slot, overwriting the oldest one when full. O(1), never allocates.
+    pub(crate) fn push(&mut self, slot: Slot) {
+        if self.slots.len() >= self.capacity {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        self.slots.push_back(slot);
+    }
+
+    /// Sequence number of the newest slot that satisfies `pred`, if any.
+    pub(crate) fn newest(&self, pred: impl Fn(&Slot) -> bool) -> Option<u64> {
+        let index = self.slots.iter().rposition(pred)?;
+        Some(self.base + index as u64)
+    }
+
+    /// The slot with sequence number `seq`, if still held.
+    pub(crate) fn get(&self, seq: u64) -> Option<&Slot> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use streamgate_media::{Codec, Frame, StreamConfig, TrackKind};
+
+    fn slot(pts: i64) -> Slot {
+        Slot {
+            frame: Arc::new(SharedFrame::new(Frame {
+                track: TrackKind::Audio,
+                codec: Codec::Aac,
+                pts,
+                dts: pts,
+                keyframe: true,
+                payload: Bytes::new(),
+            })),
+            config: Arc::new(SharedConfig::new(StreamConfig::default())),
+        }
+    }
+
+    #[test]
+    fn overwrites_oldest_when_full() {
+        let mut ring = Ring::new(3);
+        for pts in 0..5 {
+            ring.push(slot(pts));
+        }
+        assert_eq!(ring.base(), 2);
+        assert_eq!(ring.head(), 5);
+        assert!(ring.get(1).is_none());
+        assert_eq!(ring.get(2).map(|s| s.frame.frame.pts), Some(2));
+        assert_eq!(ring.get(4).map(|s| s.frame.frame.pts), Some(4));
+        assert!(ring.get(5).is_none());
+        assert_eq!(ring.newest(|s| s.frame.frame.pts < 4), Some(3));
+        assert_eq!(ring.newest(|_| false), None);
+    }
+}

@@ -1,0 +1,244 @@
+//! The viewing side of a stream: a cursor into the stream's ring plus the catch-up state.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::sync::Arc;
+
+use crate::hub::{HubInner, StreamEntry};
+use crate::queue::Slot;
+use crate::session::{JoinPoint, Session};
+use crate::{SharedConfig, SharedFrame};
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The stream is live with this configuration: sent before the first frame of a publish
+    /// and again before the first frame that follows a configuration change.
+    Started(Arc<SharedConfig>),
+    /// The next frame, in push order (possibly after a gap: see [`Subscriber`]).
+    Frame(Arc<SharedFrame>),
+    /// The publisher has gone (sent only after a `Started`). The subscriber stays subscribed:
+    /// reading on waits for the next publish of the same name.
+    Ended,
+}
+
+/// One viewer of a stream name, whether or not it is live.
+///
+/// Joining a live stream, it starts at the latest video keyframe from the GOP cache (an
+/// audio-only stream starts with the next frame); waiting for a stream, it starts with the
+/// first frame of the publish. Its queue holds at most [`crate::SUBSCRIBER_QUEUE_FRAMES`]
+/// frames; a subscriber that falls further behind loses frames and, at its next read,
+/// skips to the newest video keyframe still queued (or waits for the next one), so that
+/// decoding resumes cleanly and as close to live as possible. Every frame skipped that way
+/// is counted in [`Subscriber::dropped`].
+#[derive(Debug)]
+pub struct Subscriber {
+    hub: Arc<HubInner>,
+    entry: Arc<StreamEntry>,
+    reader: Option<Reader>,
+    dropped: u64,
+}
+
+/// Where a subscriber stands in one publish session.
+#[derive(Debug)]
+struct Reader {
+    session: Arc<Session>,
+    /// GOP frames still to deliver before the ring.
+    backlog: VecDeque<Slot>,
+    /// Ring sequence number of the next live frame.
+    cursor: u64,
+    /// Whether frames are skipped until a start point.
+    resume: Resume,
+    /// The configuration last announced, compared by identity.
+    last_config: Option<Arc<SharedConfig>>,
+    /// A frame held back while its `Started` is delivered.
+    pending: Option<Arc<SharedFrame>>,
+}
+
+/// How the reader takes the next frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// Any frame.
+    Any,
+    /// Only a start point (a video keyframe, or any audio frame without video); frames
+    /// skipped before it are counted as drops when `counted`.
+    StartPoint { counted: bool },
+}
+
+/// The outcome of one read attempt.
+#[derive(Debug)]
+enum Step {
+    /// Something to deliver.
+    Deliver(Event),
+    /// Nothing new yet.
+    Empty,
+    /// The session ended and everything in it was read.
+    Finished { started: bool },
+}
+
+impl Subscriber {
+    /// A subscriber counted in `entry`, joining `live` (the stream's session) if there is one.
+    pub(crate) fn new(
+        hub: Arc<HubInner>,
+        entry: Arc<StreamEntry>,
+        live: Option<Arc<Session>>,
+    ) -> Self {
+        let reader = live.and_then(|session| {
+            let join = session.join()?;
+            Some(Reader::new(session, join))
+        });
+        Self {
+            hub,
+            entry,
+            reader,
+            dropped: 0,
+        }
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        self.entry.name()
+    }
+
+    /// Frames this subscriber lost by falling behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Waits for the next event. Cancel-safe: if the future is dropped before it completes,
+    /// no event is lost.
+    pub async fn recv(&mut self) -> Event {
+        let entry = Arc::clone(&self.entry);
+        loop {
+            let mut notified = pin!(entry.notify.notified());
+            // Register before looking, so that a push between the look and the wait wakes us.
+            notified.as_mut().enable();
+            if let Some(event) = self.try_recv() {
+                return event;
+            }
+            notified.await;
+        }
+    }
+
+    /// The next event if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        loop {
+            if self.reader.is_none() {
+                // Waiting, or done with the previous publish: a new one is read from its
+                // start (the entry never holds a session that has ended).
+                let session = self.entry.session()?;
+                self.reader = Some(Reader::new(session, JoinPoint::session_start()));
+            }
+            let reader = self.reader.as_mut()?;
+            match reader.next(&self.entry, &mut self.dropped) {
+                Step::Deliver(event) => return Some(event),
+                Step::Empty => return None,
+                Step::Finished { started } => {
+                    self.reader = None;
+                    if started {
+                        return Some(Event::Ended);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.hub.detach_subscriber(&self.entry);
+    }
+}
+
+impl Reader {
+    /// Starts reading `session` at `join`: the GOP if there is one, else the next start point.
+    fn new(session: Arc<Session>, join: JoinPoint) -> Self {
+        let resume = if join.backlog.is_empty() {
+            Resume::StartPoint { counted: false }
+        } else {
+            Resume::Any
+        };
+        Self {
+            session,
+            backlog: join.backlog,
+            cursor: join.cursor,
+            resume,
+            last_config: None,
+            pending: None,
+        }
+    }
+
+    /// Takes the next deliverable frame (skipping as `resume` says), or reports that there
+    /// is none yet or the session is over. Lost frames are added to `dropped` and the entry.
+    fn next(&mut self, entry: &StreamEntry, dropped: &mut u64) -> Step {
+        if let Some(frame) = self.pending.take() {
+            return Step::Deliver(Event::Frame(frame));
+        }
+        let mut lost = 0u64;
+        let (found, ended) = {
+            let state = self.session.lock();
+            if self.cursor < state.ring.base() {
+                // Frames were overwritten before we read them. Resume at the newest start
+                // point still queued (or the next one to come), so that the viewer gets
+                // back as close to live as possible; everything in between is lost.
+                let resume_at = state
+                    .ring
+                    .newest(|slot| state.is_start_point(&slot.frame))
+                    .unwrap_or_else(|| state.ring.head());
+                lost += resume_at - self.cursor + self.backlog.len() as u64;
+                self.backlog.clear();
+                self.cursor = resume_at;
+                self.resume = Resume::StartPoint { counted: true };
+            }
+            let mut found = None;
+            while found.is_none() {
+                let slot = if let Some(slot) = self.backlog.pop_front() {
+                    slot
+                } else if let Some(slot) = state.ring.get(self.cursor) {
+                    self.cursor += 1;
+                    slot.clone()
+                } else {
+                    break;
+                };
+                match self.resume {
+                    Resume::Any => found = Some(slot),
+                    Resume::StartPoint { counted } => {
+                        if state.is_start_point(&slot.frame) {
+                            self.resume = Resume::Any;
+                            found = Some(slot);
+                        } else if counted {
+                            lost += 1;
+                        }
+                    }
+                }
+            }
+            (found, state.ended)
+        };
+        if lost > 0 {
+            *dropped += lost;
+            entry.count_dropped(lost);
+        }
+        match found {
+            Some(slot) => Step::Deliver(self.announce(slot)),
+            None if ended => Step::Finished {
+                started: self.last_config.is_some(),
+            },
+            None => Step::Empty,
+        }
+    }
+
+    /// The event for `slot`: the frame itself, or first a `Started` if its configuration is
+    /// not the one last announced (the frame is then held back for the next read).
+    fn announce(&mut self, slot: Slot) -> Event {
+        if self
+            .last_config
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &slot.config))
+        {
+            return Event::Frame(slot.frame);
+        }
+        self.last_config = Some(Arc::clone(&slot.config));
+        self.pending = Some(slot.frame);
+        Event::Started(slot.config)
+    }
+}

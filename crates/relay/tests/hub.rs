@@ -1,0 +1,503 @@
+//! Behaviour of the hub through its public API, without sockets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use streamgate_media::{
+    ms_to_ticks, AacConfig, AvcConfig, Codec, Frame, Metadata, StreamConfig, TrackKind,
+};
+use streamgate_relay::{
+    Event, Hub, RelayError, SharedFrame, Subscriber, WireFormat, GOP_CACHE_MAX_FRAMES,
+    SUBSCRIBER_QUEUE_FRAMES,
+};
+
+fn video(n: i64, keyframe: bool) -> Frame {
+    Frame {
+        track: TrackKind::Video,
+        codec: Codec::H264,
+        pts: ms_to_ticks(n * 40),
+        dts: ms_to_ticks(n * 40),
+        keyframe,
+        payload: Bytes::from(vec![0u8; 10]),
+    }
+}
+
+fn audio(n: i64) -> Frame {
+    Frame {
+        track: TrackKind::Audio,
+        codec: Codec::Aac,
+        pts: ms_to_ticks(n * 40),
+        dts: ms_to_ticks(n * 40),
+        keyframe: true,
+        payload: Bytes::from(vec![0u8; 4]),
+    }
+}
+
+fn avc() -> AvcConfig {
+    match AvcConfig::from_parameter_sets(
+        vec![Bytes::from_static(&[0x67, 66, 0xc0, 30])],
+        vec![Bytes::from_static(&[0x68, 0xce])],
+    ) {
+        Ok(config) => config,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
+fn aac() -> AacConfig {
+    match AacConfig::new(2, 4, 2) {
+        Ok(config) => config,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
+fn frame(event: Option<Event>) -> Arc<SharedFrame> {
+    match event {
+        Some(Event::Frame(frame)) => frame,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn started(event: Option<Event>) -> StreamConfig {
+    match event {
+        Some(Event::Started(config)) => config.config.clone(),
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+/// `recv` with a deadline, so that a hang fails the test instead of stalling it.
+async fn recv(sub: &mut Subscriber) -> Event {
+    match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+        Ok(event) => event,
+        Err(_) => panic!("no event within 5 s"),
+    }
+}
+
+/// Asserts that `recv` has nothing to give right now.
+async fn assert_pending(sub: &mut Subscriber) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), sub.recv())
+            .await
+            .is_err(),
+        "unexpected event"
+    );
+}
+
+#[tokio::test]
+async fn late_subscriber_starts_at_latest_keyframe_with_configs() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    publisher.set_audio_config(aac());
+    publisher.push(video(0, true));
+    publisher.push(video(1, false));
+    publisher.push(audio(1));
+    publisher.push(video(2, false));
+    publisher.push(video(3, true));
+    publisher.push(audio(3));
+    publisher.push(video(4, false));
+
+    let mut sub = hub.subscribe("live/cam1");
+    let config = started(sub.try_recv());
+    assert_eq!(config.video, Some(avc()));
+    assert_eq!(config.audio, Some(aac()));
+    let first = frame(sub.try_recv());
+    assert!(first.frame.keyframe);
+    assert_eq!(first.frame.pts, ms_to_ticks(120));
+    assert_eq!(frame(sub.try_recv()).frame.track, TrackKind::Audio);
+    assert_eq!(frame(sub.try_recv()).frame.pts, ms_to_ticks(160));
+    assert!(sub.try_recv().is_none());
+
+    publisher.push(video(5, false));
+    assert_eq!(
+        frame(Some(recv(&mut sub).await)).frame.pts,
+        ms_to_ticks(200)
+    );
+    assert_eq!(sub.dropped(), 0);
+}
+
+#[tokio::test]
+async fn config_change_is_announced_before_the_next_frame() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    let mut sub = hub.subscribe("live/cam1");
+    publisher.push(video(0, true));
+    started(sub.try_recv());
+    frame(sub.try_recv());
+
+    let metadata = Metadata {
+        width: Some(320),
+        ..Metadata::default()
+    };
+    publisher.set_metadata(metadata.clone());
+    // Setting the same value again is no change.
+    publisher.set_metadata(metadata.clone());
+    assert!(sub.try_recv().is_none(), "announced with the next frame");
+    publisher.push(video(1, false));
+    let config = started(sub.try_recv());
+    assert_eq!(config.metadata, Some(metadata));
+    assert_eq!(config.video, Some(avc()));
+    assert_eq!(frame(sub.try_recv()).frame.pts, ms_to_ticks(40));
+    assert!(sub.try_recv().is_none());
+
+    // A viewer joining now gets the GOP with the configuration each frame was pushed
+    // under: the old one for the keyframe, the new one announced before frame 1.
+    publisher.push(video(2, false));
+    let mut late = hub.subscribe("live/cam1");
+    assert_eq!(started(late.try_recv()).metadata, None);
+    assert!(frame(late.try_recv()).frame.keyframe);
+    match late.try_recv() {
+        Some(Event::Started(config)) => assert!(Arc::ptr_eq(&config, &publisher.config())),
+        other => panic!("expected Started, got {other:?}"),
+    }
+    assert_eq!(frame(late.try_recv()).frame.pts, ms_to_ticks(40));
+    assert_eq!(frame(late.try_recv()).frame.pts, ms_to_ticks(80));
+    assert!(late.try_recv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_subscriber_does_not_block_publisher_or_other_subscribers() {
+    const FRAMES: usize = 10_000;
+    const GOP: usize = 50;
+    const BATCH: usize = 100;
+
+    let hub = Hub::new();
+    let publisher = hub.publish("live/load").unwrap();
+    publisher.set_video_config(avc());
+    let mut stuck = hub.subscribe("live/load");
+    let mut reading = hub.subscribe("live/load");
+
+    let progress = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let progress = Arc::clone(&progress);
+        tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(FRAMES);
+            while seen.len() < FRAMES {
+                match recv(&mut reading).await {
+                    Event::Frame(f) => {
+                        seen.push(f.frame.pts);
+                        progress.store(seen.len(), Ordering::Release);
+                    }
+                    Event::Started(_) => {}
+                    Event::Ended => panic!("ended early"),
+                }
+            }
+            (seen, reading)
+        })
+    };
+
+    for i in 0..FRAMES {
+        let n = i64::try_from(i).unwrap();
+        publisher.push(video(n, i % GOP == 0));
+        if i == 0 {
+            // The stuck viewer reads the start, then never again until the end.
+            started(stuck.try_recv());
+            frame(stuck.try_recv());
+        }
+        if (i + 1) % BATCH == 0 {
+            // Pace the test so that the reading viewer keeps up; the publisher itself
+            // never waits on anyone.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while progress.load(Ordering::Acquire) < i + 1 {
+                assert!(tokio::time::Instant::now() < deadline, "reader stalled");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    let (seen, reading) = reader.await.unwrap();
+    let expected: Vec<i64> = (0..FRAMES)
+        .map(|i| ms_to_ticks(i64::try_from(i).unwrap() * 40))
+        .collect();
+    assert_eq!(seen, expected, "the reading viewer got everything in order");
+    assert_eq!(reading.dropped(), 0);
+
+    // The stuck viewer now resumes on a keyframe, having lost the frames in between.
+    let mut resumed = Vec::new();
+    while let Some(event) = stuck.try_recv() {
+        resumed.push(frame(Some(event)).frame.clone());
+    }
+    let first = resumed.first().unwrap();
+    assert!(first.keyframe);
+    assert!(resumed.len() <= SUBSCRIBER_QUEUE_FRAMES);
+    assert_eq!(resumed.last().unwrap().pts, *expected.last().unwrap());
+    assert!(stuck.dropped() > 0);
+    assert_eq!(stuck.dropped() + resumed.len() as u64, (FRAMES - 1) as u64);
+    for pair in resumed.windows(2) {
+        assert_eq!(pair[1].pts - pair[0].pts, ms_to_ticks(40), "contiguous");
+    }
+
+    let stats = hub.stream_stats("live/load").unwrap();
+    assert_eq!(stats.frames_in, FRAMES as u64);
+    assert_eq!(stats.bytes_in, 10 * FRAMES as u64);
+    assert_eq!(stats.subscribers, 2);
+    assert!(stats.live);
+    assert_eq!(stats.dropped, stuck.dropped());
+}
+
+#[tokio::test]
+async fn lagging_subscriber_resumes_audio_with_the_video_keyframe() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/av").unwrap();
+    publisher.set_video_config(avc());
+    publisher.set_audio_config(aac());
+    let mut sub = hub.subscribe("live/av");
+    publisher.push(video(0, true));
+    started(sub.try_recv());
+    frame(sub.try_recv());
+
+    // Overflow the queue with audio and inter frames, then a keyframe.
+    for n in 1..=i64::try_from(SUBSCRIBER_QUEUE_FRAMES).unwrap() {
+        publisher.push(audio(n));
+        publisher.push(video(n, false));
+    }
+    publisher.push(audio(9_999));
+    publisher.push(video(10_000, true));
+    publisher.push(audio(10_000));
+
+    let resumed = frame(sub.try_recv());
+    assert_eq!(resumed.frame.track, TrackKind::Video);
+    assert!(resumed.frame.keyframe);
+    assert_eq!(frame(sub.try_recv()).frame.track, TrackKind::Audio);
+    assert!(sub.try_recv().is_none());
+    assert_eq!(sub.dropped(), 2 * SUBSCRIBER_QUEUE_FRAMES as u64 + 1);
+}
+
+#[tokio::test]
+async fn lagging_subscriber_without_queued_keyframe_waits_for_the_next() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    let mut sub = hub.subscribe("live/cam1");
+    publisher.push(video(0, true));
+    started(sub.try_recv());
+    frame(sub.try_recv());
+
+    let behind = SUBSCRIBER_QUEUE_FRAMES + 88;
+    for n in 1..=i64::try_from(behind).unwrap() {
+        publisher.push(video(n, false));
+    }
+    assert!(sub.try_recv().is_none(), "no keyframe queued");
+    assert_eq!(sub.dropped(), behind as u64);
+    publisher.push(video(2_000, false));
+    assert!(sub.try_recv().is_none());
+    assert_eq!(sub.dropped(), behind as u64 + 1, "skipped until a keyframe");
+    publisher.push(video(2_001, true));
+    assert!(frame(sub.try_recv()).frame.keyframe);
+    publisher.push(video(2_002, false));
+    assert_eq!(frame(sub.try_recv()).frame.pts, ms_to_ticks(2_002 * 40));
+    assert_eq!(sub.dropped(), behind as u64 + 1);
+    assert_eq!(
+        hub.stream_stats("live/cam1").unwrap().dropped,
+        sub.dropped()
+    );
+}
+
+#[tokio::test]
+async fn waiting_subscriber_starts_with_the_first_frame_and_lags_if_it_does_not_read() {
+    let hub = Hub::new();
+    let mut prompt = hub.subscribe("live/cam1");
+    let mut idle = hub.subscribe("live/cam1");
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    publisher.set_audio_config(aac());
+    // Audio before the first keyframe is not a start point in a video stream.
+    publisher.push(audio(0));
+    publisher.push(video(0, true));
+    publisher.push(video(1, false));
+    started(prompt.try_recv());
+    assert!(frame(prompt.try_recv()).frame.keyframe);
+    assert_eq!(frame(prompt.try_recv()).frame.pts, ms_to_ticks(40));
+    assert_eq!(prompt.dropped(), 0);
+
+    for n in 2..=i64::try_from(SUBSCRIBER_QUEUE_FRAMES).unwrap() + 10 {
+        publisher.push(video(n, n % 100 == 0));
+    }
+    // The idle one was subscribed all along: what it did not read is counted as dropped,
+    // and it resumes at the newest queued keyframe.
+    started(idle.try_recv());
+    let resumed = frame(idle.try_recv());
+    assert!(resumed.frame.keyframe);
+    assert_eq!(resumed.frame.pts, ms_to_ticks(500 * 40));
+    assert_eq!(idle.dropped(), 501);
+}
+
+#[tokio::test]
+async fn waiting_subscriber_sees_start_end_and_next_publish() {
+    let hub = Hub::new();
+    let mut sub = hub.subscribe("live/cam1");
+    assert!(sub.try_recv().is_none());
+    assert_pending(&mut sub).await;
+
+    let waiter = tokio::spawn(async move {
+        let first = recv(&mut sub).await;
+        (sub, first)
+    });
+    tokio::task::yield_now().await;
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    publisher.push(video(0, true));
+    let (mut sub, first) = waiter.await.unwrap();
+    assert!(matches!(first, Event::Started(_)));
+    assert!(frame(Some(recv(&mut sub).await)).frame.keyframe);
+
+    publisher.push(video(1, false));
+    drop(publisher);
+    // Frames pushed before the end come first.
+    assert_eq!(frame(Some(recv(&mut sub).await)).frame.pts, ms_to_ticks(40));
+    assert!(matches!(recv(&mut sub).await, Event::Ended));
+    assert_pending(&mut sub).await;
+    assert_eq!(hub.stream_names(), vec!["live/cam1".to_owned()]);
+    assert!(!hub.stream_stats("live/cam1").unwrap().live);
+
+    // Still subscribed: the next publish of the name is delivered.
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    publisher.push(video(100, true));
+    assert!(matches!(recv(&mut sub).await, Event::Started(_)));
+    assert_eq!(
+        frame(Some(recv(&mut sub).await)).frame.pts,
+        ms_to_ticks(4_000)
+    );
+}
+
+#[tokio::test]
+async fn publish_without_frames_ends_silently() {
+    let hub = Hub::new();
+    let mut sub = hub.subscribe("live/cam1");
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_audio_config(aac());
+    drop(publisher);
+    assert!(sub.try_recv().is_none(), "no Ended without a Started");
+}
+
+#[tokio::test]
+async fn second_publish_refused_while_first_attached() {
+    let hub = Hub::new();
+    let first = hub.publish("live/cam1").unwrap();
+    assert_eq!(first.name(), "live/cam1");
+    assert_eq!(
+        hub.publish("live/cam1").unwrap_err(),
+        RelayError::AlreadyPublishing {
+            name: "live/cam1".to_owned()
+        }
+    );
+    let other = hub.publish("live/cam2").unwrap();
+    drop(first);
+    let again = hub.publish("live/cam1").unwrap();
+    drop(again);
+    drop(other);
+    assert!(hub.stream_names().is_empty());
+}
+
+#[tokio::test]
+async fn encode_runs_once_for_many_subscribers() {
+    const SUBSCRIBERS: usize = 100;
+    const FRAMES: usize = 20;
+
+    let hub = Hub::new();
+    let publisher = hub.publish("live/cam1").unwrap();
+    publisher.set_video_config(avc());
+    let mut subs: Vec<Subscriber> = (0..SUBSCRIBERS)
+        .map(|_| hub.subscribe("live/cam1"))
+        .collect();
+    for i in 0..FRAMES {
+        publisher.push(video(i64::try_from(i).unwrap(), i == 0));
+    }
+
+    let frame_encodes = AtomicUsize::new(0);
+    let config_encodes = AtomicUsize::new(0);
+    let mut outputs = Vec::new();
+    for sub in &mut subs {
+        while let Some(event) = sub.try_recv() {
+            match event {
+                Event::Started(config) => {
+                    config.encoded(WireFormat::Rtmp, |_| {
+                        config_encodes.fetch_add(1, Ordering::Relaxed);
+                        Bytes::from_static(b"sequence header")
+                    });
+                }
+                Event::Frame(shared) => {
+                    let bytes = shared.encoded(WireFormat::Rtmp, |f| {
+                        frame_encodes.fetch_add(1, Ordering::Relaxed);
+                        f.payload.clone()
+                    });
+                    outputs.push(bytes);
+                }
+                Event::Ended => panic!("not ended"),
+            }
+        }
+    }
+    assert_eq!(outputs.len(), SUBSCRIBERS * FRAMES);
+    assert_eq!(frame_encodes.load(Ordering::Relaxed), FRAMES);
+    assert_eq!(config_encodes.load(Ordering::Relaxed), 1);
+    // Every viewer shares the one buffer.
+    assert!(outputs
+        .chunks(FRAMES)
+        .all(|per_sub| per_sub[0].as_ptr() == outputs[0].as_ptr()));
+}
+
+#[tokio::test]
+async fn entries_are_removed_when_unused() {
+    let hub = Hub::new();
+    let sub = hub.subscribe("a");
+    let publisher = hub.publish("b").unwrap();
+    let publisher_a = hub.publish("a").unwrap();
+    assert_eq!(hub.stream_names(), vec!["a".to_owned(), "b".to_owned()]);
+    drop(publisher_a);
+    assert_eq!(hub.stream_names().len(), 2, "a still has a subscriber");
+    drop(sub);
+    assert_eq!(hub.stream_names(), vec!["b".to_owned()]);
+    let clone = hub.clone();
+    drop(publisher);
+    assert!(clone.stream_names().is_empty());
+    assert!(hub.stats().is_empty());
+}
+
+#[tokio::test]
+async fn audio_only_stream_starts_immediately() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/radio").unwrap();
+    publisher.set_audio_config(aac());
+    publisher.push(audio(0));
+    publisher.push(audio(1));
+    let mut sub = hub.subscribe("live/radio");
+    assert!(sub.try_recv().is_none());
+    publisher.push(audio(2));
+    assert!(started(sub.try_recv()).video.is_none());
+    assert_eq!(frame(sub.try_recv()).frame.pts, ms_to_ticks(80));
+}
+
+#[tokio::test]
+async fn oversized_gop_makes_new_subscribers_wait_for_the_next_keyframe() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/long-gop").unwrap();
+    publisher.set_video_config(avc());
+    publisher.push(video(0, true));
+    for n in 1..=i64::try_from(GOP_CACHE_MAX_FRAMES).unwrap() {
+        publisher.push(video(n, false));
+    }
+    let mut sub = hub.subscribe("live/long-gop");
+    assert!(sub.try_recv().is_none());
+    publisher.push(video(5_000, false));
+    publisher.push(audio(5_000));
+    assert!(sub.try_recv().is_none(), "waits for a keyframe");
+    publisher.push(video(5_001, true));
+    started(sub.try_recv());
+    assert!(frame(sub.try_recv()).frame.keyframe);
+    assert_eq!(sub.dropped(), 0, "frames before joining are not drops");
+}
+
+#[test]
+fn handles_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let hub = Hub::new();
+    let publisher = hub.publish("x").unwrap();
+    let mut sub = hub.subscribe("x");
+    assert_send(&hub);
+    assert_send(&publisher);
+    assert_send(&sub);
+    assert_send(&sub.recv());
+}
