@@ -10,7 +10,9 @@
     missing_debug_implementations
 )]
 
+pub mod ffmpeg;
 pub mod http;
+pub mod rtmp;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

@@ -1,5 +1,7 @@
 //! Start-up behaviour of the binary: configuration errors, the generated API secret, `--help`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -33,6 +33,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// REST API settings.
     pub api: ApiConfig,
+    /// RTMP listener.
+    pub rtmp: RtmpSection,
     /// Server-wide authorization policy.
     pub auth: AuthSection,
     /// Logging.
@@ -45,6 +47,22 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
+}
+
+/// `[rtmp]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpSection {
+    /// Address the RTMP listener binds.
+    pub listen: SocketAddr,
+}
+
+impl Default for RtmpSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+        }
+    }
 }
 
 /// `[api]`.
@@ -81,6 +99,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             http: HttpConfig::default(),
             api: ApiConfig::default(),
+            rtmp: RtmpSection::default(),
             auth: AuthSection::default(),
             log: LogConfig::default(),
         }
@@ -122,6 +141,9 @@ pub struct Cli {
     /// HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics [default: 0.0.0.0:8080]
     #[arg(long, env = "STREAMGATE_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// RTMP listen address [default: 0.0.0.0:1935]
+    #[arg(long, env = "STREAMGATE_RTMP_LISTEN", value_name = "ADDR")]
+    pub rtmp_listen: Option<SocketAddr>,
     /// API secret for /api (prefer the environment variable: flags show in process lists)
     #[arg(
         long,
@@ -178,6 +200,9 @@ impl Config {
         }
         if let Some(v) = cli.http_listen {
             self.http.listen = v;
+        }
+        if let Some(v) = cli.rtmp_listen {
+            self.rtmp.listen = v;
         }
         if let Some(v) = &cli.api_secret {
             self.api.secret.clone_from(v);

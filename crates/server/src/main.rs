@@ -2,6 +2,7 @@
 //! HTTP server on one runtime, and shuts everything down on SIGINT/SIGTERM.
 
 mod config;
+mod metrics;
 mod secret_file;
 
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser as _;
 use streamgate_api::{ApiState, Health};
 use streamgate_auth::{Auth, AuthConfig, SqliteStore};
+use streamgate_relay::Hub;
+use streamgate_rtmp::{RtmpContext, RtmpListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Config, LogFormat};
@@ -133,8 +136,22 @@ async fn run(config: Config) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let health = Health::default();
     health.expect("http");
+    health.expect("rtmp");
+    let hub = Hub::new();
+    health.add_metrics(Arc::new(metrics::RelayMetrics(hub.clone())));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&auth).run_expiry_sweeper(shutdown.clone()));
+
+    let rtmp = RtmpListener::bind(config.rtmp.listen)
+        .await
+        .map_err(|e| format!("cannot listen for RTMP on {}: {e}", config.rtmp.listen))?;
+    tracing::info!(addr = %rtmp.local_addr().map_err(|e| e.to_string())?, "RTMP listening");
+    let rtmp_ctx = Arc::new(RtmpContext {
+        auth: Arc::clone(&auth),
+        hub: hub.clone(),
+    });
+    tasks.spawn(rtmp.run(rtmp_ctx, shutdown.clone()));
+    health.up("rtmp");
 
     let state = ApiState {
         auth: Arc::clone(&auth),

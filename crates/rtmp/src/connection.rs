@@ -1,0 +1,612 @@
+//! One RTMP connection: handshake, then a loop that feeds the client's bytes to the session
+//! library and the watcher, turns session events into auth decisions and relay calls, and writes
+//! relay frames to a viewer from the shared chunk cache.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use streamgate_auth::{AccessRequest, Action, Denial, Grant, Protocol};
+use streamgate_media::flv::{self, FlvAudio, FlvVideo};
+use streamgate_media::{Codec, Frame, StreamConfig};
+use streamgate_relay::{Event, Publisher, Subscriber, WireFormat};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::{encode_message, msg_type, AUDIO_CSID, OUT_CHUNK_SIZE, VIDEO_CSID};
+use crate::status::{
+    metadata_for_viewer, metadata_from_rtmp, on_status, play_denied, publish_denied,
+};
+use crate::target::parse_target;
+use crate::watch::InboundWatch;
+use crate::RtmpContext;
+
+/// How long a client may take to complete the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may stay without publishing or playing.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a publisher may send nothing before it is considered gone.
+pub const PUBLISH_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one write to a viewer may stall before the viewer is dropped.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bytes read from the socket at a time.
+const READ_BUFFER: usize = 64 * 1024;
+/// The message stream id every ffmpeg/OBS player uses (the first `createStream`). Viewers on
+/// it share one encoding of each frame; any other id gets its own.
+const SHARED_STREAM_ID: u32 = 1;
+
+/// Why a connection ended (for the log line).
+#[derive(Debug)]
+enum Close {
+    PeerClosed,
+    Io(std::io::Error),
+    Protocol(String),
+    Refused,
+    Revoked,
+    Shutdown,
+    Idle,
+    StreamEnded,
+    Stalled,
+}
+
+enum Role {
+    Idle,
+    Publishing(Box<Publishing>),
+    Playing(Box<Playing>),
+}
+
+struct Publishing {
+    grant: Grant,
+    publisher: Publisher,
+}
+
+struct Playing {
+    grant: Grant,
+    subscriber: Subscriber,
+    stream_id: u32,
+}
+
+impl Role {
+    fn cancellation(&self) -> Option<CancellationToken> {
+        match self {
+            Role::Idle => None,
+            Role::Publishing(p) => Some(p.grant.cancellation()),
+            Role::Playing(p) => Some(p.grant.cancellation()),
+        }
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve_connection(
+    ctx: Arc<RtmpContext>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let (reader, writer) = socket.into_split();
+    let mut conn = Connection {
+        ctx,
+        peer,
+        reader,
+        writer,
+        watch: InboundWatch::default(),
+        role: Role::Idle,
+        stream: None,
+    };
+    let reason = tokio::select! {
+        Err(r) = conn.run() => r,
+        _ = shutdown.cancelled() => Close::Shutdown,
+    };
+    match &reason {
+        Close::Io(e) => tracing::debug!(peer = %peer, error = %e, "rtmp connection closed"),
+        Close::Protocol(e) => {
+            tracing::info!(peer = %peer, error = %e, "rtmp connection closed: protocol error")
+        }
+        other => tracing::debug!(peer = %peer, reason = ?other, "rtmp connection closed"),
+    }
+    if let Some((what, stream)) = &conn.stream {
+        tracing::info!(peer = %peer, stream = %stream, reason = ?reason, "rtmp {what} ended");
+    }
+}
+
+struct Connection {
+    ctx: Arc<RtmpContext>,
+    peer: SocketAddr,
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    watch: InboundWatch,
+    role: Role,
+    /// Publish or play, and the stream, once granted (for the closing log line).
+    stream: Option<(&'static str, String)>,
+}
+
+async fn cancelled(token: Option<CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_media(role: &mut Role) -> Event {
+    match role {
+        Role::Playing(p) => p.subscriber.recv().await,
+        _ => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    /// Runs until the connection must close; the error says why.
+    async fn run(&mut self) -> Result<Infallible, Close> {
+        let leftover = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake())
+            .await
+            .map_err(|_| Close::Protocol("handshake timed out".into()))??;
+        let config = ServerSessionConfig {
+            chunk_size: OUT_CHUNK_SIZE,
+            ..ServerSessionConfig::new()
+        };
+        let (mut session, initial) =
+            ServerSession::new(config).map_err(|e| Close::Protocol(e.to_string()))?;
+        let mut out = BytesMut::new();
+        self.apply(&mut session, initial, &mut out)?;
+        let result = self.input(&mut session, &leftover, &mut out);
+        let flushed = self.flush(&mut out).await;
+        result?;
+        flushed?;
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        loop {
+            let timeout = match self.role {
+                Role::Idle => IDLE_TIMEOUT,
+                Role::Publishing(_) => PUBLISH_READ_TIMEOUT,
+                // A viewer sends almost nothing; its liveness shows in its writes.
+                Role::Playing(_) => Duration::MAX,
+            };
+            let cancel = self.role.cancellation();
+            tokio::select! {
+                _ = cancelled(cancel) => return Err(Close::Revoked),
+                read = tokio::time::timeout(timeout, self.reader.read_buf(&mut buf)) => {
+                    match read {
+                        Err(_) if matches!(self.role, Role::Idle) => return Err(Close::Idle),
+                        Err(_) => return Err(Close::Protocol("publisher sent nothing".into())),
+                        Ok(Err(e)) => return Err(Close::Io(e)),
+                        Ok(Ok(0)) => return Err(Close::PeerClosed),
+                        Ok(Ok(_)) => {
+                            let result = self.input(&mut session, &buf, &mut out);
+                            buf.clear();
+                            if buf.capacity() < READ_BUFFER {
+                                buf.reserve(READ_BUFFER);
+                            }
+                            let flushed = self.flush(&mut out).await;
+                            result?;
+                            flushed?;
+                        }
+                    }
+                }
+                event = next_media(&mut self.role) => {
+                    self.media(&mut session, event, &mut out)?;
+                    self.flush(&mut out).await?;
+                }
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<Vec<u8>, Close> {
+        let mut hs = Handshake::new(PeerType::Server);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = self.reader.read(&mut buf).await.map_err(Close::Io)?;
+            if n == 0 {
+                return Err(Close::PeerClosed);
+            }
+            let input = buf.get(..n).unwrap_or_default();
+            match hs.process_bytes(input) {
+                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                    self.writer
+                        .write_all(&response_bytes)
+                        .await
+                        .map_err(Close::Io)?;
+                }
+                Ok(HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                }) => {
+                    self.writer
+                        .write_all(&response_bytes)
+                        .await
+                        .map_err(Close::Io)?;
+                    return Ok(remaining_bytes);
+                }
+                Err(e) => return Err(Close::Protocol(format!("bad handshake: {e:?}"))),
+            }
+        }
+    }
+
+    /// Writes what is queued, giving up on a viewer whose socket stays full.
+    async fn flush(&mut self, out: &mut BytesMut) -> Result<(), Close> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let bytes = out.split().freeze();
+        self.write(&bytes).await
+    }
+
+    async fn write(&mut self, bytes: &Bytes) -> Result<(), Close> {
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Close::Io(e)),
+            Err(_) => Err(Close::Stalled),
+        }
+    }
+
+    fn input(
+        &mut self,
+        session: &mut ServerSession,
+        bytes: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), Close> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.watch
+            .feed(bytes)
+            .map_err(|e| Close::Protocol(e.to_string()))?;
+        let results = session
+            .handle_input(bytes)
+            .map_err(|e| Close::Protocol(e.to_string()))?;
+        self.apply(session, results, out)
+    }
+
+    fn apply(
+        &mut self,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+        out: &mut BytesMut,
+    ) -> Result<(), Close> {
+        let mut queue = std::collections::VecDeque::from(results);
+        while let Some(r) = queue.pop_front() {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                ServerSessionResult::RaisedEvent(e) => {
+                    let more = self.event(session, e, out)?;
+                    queue.extend(more);
+                }
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn event(
+        &mut self,
+        session: &mut ServerSession,
+        e: ServerSessionEvent,
+        out: &mut BytesMut,
+    ) -> Result<Vec<ServerSessionResult>, Close> {
+        let proto = |e: rml_rtmp::sessions::ServerSessionError| Close::Protocol(e.to_string());
+        match e {
+            ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                session.accept_request(request_id).map_err(proto)
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => self.publish(session, request_id, &app_name, &stream_key, out),
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                stream_id,
+                ..
+            } => self.play(session, request_id, &app_name, &stream_key, stream_id, out),
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let Role::Publishing(p) = &self.role {
+                    p.publisher.set_metadata(metadata_from_rtmp(&metadata));
+                }
+                Ok(Vec::new())
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
+                if let Role::Publishing(p) = &self.role {
+                    match flv::parse_video(timestamp.value, data) {
+                        Ok(FlvVideo::Config(c)) => p.publisher.set_video_config(c),
+                        Ok(FlvVideo::Frame(f)) => p.publisher.push(f),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "skipped a malformed video message")
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
+                if let Role::Publishing(p) = &self.role {
+                    match flv::parse_audio(timestamp.value, data) {
+                        Ok(FlvAudio::Config(c)) => p.publisher.set_audio_config(c),
+                        Ok(FlvAudio::Frame(f)) => p.publisher.push(f),
+                        Ok(FlvAudio::Unsupported(_)) => {}
+                        Err(e) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "skipped a malformed audio message")
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            }
+            ServerSessionEvent::PublishStreamFinished { .. }
+            | ServerSessionEvent::PlayStreamFinished { .. } => {
+                self.role = Role::Idle;
+                Ok(Vec::new())
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn request<'a>(
+        &'a self,
+        action: Action,
+        stream: &'a streamgate_auth::StreamName,
+        token: Option<&'a str>,
+    ) -> AccessRequest<'a> {
+        AccessRequest {
+            action,
+            stream,
+            token,
+            peer_ip: self.peer.ip(),
+            origin: None,
+            referer: None,
+            user_agent: self.watch.connect().flash_ver.as_deref(),
+            protocol: Protocol::Rtmp,
+        }
+    }
+
+    fn publish(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        app: &str,
+        key: &str,
+        out: &mut BytesMut,
+    ) -> Result<Vec<ServerSessionResult>, Close> {
+        let target = match parse_target(app, key, self.watch.connect().tc_url.as_deref()) {
+            Ok(t) if matches!(self.role, Role::Idle) => t,
+            Ok(_) => {
+                return self.refuse(
+                    session,
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "already publishing or playing",
+                    out,
+                )
+            }
+            Err(e) => {
+                return self.refuse(
+                    session,
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    &e.to_string(),
+                    out,
+                )
+            }
+        };
+        let decision = self.ctx.auth.authorize(
+            &self.request(Action::Publish, &target.stream, target.token.as_deref()),
+            SystemTime::now(),
+        );
+        let grant = match decision {
+            Ok(g) => g,
+            Err(d) => {
+                self.log_denial(Action::Publish, &target.stream, d);
+                let (code, text) = publish_denied(d);
+                return self.refuse(session, request_id, code, &text, out);
+            }
+        };
+        let publisher = match self.ctx.hub.publish(target.stream.as_str()) {
+            Ok(p) => p,
+            Err(_) => {
+                self.log_denial(Action::Publish, &target.stream, Denial::StreamInUse);
+                let (code, text) = publish_denied(Denial::StreamInUse);
+                return self.refuse(session, request_id, code, &text, out);
+            }
+        };
+        let results = session
+            .accept_request(request_id)
+            .map_err(|e| Close::Protocol(e.to_string()))?;
+        tracing::info!(peer = %self.peer, stream = %target.stream, token = ?grant.token_id(), "rtmp publish started");
+        self.stream = Some(("publish", target.stream.to_string()));
+        self.role = Role::Publishing(Box::new(Publishing { grant, publisher }));
+        Ok(results)
+    }
+
+    fn play(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        app: &str,
+        key: &str,
+        stream_id: u32,
+        out: &mut BytesMut,
+    ) -> Result<Vec<ServerSessionResult>, Close> {
+        let target = match parse_target(app, key, self.watch.connect().tc_url.as_deref()) {
+            Ok(t) if matches!(self.role, Role::Idle) => t,
+            Ok(_) => {
+                return self.refuse(
+                    session,
+                    request_id,
+                    "NetStream.Play.Failed",
+                    "already publishing or playing",
+                    out,
+                )
+            }
+            Err(e) => {
+                return self.refuse(
+                    session,
+                    request_id,
+                    "NetStream.Play.StreamNotFound",
+                    &e.to_string(),
+                    out,
+                )
+            }
+        };
+        let decision = self.ctx.auth.authorize(
+            &self.request(Action::Play, &target.stream, target.token.as_deref()),
+            SystemTime::now(),
+        );
+        let grant = match decision {
+            Ok(g) => g,
+            Err(d) => {
+                self.log_denial(Action::Play, &target.stream, d);
+                let (code, text) = play_denied(d);
+                return self.refuse(session, request_id, code, &text, out);
+            }
+        };
+        let subscriber = self.ctx.hub.subscribe(target.stream.as_str());
+        let results = session
+            .accept_request(request_id)
+            .map_err(|e| Close::Protocol(e.to_string()))?;
+        tracing::info!(peer = %self.peer, stream = %target.stream, token = ?grant.token_id(), "rtmp play started");
+        self.stream = Some(("play", target.stream.to_string()));
+        self.role = Role::Playing(Box::new(Playing {
+            grant,
+            subscriber,
+            stream_id,
+        }));
+        Ok(results)
+    }
+
+    fn log_denial(&self, action: Action, stream: &streamgate_auth::StreamName, d: Denial) {
+        tracing::info!(peer = %self.peer, stream = %stream, action = ?action, reason = d.code(), "rtmp request refused");
+    }
+
+    /// Answers the request with an error status; the connection then closes.
+    fn refuse(
+        &mut self,
+        session: &mut ServerSession,
+        request_id: u32,
+        code: &str,
+        text: &str,
+        out: &mut BytesMut,
+    ) -> Result<Vec<ServerSessionResult>, Close> {
+        if let Ok(results) = session.reject_request(request_id, code, text) {
+            for r in results {
+                if let ServerSessionResult::OutboundResponse(p) = r {
+                    out.extend_from_slice(&p.bytes);
+                }
+            }
+        }
+        Err(Close::Refused)
+    }
+
+    fn media(
+        &mut self,
+        session: &mut ServerSession,
+        event: Event,
+        out: &mut BytesMut,
+    ) -> Result<(), Close> {
+        let Role::Playing(p) = &self.role else {
+            return Ok(());
+        };
+        let stream_id = p.stream_id;
+        match event {
+            Event::Started(config) => {
+                let meta = metadata_for_viewer(&config.config);
+                match session.send_metadata(stream_id, &meta) {
+                    Ok(packet) => out.extend_from_slice(&packet.bytes),
+                    Err(e) => return Err(Close::Protocol(e.to_string())),
+                }
+                let headers = if stream_id == SHARED_STREAM_ID {
+                    config.encoded(WireFormat::Rtmp, |c| sequence_headers(c, stream_id))
+                } else {
+                    sequence_headers(&config.config, stream_id)
+                };
+                out.extend_from_slice(&headers);
+            }
+            Event::Frame(shared) => {
+                let bytes = if stream_id == SHARED_STREAM_ID {
+                    shared.encoded(WireFormat::Rtmp, |f| frame_message(f, stream_id))
+                } else {
+                    frame_message(&shared.frame, stream_id)
+                };
+                if !bytes.is_empty() {
+                    out.extend_from_slice(&bytes);
+                }
+            }
+            Event::Ended => {
+                out.extend_from_slice(&on_status(
+                    stream_id,
+                    "NetStream.Play.UnpublishNotify",
+                    "the stream has ended",
+                ));
+                out.extend_from_slice(&on_status(
+                    stream_id,
+                    "NetStream.Play.Stop",
+                    "the stream has ended",
+                ));
+                return Err(Close::StreamEnded);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The AVC and AAC sequence headers of a configuration, as chunks.
+fn sequence_headers(c: &StreamConfig, stream_id: u32) -> Bytes {
+    let mut out = BytesMut::new();
+    if let Some(v) = &c.video {
+        if let Ok(b) = encode_message(
+            VIDEO_CSID,
+            0,
+            msg_type::VIDEO,
+            stream_id,
+            &flv::avc_sequence_header_body(v),
+        ) {
+            out.extend_from_slice(&b);
+        }
+    }
+    if let Some(a) = &c.audio {
+        if let Ok(b) = encode_message(
+            AUDIO_CSID,
+            0,
+            msg_type::AUDIO,
+            stream_id,
+            &flv::aac_sequence_header_body(a),
+        ) {
+            out.extend_from_slice(&b);
+        }
+    }
+    out.freeze()
+}
+
+/// One frame as an RTMP message; empty for codecs RTMP viewers cannot take.
+fn frame_message(f: &Frame, stream_id: u32) -> Bytes {
+    let ts = flv::timestamp_ms(f);
+    let encoded = match f.codec {
+        Codec::H264 => encode_message(
+            VIDEO_CSID,
+            ts,
+            msg_type::VIDEO,
+            stream_id,
+            &flv::video_body(f),
+        ),
+        Codec::Aac => encode_message(
+            AUDIO_CSID,
+            ts,
+            msg_type::AUDIO,
+            stream_id,
+            &flv::audio_body(f),
+        ),
+        Codec::Opus | Codec::Vp8 => return Bytes::new(),
+    };
+    encoded.unwrap_or_default()
+}
