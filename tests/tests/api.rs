@@ -354,3 +354,41 @@ fn tokens_survive_restart_and_no_secret_is_stored_or_logged() {
         }
     }
 }
+
+#[test]
+fn srt_passphrase_is_shown_only_when_set() {
+    let s = Server::start();
+    let created = s.api(
+        "POST",
+        "/api/publish_token",
+        Some(r#"{"label":"srt","srtPassphrase":"correct horse battery"}"#),
+    );
+    assert_eq!(created.status, 200, "{}", created.body);
+    let d = created.json()["data"].clone();
+    assert_eq!(d["srtPassphrase"], "correct horse battery");
+    let id = d["id"].as_i64().unwrap();
+    let got = s.api("GET", &format!("/api/publish_token/{id}"), None);
+    assert!(!got.body.contains("correct horse"), "{}", got.body);
+    assert_eq!(got.json()["data"]["hasSrtPassphrase"], true);
+    let list = s.api("GET", "/api/publish_token/list", None);
+    assert!(!list.body.contains("correct horse"));
+    let short = s.api(
+        "POST",
+        "/api/publish_token",
+        Some(r#"{"label":"srt","srtPassphrase":"short"}"#),
+    );
+    assert_eq!(short.status, 400);
+    assert!(short.body.contains("srtPassphrase"));
+    let sub = s.api(
+        "POST",
+        "/api/subscribe_token",
+        Some(r#"{"label":"srt","srtPassphrase":"correct horse battery"}"#),
+    );
+    assert_eq!(sub.status, 400);
+    let cleared = s.api(
+        "PUT",
+        &format!("/api/publish_token/{id}"),
+        Some(r#"{"srtPassphrase":null}"#),
+    );
+    assert_eq!(cleared.json()["data"]["hasSrtPassphrase"], false);
+}

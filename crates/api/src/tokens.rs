@@ -15,8 +15,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use streamgate_auth::rules::{HostPattern, IpRule, StreamRule, StreamRuleText};
 use streamgate_auth::{
-    unix_millis, ListQuery, Secret, SortBy, SpecError, TokenId, TokenKind, TokenRecord, TokenSpec,
-    MAX_ITEMS_ON_PAGE,
+    unix_millis, ListQuery, Secret, SortBy, SpecError, SrtPassphrase, TokenId, TokenKind,
+    TokenRecord, TokenSpec, MAX_ITEMS_ON_PAGE,
 };
 
 use crate::body::json_body;
@@ -113,6 +113,7 @@ struct CreateBody {
     allowed_referers: Option<Vec<HostPattern>>,
     allowed_user_agents: Option<Vec<String>>,
     is_active: Option<bool>,
+    srt_passphrase: Option<String>,
 }
 
 /// `Some(None)` for an explicit `null`, `None` for an absent field.
@@ -149,6 +150,8 @@ struct UpdateBody {
     remove_token_streams: Option<Vec<StreamRuleText>>,
     #[serde(default)]
     refresh_token: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    srt_passphrase: Option<Option<String>>,
 }
 
 /// A token as the API shows it; `token` only right after creation or rotation.
@@ -174,9 +177,20 @@ struct TokenOut {
     tag: Option<String>,
     allowed_referers: Vec<String>,
     allowed_user_agents: Vec<String>,
+    /// Shown only when it was just set; afterwards only `hasSrtPassphrase`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    srt_passphrase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    has_srt_passphrase: Option<bool>,
 }
 
+/// Shows a token; `secret` and the SRT passphrase only when `reveal` (creation, rotation, or the
+/// update that set them).
 fn show(r: TokenRecord, secret: Option<Secret>) -> TokenOut {
+    show_with(r, secret, false)
+}
+
+fn show_with(r: TokenRecord, secret: Option<Secret>, reveal_passphrase: bool) -> TokenOut {
     let s = r.spec;
     let streams = if s.streams.is_empty() {
         vec![StreamRuleText {
@@ -209,6 +223,8 @@ fn show(r: TokenRecord, secret: Option<Secret>) -> TokenOut {
         tag: s.tag,
         allowed_referers: s.allowed_referers.iter().map(ToString::to_string).collect(),
         allowed_user_agents: s.allowed_user_agents,
+        has_srt_passphrase: (r.kind == TokenKind::Publish).then_some(s.srt_passphrase.is_some()),
+        srt_passphrase: s.srt_passphrase.filter(|_| reveal_passphrase).map(|p| p.0),
     }
 }
 
@@ -260,11 +276,12 @@ async fn create(
         max_uses: b.max_uses,
         subscribe_requires_auth: b.subscribe_requires_auth.unwrap_or(false),
         is_active: b.is_active.unwrap_or(true),
+        srt_passphrase: b.srt_passphrase.map(SrtPassphrase),
     };
     let auth = state.auth.clone();
     let (record, secret) = blocking(move || Ok(auth.create(kind, spec, now)?)).await?;
     tracing::info!(kind = kind.as_str(), id = %record.id, "token created");
-    Ok(success(show(record, Some(secret))))
+    Ok(success(show_with(record, Some(secret), true)))
 }
 
 async fn read(
@@ -368,6 +385,7 @@ async fn update(
         }
     }
     let now = SystemTime::now();
+    let passphrase_set = matches!(b.srt_passphrase, Some(Some(_)));
     let change = move |s: &mut TokenSpec| -> Result<(), SpecError> {
         if let Some(label) = b.label {
             s.label = label;
@@ -429,14 +447,18 @@ async fn update(
         if let Some(v) = b.is_active {
             s.is_active = v;
         }
+        if let Some(v) = b.srt_passphrase {
+            s.srt_passphrase = v.map(SrtPassphrase);
+        }
         Ok(())
     };
+
     let refresh = b.refresh_token;
     let auth = state.auth.clone();
     let (record, secret) =
         blocking(move || Ok(auth.update(kind, id, Box::new(change), refresh)?)).await?;
     tracing::info!(kind = kind.as_str(), id = %id, rotated = refresh, "token updated");
-    Ok(success(show(record, secret)))
+    Ok(success(show_with(record, secret, passphrase_set)))
 }
 
 async fn remove(

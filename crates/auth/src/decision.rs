@@ -58,6 +58,7 @@ impl Auth {
             guard,
             token: None,
             subscribe_requires_auth: false,
+            srt_passphrase: None,
         })
     }
 
@@ -118,6 +119,7 @@ impl Auth {
             guard,
             token: Some(entry.id),
             subscribe_requires_auth,
+            srt_passphrase: spec.srt_passphrase.clone(),
         })
     }
 

@@ -31,7 +31,8 @@ pub use service::{
 };
 pub use store::{MemoryStore, SqliteStore, StoreError, TokenStore};
 pub use token::{
-    SpecError, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis, MAX_LABEL_CHARS,
+    SpecError, SrtPassphrase, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis,
+    MAX_LABEL_CHARS, MAX_SRT_PASSPHRASE_LEN, MIN_SRT_PASSPHRASE_LEN,
 };
 
 #[cfg(test)]

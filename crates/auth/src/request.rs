@@ -161,6 +161,7 @@ pub struct Grant {
     pub(crate) guard: SessionGuard,
     pub(crate) token: Option<TokenId>,
     pub(crate) subscribe_requires_auth: bool,
+    pub(crate) srt_passphrase: Option<crate::SrtPassphrase>,
 }
 
 impl Grant {
@@ -177,6 +178,13 @@ impl Grant {
     /// For a publish grant: whether viewers of the stream need a subscribe token.
     pub fn subscribe_requires_auth(&self) -> bool {
         self.subscribe_requires_auth
+    }
+
+    /// For a publish grant: the passphrase SRT connections admitted by its token must use.
+    pub fn srt_passphrase(&self) -> Option<&str> {
+        self.srt_passphrase
+            .as_ref()
+            .map(crate::SrtPassphrase::expose)
     }
 
     /// Fires when the session must end; clone it into the session's task.

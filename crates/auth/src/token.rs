@@ -98,6 +98,33 @@ pub struct TokenSpec {
     /// A disabled token admits nothing.
     #[serde(default = "yes")]
     pub is_active: bool,
+    /// Publish tokens: SRT connections admitted by the token must be encrypted with this
+    /// passphrase. Kept in clear because SRT derives its keys from it; shown only when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<SrtPassphrase>,
+}
+
+/// Shortest SRT passphrase, in bytes (the SRT protocol's rule).
+pub const MIN_SRT_PASSPHRASE_LEN: usize = 10;
+/// Longest SRT passphrase, in bytes (the SRT protocol's rule).
+pub const MAX_SRT_PASSPHRASE_LEN: usize = 79;
+
+/// An SRT passphrase; `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SrtPassphrase(pub String);
+
+impl SrtPassphrase {
+    /// The passphrase in clear.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SrtPassphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SrtPassphrase(<redacted>)")
+    }
 }
 
 fn yes() -> bool {
@@ -140,6 +167,7 @@ impl TokenSpec {
             max_uses: None,
             subscribe_requires_auth: false,
             is_active: true,
+            srt_passphrase: None,
         }
     }
 
@@ -209,6 +237,20 @@ impl TokenSpec {
         }
         if self.max_uses == Some(0) {
             return Err(SpecError::new("maxUses", "must be at least 1"));
+        }
+        if let Some(p) = &self.srt_passphrase {
+            if kind == TokenKind::Subscribe {
+                return Err(SpecError::new(
+                    "srtPassphrase",
+                    "only publish tokens carry it",
+                ));
+            }
+            if !(MIN_SRT_PASSPHRASE_LEN..=MAX_SRT_PASSPHRASE_LEN).contains(&p.0.len()) {
+                return Err(SpecError::new(
+                    "srtPassphrase",
+                    format!("must be {MIN_SRT_PASSPHRASE_LEN} to {MAX_SRT_PASSPHRASE_LEN} bytes"),
+                ));
+            }
         }
         if self.subscribe_requires_auth && kind == TokenKind::Subscribe {
             return Err(SpecError::new(
@@ -283,6 +325,19 @@ mod tests {
         assert_eq!(
             ok(s, TokenKind::Subscribe).unwrap_err().field,
             "subscribeRequiresAuth"
+        );
+
+        let mut s = TokenSpec::new("a");
+        s.srt_passphrase = Some(SrtPassphrase("short".into()));
+        assert_eq!(
+            ok(s.clone(), TokenKind::Publish).unwrap_err().field,
+            "srtPassphrase"
+        );
+        s.srt_passphrase = Some(SrtPassphrase("long enough pass".into()));
+        assert!(ok(s.clone(), TokenKind::Publish).is_ok());
+        assert_eq!(
+            ok(s, TokenKind::Subscribe).unwrap_err().field,
+            "srtPassphrase"
         );
 
         let mut s = TokenSpec::new("a");
