@@ -3,7 +3,9 @@
 //! relay frames to a viewer from the shared chunk cache.
 
 use std::convert::Infallible;
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -37,8 +39,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const PUBLISH_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long one write to a viewer may stall before the viewer is dropped.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// Bytes read from the socket at a time.
+/// Read buffer of a publisher; other connections send little and get [`SMALL_READ_BUFFER`].
 const READ_BUFFER: usize = 64 * 1024;
+/// Read buffer of a connection that is not publishing.
+const SMALL_READ_BUFFER: usize = 4 * 1024;
+/// Most relay events written to a viewer in one batch (one vectored write).
+const MAX_EVENTS_PER_WRITE: usize = 64;
+/// Most buffers passed to one vectored write.
+const MAX_IOVECS: usize = 64;
 /// The message stream id every ffmpeg/OBS player uses (the first `createStream`). Viewers on
 /// it share one encoding of each frame; any other id gets its own.
 const SHARED_STREAM_ID: u32 = 1;
@@ -55,6 +63,20 @@ enum Close {
     Idle,
     StreamEnded,
     Stalled,
+}
+
+/// Bytes to write, in order: shared frame encodings are queued without copying.
+#[derive(Default)]
+struct Outbox {
+    parts: Vec<Bytes>,
+}
+
+impl Outbox {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.parts.push(b);
+        }
+    }
 }
 
 enum Role {
@@ -155,45 +177,91 @@ impl Connection {
         };
         let (mut session, initial) =
             ServerSession::new(config).map_err(|e| Close::Protocol(e.to_string()))?;
-        let mut out = BytesMut::new();
+        let mut out = Outbox::default();
         self.apply(&mut session, initial, &mut out)?;
         let result = self.input(&mut session, &leftover, &mut out);
         let flushed = self.flush(&mut out).await;
         result?;
         flushed?;
-        let mut buf = BytesMut::with_capacity(READ_BUFFER);
+        let mut buf = BytesMut::with_capacity(SMALL_READ_BUFFER);
         loop {
-            let timeout = match self.role {
-                Role::Idle => IDLE_TIMEOUT,
-                Role::Publishing(_) => PUBLISH_READ_TIMEOUT,
-                // A viewer sends almost nothing; its liveness shows in its writes.
-                Role::Playing(_) => Duration::MAX,
+            if matches!(self.role, Role::Playing(_)) {
+                self.play_loop(&mut session, &mut out, &mut buf).await?;
+                continue;
+            }
+            let idle = matches!(self.role, Role::Idle);
+            let limit = if idle {
+                IDLE_TIMEOUT
+            } else {
+                PUBLISH_READ_TIMEOUT
             };
             let cancel = self.role.cancellation();
-            tokio::select! {
+            let read = tokio::select! {
+                biased;
                 _ = cancelled(cancel) => return Err(Close::Revoked),
-                read = tokio::time::timeout(timeout, self.reader.read_buf(&mut buf)) => {
-                    match read {
-                        Err(_) if matches!(self.role, Role::Idle) => return Err(Close::Idle),
-                        Err(_) => return Err(Close::Protocol("publisher sent nothing".into())),
-                        Ok(Err(e)) => return Err(Close::Io(e)),
-                        Ok(Ok(0)) => return Err(Close::PeerClosed),
-                        Ok(Ok(_)) => {
-                            let result = self.input(&mut session, &buf, &mut out);
-                            buf.clear();
-                            if buf.capacity() < READ_BUFFER {
-                                buf.reserve(READ_BUFFER);
-                            }
-                            let flushed = self.flush(&mut out).await;
-                            result?;
-                            flushed?;
-                        }
-                    }
-                }
+                read = tokio::time::timeout(limit, self.reader.read_buf(&mut buf)) => match read {
+                    Ok(r) => r,
+                    Err(_) if idle => return Err(Close::Idle),
+                    Err(_) => return Err(Close::Protocol("publisher sent nothing".into())),
+                },
+            };
+            self.on_read(read, &mut session, &mut out, &mut buf).await?;
+        }
+    }
+
+    /// Serves a viewer until its play ends (then returns to the main loop) or the connection
+    /// must close. This path runs once per frame: no timer is armed and the cancellation future
+    /// is made once.
+    async fn play_loop(
+        &mut self,
+        session: &mut ServerSession,
+        out: &mut Outbox,
+        buf: &mut BytesMut,
+    ) -> Result<(), Close> {
+        let cancel = self.role.cancellation().unwrap_or_default();
+        let mut revoked = pin!(cancel.cancelled_owned());
+        while matches!(self.role, Role::Playing(_)) {
+            let read = tokio::select! {
+                biased;
+                _ = &mut revoked => return Err(Close::Revoked),
                 event = next_media(&mut self.role) => {
-                    self.media(&mut session, event, &mut out)?;
-                    self.flush(&mut out).await?;
+                    self.media(session, event, out)?;
+                    self.drain_media(session, out)?;
+                    self.flush(out).await?;
+                    continue;
                 }
+                read = self.reader.read_buf(buf) => read,
+            };
+            self.on_read(read, session, out, buf).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles what one socket read brought.
+    async fn on_read(
+        &mut self,
+        read: std::io::Result<usize>,
+        session: &mut ServerSession,
+        out: &mut Outbox,
+        buf: &mut BytesMut,
+    ) -> Result<(), Close> {
+        match read {
+            Err(e) => Err(Close::Io(e)),
+            Ok(0) => Err(Close::PeerClosed),
+            Ok(_) => {
+                let result = self.input(session, buf, out);
+                buf.clear();
+                let want = if matches!(self.role, Role::Publishing(_)) {
+                    READ_BUFFER
+                } else {
+                    SMALL_READ_BUFFER
+                };
+                if buf.capacity() < want {
+                    buf.reserve(want);
+                }
+                let flushed = self.flush(out).await;
+                result?;
+                flushed
             }
         }
     }
@@ -229,28 +297,61 @@ impl Connection {
         }
     }
 
-    /// Writes what is queued, giving up on a viewer whose socket stays full.
-    async fn flush(&mut self, out: &mut BytesMut) -> Result<(), Close> {
-        if out.is_empty() {
-            return Ok(());
+    /// Writes what is queued with vectored writes, giving up on a viewer whose socket stays
+    /// full for [`WRITE_STALL_TIMEOUT`]. The timer is armed only when the socket is full.
+    async fn flush(&mut self, out: &mut Outbox) -> Result<(), Close> {
+        let mut done = 0;
+        let mut offset = 0;
+        while done < out.parts.len() {
+            let slices: Vec<IoSlice<'_>> = out
+                .parts
+                .get(done..)
+                .unwrap_or_default()
+                .iter()
+                .take(MAX_IOVECS)
+                .enumerate()
+                .map(|(i, b)| {
+                    IoSlice::new(if i == 0 {
+                        b.get(offset..).unwrap_or_default()
+                    } else {
+                        b
+                    })
+                })
+                .collect();
+            match self.writer.try_write_vectored(&slices) {
+                Ok(0) => return Err(Close::PeerClosed),
+                Ok(mut n) => {
+                    while n > 0 {
+                        let left = out.parts.get(done).map_or(0, |b| b.len() - offset);
+                        if n >= left {
+                            n -= left;
+                            done += 1;
+                            offset = 0;
+                        } else {
+                            offset += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.writable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(Close::Io(e)),
+                        Err(_) => return Err(Close::Stalled),
+                    }
+                }
+                Err(e) => return Err(Close::Io(e)),
+            }
         }
-        let bytes = out.split().freeze();
-        self.write(&bytes).await
-    }
-
-    async fn write(&mut self, bytes: &Bytes) -> Result<(), Close> {
-        match tokio::time::timeout(WRITE_STALL_TIMEOUT, self.writer.write_all(bytes)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Close::Io(e)),
-            Err(_) => Err(Close::Stalled),
-        }
+        out.parts.clear();
+        Ok(())
     }
 
     fn input(
         &mut self,
         session: &mut ServerSession,
         bytes: &[u8],
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<(), Close> {
         if bytes.is_empty() {
             return Ok(());
@@ -268,12 +369,12 @@ impl Connection {
         &mut self,
         session: &mut ServerSession,
         results: Vec<ServerSessionResult>,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<(), Close> {
         let mut queue = std::collections::VecDeque::from(results);
         while let Some(r) = queue.pop_front() {
             match r {
-                ServerSessionResult::OutboundResponse(p) => out.extend_from_slice(&p.bytes),
+                ServerSessionResult::OutboundResponse(p) => out.push(Bytes::from(p.bytes)),
                 ServerSessionResult::RaisedEvent(e) => {
                     let more = self.event(session, e, out)?;
                     queue.extend(more);
@@ -288,7 +389,7 @@ impl Connection {
         &mut self,
         session: &mut ServerSession,
         e: ServerSessionEvent,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<Vec<ServerSessionResult>, Close> {
         let proto = |e: rml_rtmp::sessions::ServerSessionError| Close::Protocol(e.to_string());
         match e {
@@ -377,7 +478,7 @@ impl Connection {
         request_id: u32,
         app: &str,
         key: &str,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<Vec<ServerSessionResult>, Close> {
         let target = match parse_target(app, key, self.watch.connect().tc_url.as_deref()) {
             Ok(t) if matches!(self.role, Role::Idle) => t,
@@ -436,7 +537,7 @@ impl Connection {
         app: &str,
         key: &str,
         stream_id: u32,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<Vec<ServerSessionResult>, Close> {
         let target = match parse_target(app, key, self.watch.connect().tc_url.as_deref()) {
             Ok(t) if matches!(self.role, Role::Idle) => t,
@@ -496,23 +597,38 @@ impl Connection {
         request_id: u32,
         code: &str,
         text: &str,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<Vec<ServerSessionResult>, Close> {
         if let Ok(results) = session.reject_request(request_id, code, text) {
             for r in results {
                 if let ServerSessionResult::OutboundResponse(p) = r {
-                    out.extend_from_slice(&p.bytes);
+                    out.push(Bytes::from(p.bytes));
                 }
             }
         }
         Err(Close::Refused)
     }
 
+    /// Adds the events that are already waiting, so that one write carries them all.
+    fn drain_media(&mut self, session: &mut ServerSession, out: &mut Outbox) -> Result<(), Close> {
+        for _ in 1..MAX_EVENTS_PER_WRITE {
+            let event = match &mut self.role {
+                Role::Playing(p) => p.subscriber.try_recv(),
+                _ => None,
+            };
+            match event {
+                Some(e) => self.media(session, e, out)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     fn media(
         &mut self,
         session: &mut ServerSession,
         event: Event,
-        out: &mut BytesMut,
+        out: &mut Outbox,
     ) -> Result<(), Close> {
         let Role::Playing(p) = &self.role else {
             return Ok(());
@@ -522,7 +638,7 @@ impl Connection {
             Event::Started(config) => {
                 let meta = metadata_for_viewer(&config.config);
                 match session.send_metadata(stream_id, &meta) {
-                    Ok(packet) => out.extend_from_slice(&packet.bytes),
+                    Ok(packet) => out.push(Bytes::from(packet.bytes)),
                     Err(e) => return Err(Close::Protocol(e.to_string())),
                 }
                 let headers = if stream_id == SHARED_STREAM_ID {
@@ -530,7 +646,7 @@ impl Connection {
                 } else {
                     sequence_headers(&config.config, stream_id)
                 };
-                out.extend_from_slice(&headers);
+                out.push(headers);
             }
             Event::Frame(shared) => {
                 let bytes = if stream_id == SHARED_STREAM_ID {
@@ -538,21 +654,12 @@ impl Connection {
                 } else {
                     frame_message(&shared.frame, stream_id)
                 };
-                if !bytes.is_empty() {
-                    out.extend_from_slice(&bytes);
-                }
+                out.push(bytes);
             }
             Event::Ended => {
-                out.extend_from_slice(&on_status(
-                    stream_id,
-                    "NetStream.Play.UnpublishNotify",
-                    "the stream has ended",
-                ));
-                out.extend_from_slice(&on_status(
-                    stream_id,
-                    "NetStream.Play.Stop",
-                    "the stream has ended",
-                ));
+                let text = "the stream has ended";
+                out.push(on_status(stream_id, "NetStream.Play.UnpublishNotify", text));
+                out.push(on_status(stream_id, "NetStream.Play.Stop", text));
                 return Err(Close::StreamEnded);
             }
         }
