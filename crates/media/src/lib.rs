@@ -2,7 +2,7 @@
 //! into, the stream configurations ([`AvcConfig`], [`AacConfig`], [`Metadata`],
 //! [`StreamConfig`]), and the conversions between them and the byte layouts the protocols
 //! carry (AVCC/Annex-B in [`nal`], ADTS in [`AacConfig::adts_header`] / [`parse_adts`], FLV tag
-//! bodies in [`flv`]).
+//! bodies in [`flv`], MPEG-TS in [`ts`]).
 //!
 //! The main loop lives in the listeners: a listener parses what it receives into configs and
 //! frames with this crate (for RTMP, [`flv::parse_video`] / [`flv::parse_audio`]), hands them
@@ -18,6 +18,7 @@ pub mod flv;
 mod frame;
 pub mod nal;
 mod read;
+pub mod ts;
 
 pub use aac::{parse_adts, AacConfig, AdtsHeader, ADTS_HEADER_LEN, MAX_ADTS_FRAME_LEN};
 pub use avc::AvcConfig;
