@@ -3,9 +3,12 @@
 //! the other HTTP routers on one listener. Business rules live in the auth crate; this crate
 //! parses, checks the secret, calls [`streamgate_auth::Auth`] and shapes the answers.
 
+mod antmedia;
 mod body;
 mod envelope;
 mod health;
+mod jti;
+mod mediastream;
 mod secret;
 mod time;
 mod tokens;
@@ -16,6 +19,7 @@ use axum::middleware;
 use axum::Router;
 use streamgate_auth::{Auth, Secret};
 
+pub use antmedia::MAX_LIST_SIZE;
 pub use body::MAX_BODY_BYTES;
 pub use envelope::ApiError;
 pub use health::{Health, MetricsSource};
@@ -32,16 +36,22 @@ pub struct ApiState {
     pub health: Health,
 }
 
-/// The router for `/api/...`, `/healthz` and `/metrics`.
+/// The router for `/api/...`, the Ant Media routes (`/{app}/rest/v2/...`), `/healthz` and
+/// `/metrics`. Every token route needs the API secret: as a bearer header, or for
+/// Mediastream's route in its `token` query parameter.
 pub fn router(state: ApiState) -> Router {
+    let bearer = middleware::from_fn_with_state(state.clone(), secret::require_api_secret);
     let api = tokens::routes()
-        .fallback(envelope::not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            secret::require_api_secret,
-        ));
+        .merge(jti::routes())
+        .route_layer(bearer)
+        .merge(mediastream::routes())
+        .fallback(envelope::not_found);
+    let antmedia_bearer =
+        middleware::from_fn_with_state(state.clone(), secret::require_api_secret_antmedia);
+    let antmedia = antmedia::routes().route_layer(antmedia_bearer);
     Router::new()
         .nest("/api", api)
+        .merge(antmedia)
         .merge(health::routes())
         .with_state(state)
 }

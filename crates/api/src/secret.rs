@@ -1,41 +1,62 @@
-//! The bearer API-secret check on every `/api` route.
+//! The API-secret checks: a bearer header on the REST routes, or (Mediastream's route) a query
+//! parameter. Both hash the presented value and compare in constant time.
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
 use streamgate_auth::secrets_match;
 
 use crate::{ApiError, ApiState};
 
-/// Lets the request through only with `Authorization: Bearer <API secret>`; 401 otherwise.
-/// The comparison hashes both sides and compares in constant time.
+/// Whether the request carries `Authorization: Bearer <API secret>`.
+pub fn bearer_ok(state: &ApiState, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .is_some_and(|p| secrets_match(p, &state.api_secret))
+}
+
+fn with_challenge(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+/// Millicast-shaped routes: 401 in the `fail` envelope without the secret.
 pub async fn require_api_secret(
     State(state): State<ApiState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    match presented {
-        Some(p) if secrets_match(p, &state.api_secret) => next.run(req).await,
-        _ => {
-            let mut resp = ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                message: "missing or wrong API secret (send 'Authorization: Bearer <secret>')"
-                    .into(),
-            }
-            .into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-            resp
-        }
+    if bearer_ok(&state, req.headers()) {
+        return next.run(req).await;
     }
+    with_challenge(
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or wrong API secret (send 'Authorization: Bearer <secret>')".into(),
+        }
+        .into_response(),
+    )
+}
+
+/// Ant Media-shaped routes: 401 with `{"success":false,"message":...}` without the secret.
+pub async fn require_api_secret_antmedia(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if bearer_ok(&state, req.headers()) {
+        return next.run(req).await;
+    }
+    let body = json!({ "success": false, "message": "missing or wrong API secret (send 'Authorization: Bearer <secret>')" });
+    with_challenge((StatusCode::UNAUTHORIZED, Json(body)).into_response())
 }
 
 fn bearer(value: &str) -> Option<&str> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -15,16 +15,14 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use streamgate_auth::rules::{HostPattern, IpRule, StreamRule, StreamRuleText};
 use streamgate_auth::{
-    unix_millis, ListQuery, Secret, SortBy, SpecError, SrtPassphrase, TokenId, TokenKind,
-    TokenRecord, TokenSpec, MAX_ITEMS_ON_PAGE,
+    ListQuery, Secret, SortBy, SpecError, SrtPassphrase, TokenId, TokenKind, TokenRecord,
+    TokenSpec, MAX_ITEMS_ON_PAGE,
 };
 
 use crate::body::json_body;
 use crate::envelope::success;
 use crate::{iso8601, ApiError, ApiState};
 
-/// Longest `expires` accepted, in seconds (100 years).
-pub const MAX_EXPIRES_SECS: u64 = 100 * 365 * 86_400;
 /// List page size when `itemsOnPage` is not given.
 pub const DEFAULT_ITEMS_ON_PAGE: usize = 25;
 
@@ -228,16 +226,6 @@ fn show_with(r: TokenRecord, secret: Option<Secret>, reveal_passphrase: bool) ->
     }
 }
 
-fn expiry(now: SystemTime, secs: u64) -> Result<i64, SpecError> {
-    if secs == 0 || secs > MAX_EXPIRES_SECS {
-        return Err(SpecError::new(
-            "expires",
-            format!("must be 1 to {MAX_EXPIRES_SECS} seconds"),
-        ));
-    }
-    Ok(unix_millis(now + Duration::from_secs(secs)))
-}
-
 fn parse_id(id: &str) -> Result<TokenId, ApiError> {
     id.parse::<i64>()
         .ok()
@@ -267,7 +255,7 @@ async fn create(
         label: b.label,
         tag: b.tag,
         streams: b.streams.unwrap_or_default().0,
-        expires_on: b.expires.map(|s| expiry(now, s)).transpose()?,
+        expires_on: state.auth.expiry(now, b.expires, "expires")?,
         allowed_ip_addresses: b.allowed_ip_addresses.unwrap_or_default(),
         allowed_origins: b.allowed_origins.unwrap_or_default(),
         allowed_referers: b.allowed_referers.unwrap_or_default(),
@@ -386,6 +374,7 @@ async fn update(
     }
     let now = SystemTime::now();
     let passphrase_set = matches!(b.srt_passphrase, Some(Some(_)));
+    let policy = state.auth.clone();
     let change = move |s: &mut TokenSpec| -> Result<(), SpecError> {
         if let Some(label) = b.label {
             s.label = label;
@@ -418,7 +407,7 @@ async fn update(
             }
         }
         if let Some(expires) = b.expires {
-            s.expires_on = expires.map(|secs| expiry(now, secs)).transpose()?;
+            s.expires_on = policy.expiry(now, expires, "expires")?;
         }
         if let Some(v) = b.allowed_origins.or(b.update_allowed_origins) {
             s.allowed_origins = v;

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::jwt::looks_like_jwt;
 use crate::registry::Admission;
 use crate::rules::{canonical_ip, host_of, HostPattern};
 use crate::service::{unix_millis, Entry};
@@ -20,6 +21,7 @@ impl Auth {
     pub fn authorize(&self, req: &AccessRequest<'_>, now: SystemTime) -> Result<Grant, Denial> {
         match req.token {
             None => self.authorize_anonymous(req),
+            Some(token) if looks_like_jwt(token) => self.authorize_jwt(req, token, now),
             Some(secret) => {
                 let entry = self
                     .read_index()
@@ -49,6 +51,7 @@ impl Auth {
         }
         let guard = self.registry.admit(Admission {
             token: None,
+            jti: None,
             action: req.action,
             stream: req.stream.clone(),
             expires_on: None,
@@ -107,6 +110,7 @@ impl Auth {
         let subscribe_requires_auth = spec.subscribe_requires_auth && wanted == TokenKind::Publish;
         let guard = self.registry.admit(Admission {
             token: Some(entry.id),
+            jti: None,
             action: req.action,
             stream: req.stream.clone(),
             expires_on: spec.expires_on,
@@ -120,6 +124,57 @@ impl Auth {
             token: Some(entry.id),
             subscribe_requires_auth,
             srt_passphrase: spec.srt_passphrase.clone(),
+        })
+    }
+
+    /// A signed token: verified with the configured keys, no store lookup. The live-once rule
+    /// and `subscribeRequiresAuth` apply as for stored tokens.
+    fn authorize_jwt(
+        &self,
+        req: &AccessRequest<'_>,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Grant, Denial> {
+        let verifier = self.jwt.as_ref().ok_or(Denial::Unknown)?;
+        let now_secs = unix_millis(now).div_euclid(1000);
+        let claims = verifier.verify(token, now_secs)?;
+        let wanted = match req.action {
+            Action::Publish => TokenKind::Publish,
+            Action::Play => TokenKind::Subscribe,
+        };
+        if claims.kind != wanted {
+            return Err(Denial::WrongKind);
+        }
+        if claims.jti.as_ref().is_some_and(|j| self.is_revoked(j)) {
+            return Err(Denial::Revoked);
+        }
+        if !claims
+            .streams
+            .iter()
+            .any(|r| r.matches(req.stream.as_str()))
+        {
+            return Err(Denial::StreamNotAllowed);
+        }
+        let ip = canonical_ip(req.peer_ip);
+        if !claims.ips.is_empty() && !claims.ips.iter().any(|r| r.contains(ip)) {
+            return Err(Denial::IpNotAllowed);
+        }
+        if !host_allowed(&claims.origins, req.origin) {
+            return Err(Denial::OriginNotAllowed);
+        }
+        let guard = self.registry.admit(Admission {
+            token: None,
+            jti: claims.jti,
+            action: req.action,
+            stream: req.stream.clone(),
+            expires_on: Some(claims.expires_on),
+            subscribe_requires_auth: claims.subscribe_requires_auth,
+        })?;
+        Ok(Grant {
+            guard,
+            token: None,
+            subscribe_requires_auth: claims.subscribe_requires_auth,
+            srt_passphrase: None,
         })
     }
 

@@ -12,6 +12,7 @@
 //! This crate opens no sockets and knows no wire protocol.
 
 mod decision;
+pub mod jwt;
 mod name;
 mod registry;
 mod request;
@@ -37,3 +38,5 @@ pub use token::{
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_jwt;

@@ -29,6 +29,7 @@ struct Inner {
 #[derive(Debug)]
 struct Session {
     token: Option<TokenId>,
+    jti: Option<String>,
     action: Action,
     stream: StreamName,
     expires_on: Option<UnixMillis>,
@@ -55,6 +56,7 @@ pub struct LiveStream {
 #[derive(Debug, Clone)]
 pub(crate) struct Admission {
     pub token: Option<TokenId>,
+    pub jti: Option<String>,
     pub action: Action,
     pub stream: StreamName,
     pub expires_on: Option<UnixMillis>,
@@ -96,6 +98,7 @@ impl Registry {
         }
         let session = Session {
             token: a.token,
+            jti: a.jti,
             action: a.action,
             stream: a.stream,
             expires_on: a.expires_on,
@@ -136,6 +139,21 @@ impl Registry {
         let inner = self.lock();
         let mut n = 0;
         for s in inner.sessions.values().filter(|s| s.token == Some(token)) {
+            s.cancel.cancel();
+            n += 1;
+        }
+        n
+    }
+
+    /// Ends every session admitted by a signed token with this `jti`; returns how many.
+    pub fn cancel_jti(&self, jti: &str) -> usize {
+        let inner = self.lock();
+        let mut n = 0;
+        for s in inner
+            .sessions
+            .values()
+            .filter(|s| s.jti.as_deref() == Some(jti))
+        {
             s.cancel.cancel();
             n += 1;
         }
@@ -217,6 +235,7 @@ mod tests {
     fn admission(action: Action, stream: &str, token: Option<i64>) -> Admission {
         Admission {
             token: token.map(TokenId),
+            jti: None,
             action,
             stream: StreamName::new(stream).unwrap(),
             expires_on: None,

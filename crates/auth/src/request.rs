@@ -123,6 +123,9 @@ pub enum Denial {
     /// The token is disabled.
     #[error("token disabled")]
     Disabled,
+    /// The signed token's id (`jti`) has been revoked.
+    #[error("token revoked")]
+    Revoked,
     /// The decision could not be recorded durably (the store failed); nothing was admitted.
     #[error("authorization temporarily unavailable")]
     Unavailable,
@@ -146,6 +149,7 @@ impl Denial {
             Self::StreamInUse => "stream_in_use",
             Self::StreamNotLive => "stream_not_live",
             Self::Disabled => "disabled",
+            Self::Revoked => "revoked",
             Self::Unavailable => "unavailable",
         }
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::jwt::JwtVerifier;
 use crate::registry::Registry;
 use crate::store::{NewToken, StoreError, TokenStore};
 use crate::token::{SpecError, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
@@ -18,6 +19,10 @@ use crate::{Secret, SecretHash};
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Most tokens returned by one list page.
 pub const MAX_ITEMS_ON_PAGE: usize = 100;
+/// Longest expiry accepted when the server sets no `max_expiry` (100 years).
+pub const MAX_EXPIRY_SECS: u64 = 100 * 365 * 86_400;
+/// Longest signed-token id accepted for revocation, in bytes.
+pub const MAX_JTI_LEN: usize = 256;
 
 /// Server-wide policy switches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,6 +31,10 @@ pub struct AuthConfig {
     pub open_publish: bool,
     /// Every viewer needs a subscribe token, whatever the publish token says.
     pub require_play_token: bool,
+    /// Expiry given to tokens created without one.
+    pub default_expiry: Option<Duration>,
+    /// Longest expiry a token may be created with; tokens without one get this.
+    pub max_expiry: Option<Duration>,
 }
 
 /// What the token operations can fail with.
@@ -154,6 +163,10 @@ pub struct Auth {
     pub(crate) config: AuthConfig,
     /// Serialises read-modify-write changes (update, delete) so they apply in one order.
     mutate: Mutex<()>,
+    /// Verifier of signed tokens, when keys are configured.
+    pub(crate) jwt: Option<JwtVerifier>,
+    /// Revoked signed-token ids, with their expiry (Unix ms) when known.
+    revoked: RwLock<HashMap<String, Option<UnixMillis>>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -178,13 +191,114 @@ impl Auth {
         for record in store.load()? {
             index.insert(Arc::new(Entry::from_record(record)));
         }
+        let revoked = store.load_revoked_jtis()?.into_iter().collect();
         Ok(Self {
             store,
             index: RwLock::new(index),
             registry: Arc::new(Registry::default()),
             config,
             mutate: Mutex::new(()),
+            jwt: None,
+            revoked: RwLock::new(revoked),
         })
+    }
+
+    /// Accepts signed tokens verified by `verifier`.
+    pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
+        self.jwt = Some(verifier);
+        self
+    }
+
+    /// The signed-token verifier, if configured.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
+    }
+
+    /// The expiry of a token created at `now` asking for `requested` seconds, under the server's
+    /// `default_expiry` and `max_expiry`. `field` names the request field in errors.
+    pub fn expiry(
+        &self,
+        now: SystemTime,
+        requested: Option<u64>,
+        field: &'static str,
+    ) -> Result<Option<UnixMillis>, SpecError> {
+        let max = self
+            .config
+            .max_expiry
+            .map_or(MAX_EXPIRY_SECS, |d| d.as_secs());
+        let secs = match requested {
+            Some(0) => return Err(SpecError::new(field, "must be in the future")),
+            Some(s) if s > max => {
+                return Err(SpecError::new(
+                    field,
+                    format!("must be at most {max} seconds from now"),
+                ))
+            }
+            Some(s) => Some(s),
+            None => self
+                .config
+                .default_expiry
+                .map(|d| d.as_secs().min(max))
+                .or(self.config.max_expiry.map(|d| d.as_secs())),
+        };
+        Ok(secs.map(|s| unix_millis(now + Duration::from_secs(s))))
+    }
+
+    /// Whether a signed token's id has been revoked.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(jti)
+    }
+
+    /// Revokes a signed token's id durably and ends the sessions it admitted.
+    pub fn revoke_jti(
+        &self,
+        jti: &str,
+        expires_on: Option<UnixMillis>,
+    ) -> Result<usize, AuthError> {
+        if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+            return Err(SpecError::new("jti", format!("must be 1 to {MAX_JTI_LEN} bytes")).into());
+        }
+        self.store.revoke_jti(jti, expires_on)?;
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_owned(), expires_on);
+        Ok(self.registry.cancel_jti(jti))
+    }
+
+    /// The revoked signed-token ids, sorted.
+    pub fn revoked_jtis(&self) -> Vec<(String, Option<UnixMillis>)> {
+        let mut v: Vec<_> = self
+            .revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, e)| (k.clone(), *e))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Stored tokens of `kind` (either when `None`) with an exact rule for `stream`, by id.
+    pub fn tokens_for_stream(&self, kind: Option<TokenKind>, stream: &str) -> Vec<TokenRecord> {
+        let mut v: Vec<TokenRecord> = self
+            .read_index()
+            .by_id
+            .values()
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
+            .filter(|e| {
+                e.spec
+                    .streams
+                    .iter()
+                    .any(|r| !r.is_regex() && r.name() == stream)
+            })
+            .map(|e| e.record())
+            .collect();
+        v.sort_by_key(|r| r.id);
+        v
     }
 
     /// The live-session registry.

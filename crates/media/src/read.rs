@@ -113,7 +113,7 @@ impl BitWriter {
     /// Appends the low `count` bits of `value`.
     pub(crate) fn put(&mut self, count: u32, value: u32) {
         for i in (0..count.min(32)).rev() {
-            if self.bit % 8 == 0 {
+            if self.bit.is_multiple_of(8) {
                 self.out.push(0);
             }
             let set = (value >> i) & 1 == 1;

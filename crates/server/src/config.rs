@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_PATH: &str = "config/streamgate.toml";
 /// Shortest API secret accepted from config or environment.
 pub const MIN_API_SECRET_LEN: usize = 16;
+/// Shortest HS256 signing key accepted, in bytes (the hash's size).
+pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
@@ -37,6 +39,10 @@ pub struct Config {
     pub rtmp: RtmpSection,
     /// Server-wide authorization policy.
     pub auth: AuthSection,
+    /// Token expiry policy.
+    pub tokens: TokensSection,
+    /// Signed tokens.
+    pub jwt: JwtSection,
     /// Logging.
     pub log: LogConfig,
 }
@@ -83,6 +89,50 @@ pub struct AuthSection {
     pub require_play_token: bool,
 }
 
+/// `[tokens]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensSection {
+    /// Seconds of validity for tokens created without `expires`; 0 = they never expire.
+    pub default_expiry: u64,
+    /// Longest `expires` accepted, in seconds; 0 = no limit.
+    pub max_expiry: u64,
+}
+
+impl TokensSection {
+    /// The default expiry, if set.
+    pub fn default_expiry(&self) -> Option<std::time::Duration> {
+        (self.default_expiry > 0).then(|| std::time::Duration::from_secs(self.default_expiry))
+    }
+
+    /// The longest expiry, if set.
+    pub fn max_expiry(&self) -> Option<std::time::Duration> {
+        (self.max_expiry > 0).then(|| std::time::Duration::from_secs(self.max_expiry))
+    }
+}
+
+/// `[jwt]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSection {
+    /// HS256 signing key; empty = generate one into `<data_dir>/jwt_secret`.
+    pub hs256_secret: String,
+    /// A JWKS file with the public keys (RS256, ES256, EdDSA) of signed tokens; empty = none.
+    pub jwks_file: PathBuf,
+}
+
+impl JwtSection {
+    /// The JWKS document, read from `jwks_file` when set.
+    pub fn jwks(&self) -> Result<Option<String>, String> {
+        if self.jwks_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        std::fs::read_to_string(&self.jwks_file)
+            .map(Some)
+            .map_err(|e| format!("jwt.jwks_file {}: {e}", self.jwks_file.display()))
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +151,8 @@ impl Default for Config {
             api: ApiConfig::default(),
             rtmp: RtmpSection::default(),
             auth: AuthSection::default(),
+            tokens: TokensSection::default(),
+            jwt: JwtSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -158,6 +210,23 @@ pub struct Cli {
     /// Every viewer needs a subscribe token
     #[arg(long, env = "STREAMGATE_AUTH_REQUIRE_PLAY_TOKEN", value_name = "BOOL")]
     pub auth_require_play_token: Option<bool>,
+    /// Seconds of validity for tokens created without `expires` (0 = never expire)
+    #[arg(long, env = "STREAMGATE_TOKENS_DEFAULT_EXPIRY", value_name = "SECONDS")]
+    pub tokens_default_expiry: Option<u64>,
+    /// Longest token expiry accepted, in seconds (0 = no limit)
+    #[arg(long, env = "STREAMGATE_TOKENS_MAX_EXPIRY", value_name = "SECONDS")]
+    pub tokens_max_expiry: Option<u64>,
+    /// HS256 key for signed tokens (prefer the environment variable) [default: generated into the data dir]
+    #[arg(
+        long,
+        env = "STREAMGATE_JWT_HS256_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_hs256_secret: Option<String>,
+    /// JWKS file with the public keys of signed tokens
+    #[arg(long, env = "STREAMGATE_JWT_JWKS_FILE", value_name = "FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
     /// Log format
     #[arg(long, env = "STREAMGATE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -213,6 +282,18 @@ impl Config {
         if let Some(v) = cli.auth_require_play_token {
             self.auth.require_play_token = v;
         }
+        if let Some(v) = cli.tokens_default_expiry {
+            self.tokens.default_expiry = v;
+        }
+        if let Some(v) = cli.tokens_max_expiry {
+            self.tokens.max_expiry = v;
+        }
+        if let Some(v) = &cli.jwt_hs256_secret {
+            self.jwt.hs256_secret.clone_from(v);
+        }
+        if let Some(v) = &cli.jwt_jwks_file {
+            self.jwt.jwks_file.clone_from(v);
+        }
         if let Some(v) = cli.log_format {
             self.log.format = v;
         }
@@ -235,6 +316,24 @@ impl Config {
             return Err(ConfigError(
                 "api.secret (STREAMGATE_API_SECRET): must not start or end with spaces".into(),
             ));
+        }
+        if !self.jwt.hs256_secret.is_empty() && self.jwt.hs256_secret.len() < MIN_JWT_SECRET_LEN {
+            return Err(ConfigError(format!(
+                "jwt.hs256_secret (STREAMGATE_JWT_HS256_SECRET): must be at least {MIN_JWT_SECRET_LEN} bytes, or empty to generate one"
+            )));
+        }
+        if self.tokens.max_expiry > 0 && self.tokens.default_expiry > self.tokens.max_expiry {
+            return Err(ConfigError(
+                "tokens.default_expiry: must not exceed tokens.max_expiry".into(),
+            ));
+        }
+        if let Some(jwks) = self.jwt.jwks().map_err(ConfigError)? {
+            streamgate_auth::jwt::JwtVerifier::new(None, Some(&jwks)).map_err(|e| {
+                ConfigError(format!(
+                    "jwt.jwks_file {}: {e}",
+                    self.jwt.jwks_file.display()
+                ))
+            })?;
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError(format!(

@@ -15,6 +15,7 @@ use axum::response::Response;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser as _;
 use streamgate_api::{ApiState, Health};
+use streamgate_auth::jwt::JwtVerifier;
 use streamgate_auth::{Auth, AuthConfig, SqliteStore};
 use streamgate_relay::Hub;
 use streamgate_rtmp::{RtmpContext, RtmpListener};
@@ -112,8 +113,12 @@ fn init_logging(config: &Config) {
 async fn run(config: Config) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let (api_secret, source) = secret_file::resolve(&config.api.secret, &config.data_dir)
-        .map_err(|e| format!("cannot read or create the API secret: {e}"))?;
+    let (api_secret, source) = secret_file::resolve(
+        &config.api.secret,
+        &config.data_dir,
+        secret_file::API_SECRET_FILE,
+    )
+    .map_err(|e| format!("cannot read or create the API secret: {e}"))?;
     match source {
         SecretSource::Configured => tracing::info!("API secret taken from the configuration"),
         SecretSource::File(p) => tracing::info!(path = %p.display(), "API secret read from file"),
@@ -126,8 +131,26 @@ async fn run(config: Config) -> Result<(), String> {
     let auth_config = AuthConfig {
         open_publish: config.auth.open_publish,
         require_play_token: config.auth.require_play_token,
+        default_expiry: config.tokens.default_expiry(),
+        max_expiry: config.tokens.max_expiry(),
     };
-    let auth = Arc::new(Auth::open(Arc::new(store), auth_config).map_err(|e| e.to_string())?);
+    let (jwt_secret, jwt_source) = secret_file::resolve(
+        &config.jwt.hs256_secret,
+        &config.data_dir,
+        secret_file::JWT_SECRET_FILE,
+    )
+    .map_err(|e| format!("cannot read or create the token signing key: {e}"))?;
+    if let SecretSource::Generated(p) = jwt_source {
+        tracing::info!(path = %p.display(), "signing key for signed tokens generated (mode 0600)");
+    }
+    let jwks = config.jwt.jwks()?;
+    let verifier =
+        JwtVerifier::new(Some(&jwt_secret), jwks.as_deref()).map_err(|e| e.to_string())?;
+    let auth = Arc::new(
+        Auth::open(Arc::new(store), auth_config)
+            .map_err(|e| e.to_string())?
+            .with_jwt(verifier),
+    );
     tracing::info!(db = %db.display(), tokens = auth.token_count(), "token store open");
     if auth_config.open_publish {
         tracing::warn!("auth.open_publish is on: anyone may publish without a token");

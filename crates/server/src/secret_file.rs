@@ -1,5 +1,5 @@
-//! The API secret: from config/environment, else `<data dir>/api_secret`, generated on first
-//! start with mode 0600.
+//! Server secrets (the API secret, the signed-token key): from config/environment, else a file
+//! in the data dir, generated on first start with mode 0600.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use streamgate_auth::{random_urlsafe, Secret};
 
-/// File name of the generated secret inside the data dir.
+/// File name of the generated API secret inside the data dir.
 pub const API_SECRET_FILE: &str = "api_secret";
+/// File name of the generated signing key for signed tokens inside the data dir.
+pub const JWT_SECRET_FILE: &str = "jwt_secret";
 /// Random bytes in a generated API secret (256 bits).
 const GENERATED_SECRET_BYTES: usize = 32;
 
@@ -24,15 +26,20 @@ pub enum SecretSource {
     Generated(PathBuf),
 }
 
-/// The API secret and where it came from.
-pub fn resolve(configured: &str, data_dir: &Path) -> std::io::Result<(Secret, SecretSource)> {
+/// A secret and where it came from: `configured` if set, else the data dir's `file`, generated
+/// on first use.
+pub fn resolve(
+    configured: &str,
+    data_dir: &Path,
+    file: &str,
+) -> std::io::Result<(Secret, SecretSource)> {
     if !configured.is_empty() {
         return Ok((
             Secret::from_string(configured.to_owned()),
             SecretSource::Configured,
         ));
     }
-    let path = data_dir.join(API_SECRET_FILE);
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => {
             return Ok((

@@ -5,12 +5,13 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use super::{NewToken, StoreError, TokenStore};
-use crate::token::{TokenId, TokenRecord};
+use crate::token::{TokenId, TokenRecord, UnixMillis};
 
 /// Keeps tokens in memory only; everything is lost with the process.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     rows: Mutex<(i64, BTreeMap<TokenId, TokenRecord>)>,
+    revoked: Mutex<BTreeMap<String, Option<UnixMillis>>>,
 }
 
 impl MemoryStore {
@@ -52,6 +53,19 @@ impl TokenStore for MemoryStore {
 
     fn delete(&self, id: TokenId) -> Result<bool, StoreError> {
         Ok(self.rows().1.remove(&id).is_some())
+    }
+
+    fn load_revoked_jtis(&self) -> Result<Vec<(String, Option<UnixMillis>)>, StoreError> {
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(revoked.iter().map(|(k, v)| (k.clone(), *v)).collect())
+    }
+
+    fn revoke_jti(&self, jti: &str, expires_on: Option<UnixMillis>) -> Result<(), StoreError> {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_owned(), expires_on);
+        Ok(())
     }
 
     fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError> {

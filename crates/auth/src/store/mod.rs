@@ -68,4 +68,8 @@ pub trait TokenStore: Send + Sync + 'static {
     fn delete(&self, id: TokenId) -> Result<bool, StoreError>;
     /// Records a token's use count and bound IPs after a grant.
     fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError>;
+    /// Every revoked signed-token id, with its expiry when known.
+    fn load_revoked_jtis(&self) -> Result<Vec<(String, Option<UnixMillis>)>, StoreError>;
+    /// Records a revoked signed-token id.
+    fn revoke_jti(&self, jti: &str, expires_on: Option<UnixMillis>) -> Result<(), StoreError>;
 }

@@ -28,6 +28,11 @@ const MIGRATIONS: &[&str] = &[
         uses INTEGER NOT NULL DEFAULT 0,
         bound_ips TEXT NOT NULL DEFAULT '[]'
     );",
+    // 2: revoked signed-token ids.
+    "CREATE TABLE revoked_jti (
+        jti TEXT PRIMARY KEY,
+        expires_on INTEGER
+    );",
 ];
 
 enum Op {
@@ -35,6 +40,7 @@ enum Op {
     Update(Box<TokenRecord>),
     Delete(TokenId),
     Usage(TokenId, u32, Vec<IpAddr>),
+    RevokeJti(String, Option<i64>),
 }
 
 enum Done {
@@ -178,6 +184,13 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<Done> {
             let n = conn.execute("DELETE FROM tokens WHERE id = ?1", params![id.0])?;
             Ok(Done::Changed(n > 0))
         }
+        Op::RevokeJti(jti, expires_on) => {
+            let n = conn.execute(
+                "INSERT OR REPLACE INTO revoked_jti (jti, expires_on) VALUES (?1, ?2)",
+                params![jti, expires_on],
+            )?;
+            Ok(Done::Changed(n > 0))
+        }
         Op::Usage(id, uses, ips) => {
             let n = conn.execute(
                 "UPDATE tokens SET uses = ?2, bound_ips = ?3 WHERE id = ?1",
@@ -246,6 +259,17 @@ impl TokenStore for SqliteStore {
 
     fn delete(&self, id: TokenId) -> Result<bool, StoreError> {
         changed(self.run(Op::Delete(id))?)
+    }
+
+    fn load_revoked_jtis(&self) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        let mut stmt = conn.prepare("SELECT jti, expires_on FROM revoked_jti ORDER BY jti")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn revoke_jti(&self, jti: &str, expires_on: Option<i64>) -> Result<(), StoreError> {
+        changed(self.run(Op::RevokeJti(jti.to_owned(), expires_on))?).map(|_| ())
     }
 
     fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError> {
