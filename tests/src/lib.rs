@@ -13,6 +13,7 @@
 pub mod ffmpeg;
 pub mod http;
 pub mod rtmp;
+pub mod srt;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use streamgate_auth::{MAX_SRT_PASSPHRASE_LEN, MIN_SRT_PASSPHRASE_LEN};
 
 /// The config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_PATH: &str = "config/streamgate.toml";
@@ -37,6 +38,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// RTMP listener.
     pub rtmp: RtmpSection,
+    /// SRT listener.
+    pub srt: SrtSection,
     /// Server-wide authorization policy.
     pub auth: AuthSection,
     /// Token expiry policy.
@@ -68,6 +71,45 @@ impl Default for RtmpSection {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
         }
+    }
+}
+
+/// `[srt]`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SrtSection {
+    /// Address (UDP) the SRT listener binds.
+    pub listen: SocketAddr,
+    /// Passphrase every SRT connection must use unless its publish token sets one; empty
+    /// means none.
+    pub passphrase: String,
+}
+
+impl Default for SrtSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            passphrase: String::new(),
+        }
+    }
+}
+
+impl SrtSection {
+    /// The server-wide passphrase, if one is set.
+    pub fn passphrase(&self) -> Option<String> {
+        (!self.passphrase.is_empty()).then(|| self.passphrase.clone())
+    }
+}
+
+impl std::fmt::Debug for SrtSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtSection")
+            .field("listen", &self.listen)
+            .field(
+                "passphrase",
+                &(!self.passphrase.is_empty()).then_some("<redacted>"),
+            )
+            .finish()
     }
 }
 
@@ -150,6 +192,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             api: ApiConfig::default(),
             rtmp: RtmpSection::default(),
+            srt: SrtSection::default(),
             auth: AuthSection::default(),
             tokens: TokensSection::default(),
             jwt: JwtSection::default(),
@@ -196,6 +239,18 @@ pub struct Cli {
     /// RTMP listen address [default: 0.0.0.0:1935]
     #[arg(long, env = "STREAMGATE_RTMP_LISTEN", value_name = "ADDR")]
     pub rtmp_listen: Option<SocketAddr>,
+    /// SRT listen address (UDP) [default: 0.0.0.0:9000]
+    #[arg(long, env = "STREAMGATE_SRT_LISTEN", value_name = "ADDR")]
+    pub srt_listen: Option<SocketAddr>,
+    /// Passphrase for every SRT connection, 10 to 79 bytes; empty for none (prefer the
+    /// environment variable: flags show in process lists)
+    #[arg(
+        long,
+        env = "STREAMGATE_SRT_PASSPHRASE",
+        value_name = "PASSPHRASE",
+        hide_env_values = true
+    )]
+    pub srt_passphrase: Option<String>,
     /// API secret for /api (prefer the environment variable: flags show in process lists)
     #[arg(
         long,
@@ -273,6 +328,12 @@ impl Config {
         if let Some(v) = cli.rtmp_listen {
             self.rtmp.listen = v;
         }
+        if let Some(v) = cli.srt_listen {
+            self.srt.listen = v;
+        }
+        if let Some(v) = &cli.srt_passphrase {
+            self.srt.passphrase.clone_from(v);
+        }
         if let Some(v) = &cli.api_secret {
             self.api.secret.clone_from(v);
         }
@@ -335,6 +396,14 @@ impl Config {
                 ))
             })?;
         }
+        if !self.srt.passphrase.is_empty()
+            && !(MIN_SRT_PASSPHRASE_LEN..=MAX_SRT_PASSPHRASE_LEN)
+                .contains(&self.srt.passphrase.len())
+        {
+            return Err(ConfigError(format!(
+                "srt.passphrase (STREAMGATE_SRT_PASSPHRASE): must be {MIN_SRT_PASSPHRASE_LEN} to {MAX_SRT_PASSPHRASE_LEN} bytes, or empty for none"
+            )));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(ConfigError(format!(
                 "log.level: {:?} is not a valid filter",
@@ -375,6 +444,27 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("api.secret"));
         c.api.secret = "a".repeat(16);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn srt_settings() {
+        let p = Path::new("x.toml");
+        let c = Config::from_toml(
+            "[srt]\nlisten = \"127.0.0.1:9999\"\npassphrase = \"0123456789\"",
+            p,
+        )
+        .unwrap();
+        assert_eq!(c.srt.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.srt.passphrase().as_deref(), Some("0123456789"));
+        assert!(c.validate().is_ok());
+        assert!(!format!("{c:?}").contains("0123456789"));
+        let short = Config::from_toml("[srt]\npassphrase = \"short\"", p).unwrap();
+        assert!(short.validate().unwrap_err().0.contains("srt.passphrase"));
+        assert_eq!(Config::default().srt.passphrase(), None);
+        let cli = Cli::parse_from(["streamgate", "--srt-listen", "127.0.0.1:7"]);
+        let mut c = Config::default();
+        c.apply(&cli);
+        assert_eq!(c.srt.listen, "127.0.0.1:7".parse().unwrap());
     }
 
     #[test]

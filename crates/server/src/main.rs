@@ -19,6 +19,7 @@ use streamgate_auth::jwt::JwtVerifier;
 use streamgate_auth::{Auth, AuthConfig, SqliteStore};
 use streamgate_relay::Hub;
 use streamgate_rtmp::{RtmpContext, RtmpListener};
+use streamgate_srt::{SrtContext, SrtListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Config, LogFormat};
@@ -96,8 +97,24 @@ fn flag_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Libraries whose own log lines are kept to errors unless the filter names them: the SRT
+/// crates log every packet at debug (stream ids, and so tokens, included) and warn once per
+/// malformed datagram, which any peer can send; the TS reader warns on every damaged packet.
+const QUIET_LIBRARIES: [&str; 3] = ["srt_protocol", "srt_tokio", "mpeg2ts_reader"];
+
+/// The configured filter, with [`QUIET_LIBRARIES`] at `error` unless it mentions them.
+fn log_filter(level: &str) -> String {
+    let mut filter = level.to_owned();
+    for lib in QUIET_LIBRARIES {
+        if !level.contains(lib) {
+            filter.push_str(&format!(",{lib}=error"));
+        }
+    }
+    filter
+}
+
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+    let filter = tracing_subscriber::EnvFilter::try_new(log_filter(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -160,6 +177,7 @@ async fn run(config: Config) -> Result<(), String> {
     let health = Health::default();
     health.expect("http");
     health.expect("rtmp");
+    health.expect("srt");
     let hub = Hub::new();
     health.add_metrics(Arc::new(metrics::RelayMetrics(hub.clone())));
     let mut tasks = tokio::task::JoinSet::new();
@@ -175,6 +193,23 @@ async fn run(config: Config) -> Result<(), String> {
     });
     tasks.spawn(rtmp.run(rtmp_ctx, shutdown.clone()));
     health.up("rtmp");
+
+    let srt = SrtListener::bind(config.srt.listen)
+        .await
+        .map_err(|e| format!("cannot listen for SRT on {}: {e}", config.srt.listen))?;
+    let server_passphrase = config.srt.passphrase();
+    tracing::info!(
+        addr = %srt.local_addr().map_err(|e| e.to_string())?,
+        passphrase = server_passphrase.is_some(),
+        "SRT listening"
+    );
+    let srt_ctx = Arc::new(SrtContext {
+        auth: Arc::clone(&auth),
+        hub: hub.clone(),
+        server_passphrase,
+    });
+    tasks.spawn(srt.run(srt_ctx, shutdown.clone()));
+    health.up("srt");
 
     let state = ApiState {
         auth: Arc::clone(&auth),

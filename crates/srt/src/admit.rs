@@ -1,0 +1,166 @@
+//! One connection request, decided before it is accepted: `streamid`, the auth decision,
+//! encryption, the relay. Only then is the handshake completed and the session started.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use srt_protocol::packet::RejectReason;
+use srt_tokio::ConnectionRequest;
+use streamgate_auth::{AccessRequest, Action, Grant, Protocol, StreamName};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::feeds::Feeds;
+use crate::keys::{key_decision, KeyDecision};
+use crate::reject::{
+    denial_reason, encryption_reason, libsrt_code, overload_reason, stream_id_reason,
+};
+use crate::session::{play, publish};
+use crate::streamid::{parse_stream_id, Mode, StreamIdError};
+use crate::SrtContext;
+
+/// How long the SRT library may take to finish a handshake we accepted.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decides `request`, answers it, and serves the session if it was accepted.
+pub async fn handle_request(
+    ctx: Arc<SrtContext>,
+    request: ConnectionRequest,
+    slots: Arc<Semaphore>,
+    feeds: Arc<Feeds>,
+    shutdown: CancellationToken,
+) {
+    let peer = request.remote();
+    let Ok(permit) = slots.try_acquire_owned() else {
+        tracing::warn!(peer = %peer, "srt request refused: too many connections");
+        refuse(request, overload_reason(), peer).await;
+        return;
+    };
+    let parsed = match request.stream_id() {
+        // srt-protocol drops a streamid it cannot read (over 512 bytes, not UTF-8) to None.
+        None => Err(StreamIdError::Missing),
+        Some(id) => parse_stream_id(id.as_str()),
+    };
+    let target = match parsed {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(peer = %peer, error = %e, "srt request refused: bad streamid");
+            refuse(request, stream_id_reason(&e), peer).await;
+            return;
+        }
+    };
+    let action = match target.mode {
+        Mode::Publish => Action::Publish,
+        Mode::Request => Action::Play,
+    };
+    let decision = ctx.auth.authorize(
+        &AccessRequest {
+            action,
+            stream: &target.stream,
+            token: target.token.as_deref(),
+            peer_ip: peer.ip(),
+            origin: None,
+            referer: None,
+            user_agent: None,
+            protocol: Protocol::Srt,
+        },
+        SystemTime::now(),
+    );
+    let grant = match decision {
+        Ok(g) => g,
+        Err(d) => {
+            tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = d.code(), "srt request refused");
+            refuse(request, denial_reason(d), peer).await;
+            return;
+        }
+    };
+    // A publish token's own passphrase wins over the server-wide one.
+    let required = match action {
+        Action::Publish => grant.srt_passphrase().or(ctx.server_passphrase.as_deref()),
+        Action::Play => ctx.server_passphrase.as_deref(),
+    };
+    let keys = match key_decision(request.key_size(), required) {
+        KeyDecision::Plain => None,
+        KeyDecision::Encrypted(k) => Some(k),
+        KeyDecision::Refuse(why) => {
+            tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = %why, "srt request refused: encryption");
+            refuse(request, encryption_reason(), peer).await;
+            return;
+        }
+    };
+    let encrypted = keys.is_some();
+    match action {
+        Action::Publish => {
+            let publisher = match ctx.hub.publish(target.stream.as_str()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(peer = %peer, stream = %target.stream, error = %e, reason = "stream_in_use", "srt request refused");
+                    refuse(
+                        request,
+                        denial_reason(streamgate_auth::Denial::StreamInUse),
+                        peer,
+                    )
+                    .await;
+                    return;
+                }
+            };
+            let Some(socket) = accept(request, keys, &target.stream, peer).await else {
+                return;
+            };
+            log_start("publish", peer, &target.stream, &grant, encrypted);
+            let reason = publish(socket, &grant, publisher, &shutdown).await;
+            log_end("publish", peer, &target.stream, &reason);
+        }
+        Action::Play => {
+            let subscriber = ctx.hub.subscribe(target.stream.as_str());
+            let feed = feeds.get(target.stream.as_str());
+            let Some(socket) = accept(request, keys, &target.stream, peer).await else {
+                return;
+            };
+            log_start("play", peer, &target.stream, &grant, encrypted);
+            let reason = play(socket, &grant, subscriber, feed, &shutdown).await;
+            log_end("play", peer, &target.stream, &reason);
+        }
+    }
+    drop(grant);
+    drop(permit);
+}
+
+/// Completes the handshake; `None` if it failed (a wrong passphrase ends here).
+async fn accept(
+    request: ConnectionRequest,
+    keys: Option<srt_protocol::settings::KeySettings>,
+    stream: &StreamName,
+    peer: SocketAddr,
+) -> Option<srt_tokio::SrtSocket> {
+    let encrypted = keys.is_some();
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, request.accept(keys)).await {
+        Ok(Ok(socket)) => Some(socket),
+        Ok(Err(e)) => {
+            tracing::info!(peer = %peer, stream = %stream, encrypted, error = %e, "srt handshake failed after admission (wrong passphrase?)");
+            None
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, stream = %stream, "srt handshake timed out after admission");
+            None
+        }
+    }
+}
+
+async fn refuse(request: ConnectionRequest, reason: RejectReason, peer: SocketAddr) {
+    let code = libsrt_code(reason);
+    if let Err(e) = request.reject(reason).await {
+        tracing::debug!(peer = %peer, code, error = %e, "srt rejection not sent");
+    } else {
+        tracing::debug!(peer = %peer, code, "srt rejection sent");
+    }
+}
+
+fn log_start(what: &str, peer: SocketAddr, stream: &StreamName, grant: &Grant, encrypted: bool) {
+    tracing::info!(peer = %peer, stream = %stream, token = ?grant.token_id(), encrypted, "srt {what} started");
+}
+
+fn log_end(what: &str, peer: SocketAddr, stream: &StreamName, reason: &crate::session::Close) {
+    tracing::info!(peer = %peer, stream = %stream, reason = ?reason, "srt {what} ended");
+}
