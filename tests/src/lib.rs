@@ -34,10 +34,15 @@ pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("STREAMGATE_BIN") {
         return PathBuf::from(p);
     }
-    // target/<profile>/deps/<test-exe> -> target/<profile>/streamgate
+    workspace_binary("streamgate")
+}
+
+/// Path of a binary of this workspace, built next to the test executable.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-exe> -> target/<profile>/<name>
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = profile_dir.join("streamgate");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --bins` before the tests (scripts/test does)",

@@ -1,0 +1,254 @@
+//! Counters shared by every client, and the final report.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Live counters, updated by every client task.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections attempted.
+    pub attempted: AtomicU64,
+    /// Connections the server admitted (publish or play accepted).
+    pub admitted: AtomicU64,
+    /// Connections the server refused (the request was answered with an error or closed).
+    pub refused: AtomicU64,
+    /// Connections that failed for another reason (could not connect, broke mid-stream).
+    pub failed: AtomicU64,
+    /// Media bytes received by viewers.
+    pub bytes: AtomicU64,
+    /// Video frames received by viewers.
+    pub frames: AtomicU64,
+    /// Frames viewers found missing (gaps in the sequence numbers).
+    pub dropped: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one.
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Samples gathered when a client ends.
+#[derive(Debug, Default)]
+pub struct Samples {
+    /// Connect to first keyframe, µs.
+    pub join_us: Vec<u64>,
+    /// Send to receive, µs.
+    pub latency_us: Vec<u64>,
+    /// Received bit rate of each viewer that stayed for the hold, kbit/s.
+    pub viewer_kbps: Vec<f64>,
+}
+
+/// What one viewer measured.
+#[derive(Debug, Default)]
+pub struct ViewerResult {
+    /// Connect to first keyframe, µs.
+    pub join_us: Option<u64>,
+    /// Latency samples, µs.
+    pub latency_us: Vec<u64>,
+    /// Media bytes received and over how many seconds.
+    pub bytes: u64,
+    /// Seconds between the first and the last frame received.
+    pub seconds: f64,
+}
+
+/// The gathered samples, behind a lock taken once per client.
+#[derive(Debug, Default)]
+pub struct Collector {
+    samples: Mutex<Samples>,
+}
+
+impl Collector {
+    /// Adds one viewer's results.
+    pub fn add(&self, v: ViewerResult) {
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(j) = v.join_us {
+            s.join_us.push(j);
+        }
+        s.latency_us.extend(v.latency_us);
+        if v.seconds >= 1.0 {
+            s.viewer_kbps
+                .push(v.bytes as f64 * 8.0 / 1000.0 / v.seconds);
+        }
+    }
+
+    /// Takes the samples out.
+    pub fn take(&self) -> Samples {
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A distribution summary in milliseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Millis {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl Millis {
+    /// Summarises µs samples.
+    pub fn of(mut us: Vec<u64>) -> Self {
+        us.sort_unstable();
+        let at = |q: f64| -> Option<f64> {
+            if us.is_empty() {
+                return None;
+            }
+            let i = ((us.len() as f64 - 1.0) * q).round() as usize;
+            us.get(i).map(|v| *v as f64 / 1000.0)
+        };
+        Self {
+            count: us.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// Connection counts of one role.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Connections {
+    /// Attempted.
+    pub attempted: u64,
+    /// Admitted.
+    pub admitted: u64,
+    /// Refused by the server.
+    pub refused: u64,
+    /// Failed otherwise.
+    pub failed: u64,
+}
+
+impl Connections {
+    /// A snapshot of counters.
+    pub fn of(c: &Counters) -> Self {
+        Self {
+            attempted: c.attempted.load(Ordering::Relaxed),
+            admitted: c.admitted.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The final report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario, as run.
+    pub scenario: serde_json::Value,
+    /// Publishers.
+    pub publishers: Connections,
+    /// Native viewers.
+    pub viewers: Connections,
+    /// ffmpeg viewers.
+    pub ffmpeg_viewers: Connections,
+    /// Native viewers: connect to first keyframe.
+    pub join_ms: Millis,
+    /// Native viewers: publisher send to viewer receive.
+    pub latency_ms: Millis,
+    /// Received bit rate per viewer (native viewers, and ffmpeg viewers from their progress).
+    pub viewer_kbps: Kbps,
+    /// Video frames viewers found missing.
+    pub frames_dropped: u64,
+    /// Video frames viewers received.
+    pub frames_received: u64,
+    /// Seconds the scenario ran.
+    pub seconds: f64,
+}
+
+/// Bit rate summary.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Kbps {
+    /// Viewers measured.
+    pub count: usize,
+    /// Mean.
+    pub mean: Option<f64>,
+    /// Lowest.
+    pub min: Option<f64>,
+}
+
+impl Kbps {
+    /// Summarises per-viewer rates.
+    pub fn of(v: &[f64]) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        Self {
+            count: v.len(),
+            mean: Some(mean),
+            min: Some(min),
+        }
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let row = |name: &str, c: &Connections| {
+            format!(
+                "{name:<16} {:>9} {:>9} {:>9} {:>9}\n",
+                c.attempted, c.admitted, c.refused, c.failed
+            )
+        };
+        let mut s = String::new();
+        s.push_str(&format!(
+            "{:<16} {:>9} {:>9} {:>9} {:>9}\n",
+            "connections", "attempted", "admitted", "refused", "failed"
+        ));
+        s.push_str(&row("publishers", &self.publishers));
+        s.push_str(&row("viewers", &self.viewers));
+        s.push_str(&row("ffmpeg viewers", &self.ffmpeg_viewers));
+        s.push_str(&format!(
+            "join time (ms)     p50 {} p99 {} ({} viewers)\n",
+            opt(self.join_ms.p50),
+            opt(self.join_ms.p99),
+            self.join_ms.count
+        ));
+        s.push_str(&format!(
+            "relay latency (ms) p50 {} p99 {} max {} ({} frames)\n",
+            opt(self.latency_ms.p50),
+            opt(self.latency_ms.p99),
+            opt(self.latency_ms.max),
+            self.latency_ms.count
+        ));
+        s.push_str(&format!(
+            "bit rate per viewer (kbit/s) mean {} min {} ({} viewers)\n",
+            opt(self.viewer_kbps.mean),
+            opt(self.viewer_kbps.min),
+            self.viewer_kbps.count
+        ));
+        s.push_str(&format!(
+            "frames received {} dropped {} in {:.1} s\n",
+            self.frames_received, self.frames_dropped, self.seconds
+        ));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let m = Millis::of((1..=100).map(|v| v * 1000).collect());
+        assert_eq!((m.p50, m.p99, m.max), (Some(51.0), Some(99.0), Some(100.0)));
+        assert_eq!(Millis::of(Vec::new()).p50, None);
+        let k = Kbps::of(&[100.0, 300.0]);
+        assert_eq!((k.mean, k.min), (Some(200.0), Some(100.0)));
+    }
+}

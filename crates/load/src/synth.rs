@@ -1,0 +1,145 @@
+//! The stream a native publisher sends: a short real H.264 + AAC clip looped, so that ffmpeg
+//! viewers can decode it, with every video frame led by a filler-data NAL unit (which decoders
+//! ignore) that carries a marker with the frame's sequence number and send time, and pads the
+//! frame to the asked bit rate. Viewers read the marker to measure latency and count lost frames.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Marker at the start of the filler NAL's payload.
+pub const MARKER: &[u8; 4] = b"SGLT";
+/// Offset of the marker in an FLV video body: 5 bytes of FLV AVC header, the 4-byte NAL length
+/// and the 1-byte NAL header.
+pub const MARKER_OFFSET: usize = 10;
+/// Filler NAL bytes besides its padding: header, marker, sequence, time, trailing byte.
+const FILLER_OVERHEAD: usize = 1 + 4 + 4 + 8 + 1;
+/// Video frames per second of the clip.
+pub const FPS: u32 = 25;
+/// Audio frames per second of the clip (AAC at 44.1 kHz, 1024 samples a frame).
+pub const AUDIO_FPS: f64 = 44_100.0 / 1024.0;
+
+const CLIP: &[u8] = include_bytes!("../assets/clip.flv");
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The looped clip: sequence headers and the frames' FLV bodies.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    /// AVC sequence header (FLV body).
+    pub avc_header: Bytes,
+    /// AAC sequence header (FLV body).
+    pub aac_header: Bytes,
+    /// Video frames: FLV bodies and keyframe flags.
+    pub video: Vec<(Bytes, bool)>,
+    /// Audio frames: FLV bodies.
+    pub audio: Vec<Bytes>,
+    /// Bytes each video frame is padded to (at least its own size).
+    pub video_target: usize,
+}
+
+impl Clip {
+    /// Reads the bundled clip and sizes frames for `kbps` in all.
+    pub fn load(kbps: u32) -> Result<Self, String> {
+        let mut clip = Self {
+            avc_header: Bytes::new(),
+            aac_header: Bytes::new(),
+            video: Vec::new(),
+            audio: Vec::new(),
+            video_target: 0,
+        };
+        let data = Bytes::from_static(CLIP);
+        let mut at = 13; // FLV header (9) and the first previous-tag-size (4)
+        while let Some(&[kind, s0, s1, s2]) = data.get(at..at + 4) {
+            let size = usize::from(s0) << 16 | usize::from(s1) << 8 | usize::from(s2);
+            let body = data.slice((at + 11).min(data.len())..(at + 11 + size).min(data.len()));
+            at += 11 + size + 4;
+            let key = body.first().is_some_and(|b| b >> 4 == 1);
+            match (kind, body.get(1)) {
+                (9, Some(0)) => clip.avc_header = body,
+                (9, Some(1)) => clip.video.push((body, key)),
+                (8, Some(0)) => clip.aac_header = body,
+                (8, Some(1)) => clip.audio.push(body),
+                _ => {}
+            }
+        }
+        if clip.video.is_empty() || clip.audio.is_empty() || clip.avc_header.is_empty() {
+            return Err("the bundled clip is unreadable".into());
+        }
+        let audio_bytes: usize = clip.audio.iter().map(Bytes::len).sum();
+        let audio_kbps = audio_bytes as f64 * 8.0 / 1000.0 / (clip.audio.len() as f64 / AUDIO_FPS);
+        let video_kbps = (f64::from(kbps) - audio_kbps).max(16.0);
+        clip.video_target = (video_kbps * 1000.0 / 8.0 / f64::from(FPS)) as usize;
+        Ok(clip)
+    }
+
+    /// Video frame `seq` as an FLV body, led by the marker NAL.
+    pub fn video_frame(&self, seq: u32) -> (Bytes, bool) {
+        let Some((body, key)) = self.video.get(seq as usize % self.video.len().max(1)) else {
+            return (Bytes::new(), false);
+        };
+        let pad = self
+            .video_target
+            .saturating_sub(body.len() + 4 + FILLER_OVERHEAD);
+        let filler_len = FILLER_OVERHEAD + pad;
+        let mut b = BytesMut::with_capacity(body.len() + 4 + filler_len);
+        b.put_slice(body.get(..5).unwrap_or_default());
+        b.put_u32(filler_len as u32);
+        b.put_u8(0x0C); // NAL type 12: filler data
+        b.put_slice(MARKER);
+        b.put_u32(seq);
+        b.put_u64(now_us());
+        b.put_bytes(0xFF, pad);
+        b.put_u8(0x80);
+        b.put_slice(body.get(5..).unwrap_or_default());
+        (b.freeze(), *key)
+    }
+
+    /// Audio frame `n` as an FLV body.
+    pub fn audio_frame(&self, n: u64) -> Bytes {
+        let i = (n % self.audio.len().max(1) as u64) as usize;
+        self.audio.get(i).cloned().unwrap_or_default()
+    }
+}
+
+/// What a viewer reads back from a video body: (sequence, send time µs, keyframe).
+pub fn read_marker(body: &[u8]) -> Option<(u32, u64, bool)> {
+    let key = body.first()? >> 4 == 1;
+    if body.get(1) != Some(&1) {
+        return None;
+    }
+    let m = body.get(MARKER_OFFSET..MARKER_OFFSET + 16)?;
+    if m.get(..4)? != MARKER {
+        return None;
+    }
+    let seq = u32::from_be_bytes(m.get(4..8)?.try_into().ok()?);
+    let sent = u64::from_be_bytes(m.get(8..16)?.try_into().ok()?);
+    Some((seq, sent, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_frames_carry_markers_at_the_asked_rate() {
+        let clip = Clip::load(1000).unwrap();
+        assert_eq!(clip.video.len(), 50);
+        assert!(clip.video[0].1 && !clip.video[1].1);
+        let (b, key) = clip.video_frame(50);
+        assert!(key);
+        let (seq, sent, k) = read_marker(&b).unwrap();
+        assert_eq!((seq, k), (50, true));
+        assert!(now_us() - sent < 1_000_000);
+        let total: usize = (0..50).map(|i| clip.video_frame(i).0.len()).sum();
+        let kbps = total as f64 * 8.0 / 1000.0 / 2.0;
+        assert!((900.0..1100.0).contains(&kbps), "{kbps}");
+        assert!(read_marker(&clip.audio_frame(3)).is_none());
+    }
+}

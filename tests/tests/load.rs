@@ -1,0 +1,94 @@
+//! `streamgate-load` against the real binary: a small scenario is measured and reported, and
+//! refusals are counted as refusals.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::Command;
+
+use serde_json::Value;
+use streamgate_tests::{workspace_binary, Server, API_SECRET};
+
+fn load(s: &Server, extra: &[&str]) -> Value {
+    let out = Command::new(workspace_binary("streamgate-load"))
+        .args([
+            "--api",
+            &format!("http://{}", s.http),
+            "--rtmp",
+            &s.rtmp.to_string(),
+            "--json",
+        ])
+        .args(["--ramp-up", "1", "--ramp-down", "0.5"])
+        .args(extra)
+        .env("STREAMGATE_API_SECRET", API_SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "streamgate-load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn a_small_scenario_is_measured() {
+    let s = Server::start();
+    let r = load(
+        &s,
+        &[
+            "--viewers",
+            "5",
+            "--ffmpeg-viewers",
+            "2",
+            "--hold",
+            "4",
+            "--bitrate",
+            "800",
+        ],
+    );
+    assert_eq!(r["publishers"]["admitted"], 1, "{r:#}");
+    assert_eq!(r["viewers"]["attempted"], 5);
+    assert_eq!(r["viewers"]["admitted"], 5);
+    assert_eq!(r["ffmpeg_viewers"]["admitted"], 2, "{r:#}");
+    assert_eq!(r["viewers"]["refused"], 0);
+    assert_eq!(r["join_ms"]["count"], 5);
+    assert!(r["join_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(r["latency_ms"]["count"].as_u64().unwrap() > 100, "{r:#}");
+    let p50 = r["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 500.0, "{r:#}");
+    assert_eq!(
+        r["viewer_kbps"]["count"], 7,
+        "native and ffmpeg viewers both measured: {r:#}"
+    );
+    let mean = r["viewer_kbps"]["mean"].as_f64().unwrap();
+    assert!(
+        (500.0..1200.0).contains(&mean),
+        "about the published 800 kbit/s: {r:#}"
+    );
+    assert_eq!(r["frames_dropped"], 0);
+}
+
+#[test]
+fn refusals_are_counted_as_refusals() {
+    let s = Server::start();
+    let r = load(
+        &s,
+        &[
+            "--publish-token",
+            "sgp_wrong",
+            "--viewers",
+            "3",
+            "--ffmpeg-viewers",
+            "1",
+            "--hold",
+            "1",
+        ],
+    );
+    assert_eq!(r["publishers"]["refused"], 1, "{r:#}");
+    assert_eq!(r["publishers"]["admitted"], 0);
+    // Nobody is live, so viewers without a token are refused too.
+    assert_eq!(r["viewers"]["refused"], 3, "{r:#}");
+    assert_eq!(r["ffmpeg_viewers"]["refused"], 1, "{r:#}");
+    assert_eq!(r["viewers"]["failed"], 0);
+}
