@@ -1,0 +1,79 @@
+//! streamgate's WebRTC listener for browsers: WebSocket signaling with Ant Media's message
+//! set (so pages written for its JavaScript SDK work unchanged), WebRTC peers for publish and
+//! play, RTP <-> [`streamgate_media::Frame`], and the bundled publish and play pages.
+//!
+//! Main loop, per WebSocket ([`socket`]): each text message is parsed ([`message`]); a
+//! `publish` or `play` becomes an `AccessRequest` with the socket's Origin, User-Agent and
+//! peer IP, and with a grant a session task starts ([`publish`], [`play`]) that owns the grant,
+//! the peer connection ([`peer`], the one module that uses the `webrtc` crate) and the relay
+//! handle. A publisher's RTP is reassembled into frames ([`inbound`]); a viewer's frames are
+//! packetized once per frame for every viewer and numbered per viewer ([`outbound`]).
+//! Keyframe requests from viewers reach the publisher through [`keyframe`], rate-limited.
+//! A session ends on `stop`, when its socket closes, when its peer connection fails, when
+//! the stream ends (viewers), or when its grant is cancelled (token revoked or expired).
+
+pub mod inbound;
+pub mod keyframe;
+pub mod message;
+pub mod name;
+pub mod outbound;
+mod pages;
+pub mod peer;
+mod play;
+mod publish;
+mod session;
+mod socket;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use streamgate_auth::Auth;
+use streamgate_relay::Hub;
+use tokio_util::sync::CancellationToken;
+
+pub use keyframe::{KeyframeBoard, KEYFRAME_REQUEST_INTERVAL};
+pub use message::MAX_MESSAGE_BYTES;
+pub use peer::IceSettings;
+pub use play::{CODEC_PROBE_TIME, MAX_START_BACKLOG};
+pub use session::NEGOTIATION_TIMEOUT;
+pub use socket::MAX_SESSIONS_PER_SOCKET;
+
+/// What every WebRTC session needs.
+#[derive(Debug)]
+pub struct WebRtcContext {
+    /// The auth service.
+    pub auth: Arc<Auth>,
+    /// The relay.
+    pub hub: Hub,
+    /// ICE settings for every peer connection.
+    pub ice: IceSettings,
+    /// WebRTC publishers that viewers may ask for keyframes.
+    pub keyframes: KeyframeBoard,
+    /// Fires at server shutdown: every socket and session ends.
+    pub shutdown: CancellationToken,
+}
+
+impl WebRtcContext {
+    /// A context with an empty keyframe board.
+    pub fn new(auth: Arc<Auth>, hub: Hub, ice: IceSettings, shutdown: CancellationToken) -> Self {
+        Self {
+            auth,
+            hub,
+            ice,
+            keyframes: KeyframeBoard::default(),
+            shutdown,
+        }
+    }
+}
+
+/// The HTTP routes of the WebRTC listener: the WebSocket endpoints `/websocket` and
+/// `/<App>/websocket`, and the pages `/publish.html`, `/play.html` and their script. The
+/// server must be run with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(ctx: Arc<WebRtcContext>) -> Router {
+    Router::new()
+        .route("/websocket", get(socket::root))
+        .route("/{app}/websocket", get(socket::app))
+        .merge(pages::router())
+        .with_state(ctx)
+}

@@ -1,0 +1,641 @@
+//! Every use of the `webrtc` crate (0.17, the classic `RTCPeerConnection` API) lives in this
+//! module: building peer connections with the configured ICE settings, SDP offer/answer,
+//! candidates, the publisher's incoming tracks and the viewer's outgoing tracks.
+//!
+//! The rest of the crate sees only the small types defined here ([`PublishPeer`],
+//! [`PlayPeer`], [`IncomingTrack`], [`OutgoingTrack`], [`PeerEvent`]); swapping the WebRTC
+//! stack means rewriting this file alone.
+//!
+//! In 0.17 the `on_track` handlers run one at a time, so the handler only hands the track to
+//! the session (which spawns its read loop) and returns.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use streamgate_media::Codec;
+use tokio::sync::mpsc;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
+use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
+use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
+};
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::rtp_transceiver::{RTCPFeedback, RTCRtpTransceiverInit};
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+use webrtc::track::track_remote::TrackRemote;
+
+use crate::inbound::RtpIn;
+use crate::outbound::Stamp;
+
+/// Capacity of a peer's event channel to its session. Events are few (candidates, state
+/// changes, tracks, keyframe requests); when it is full a keyframe request is dropped (the
+/// browser repeats it) and other events wait.
+pub const PEER_EVENT_CAPACITY: usize = 64;
+
+/// After this long without ICE traffic a connection counts as disconnected.
+const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this long disconnected a connection counts as failed, and the session ends.
+const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of ICE keep-alives.
+const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Largest RTP or RTCP packet read, in bytes.
+const RECEIVE_MTU: usize = 1500;
+
+/// ICE settings shared by every peer connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceSettings {
+    /// Address announced in host candidates instead of the local one (1:1 NAT); `None`
+    /// announces local addresses.
+    pub public_ip: Option<IpAddr>,
+    /// UDP ports ICE may use, inclusive; `None` lets the OS choose.
+    pub udp_ports: Option<(u16, u16)>,
+    /// Local addresses to gather candidates on; empty means every interface but loopback.
+    pub ips: Vec<IpAddr>,
+}
+
+/// What went wrong with a peer connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The browser's SDP could not be applied.
+    #[error("invalid SDP: {0}")]
+    Sdp(String),
+    /// The browser's ICE candidate could not be added.
+    #[error("invalid ICE candidate: {0}")]
+    Candidate(String),
+    /// The WebRTC stack failed.
+    #[error("WebRTC: {0}")]
+    Stack(String),
+}
+
+fn stack(e: webrtc::Error) -> PeerError {
+    PeerError::Stack(e.to_string())
+}
+
+/// Connection states a session acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// ICE and DTLS are up: media flows.
+    Connected,
+    /// The connection failed or was closed.
+    Gone,
+}
+
+/// What a peer connection tells its session.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// A local ICE candidate to send to the browser.
+    Candidate {
+        /// The `candidate:` line.
+        candidate: String,
+        /// m-line index.
+        label: u16,
+        /// Media id.
+        mid: String,
+    },
+    /// The connection changed state.
+    State(Connection),
+    /// The publishing browser opened a track.
+    Track(IncomingTrack),
+    /// A viewer's browser asked for a keyframe (PLI or FIR).
+    KeyframeRequest,
+}
+
+/// Builds the `API` object for one peer connection with the given codecs.
+fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> {
+    let mut media = MediaEngine::default();
+    for spec in codecs {
+        media
+            .register_codec(spec.parameters(), spec.kind())
+            .map_err(stack)?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
+    let mut settings = SettingEngine::default();
+    settings.set_ice_timeouts(
+        Some(ICE_DISCONNECTED_TIMEOUT),
+        Some(ICE_FAILED_TIMEOUT),
+        Some(ICE_KEEPALIVE_INTERVAL),
+    );
+    settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if let Some((min, max)) = ice.udp_ports {
+        let udp = EphemeralUDP::new(min, max).map_err(|e| PeerError::Stack(e.to_string()))?;
+        settings.set_udp_network(UDPNetwork::Ephemeral(udp));
+    }
+    if let Some(ip) = ice.public_ip {
+        settings.set_nat_1to1_ips(vec![ip.to_string()], RTCIceCandidateType::Host);
+    }
+    if !ice.ips.is_empty() {
+        let allowed = ice.ips.clone();
+        settings.set_include_loopback_candidate(allowed.iter().any(IpAddr::is_loopback));
+        settings.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
+    }
+    Ok(APIBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .build())
+}
+
+/// A codec as registered for a peer connection.
+#[derive(Debug, Clone)]
+pub struct CodecSpec {
+    codec: Codec,
+    payload_type: u8,
+    fmtp: String,
+}
+
+impl CodecSpec {
+    /// H.264 (packetization mode 1) with the given `profile-level-id` (six hex digits).
+    pub fn h264(payload_type: u8, profile_level_id: &str) -> Self {
+        Self {
+            codec: Codec::H264,
+            payload_type,
+            fmtp: format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+            ),
+        }
+    }
+
+    /// VP8.
+    pub fn vp8(payload_type: u8) -> Self {
+        Self {
+            codec: Codec::Vp8,
+            payload_type,
+            fmtp: String::new(),
+        }
+    }
+
+    /// Opus, stereo-capable, with in-band FEC.
+    pub fn opus(payload_type: u8) -> Self {
+        Self {
+            codec: Codec::Opus,
+            payload_type,
+            fmtp: "minptime=10;useinbandfec=1".into(),
+        }
+    }
+
+    /// What the browser may publish: H.264 in the profiles browsers use, VP8, Opus.
+    pub fn publish_set() -> Vec<Self> {
+        vec![
+            Self::h264(102, "42001f"),
+            Self::h264(125, "42e01f"),
+            Self::h264(112, "4d001f"),
+            Self::h264(106, "64001f"),
+            Self::vp8(96),
+            Self::opus(111),
+        ]
+    }
+
+    fn kind(&self) -> RTPCodecType {
+        match self.codec {
+            Codec::Opus | Codec::Aac => RTPCodecType::Audio,
+            Codec::H264 | Codec::Vp8 => RTPCodecType::Video,
+        }
+    }
+
+    fn capability(&self) -> RTCRtpCodecCapability {
+        let video_feedback = || {
+            vec![
+                feedback("goog-remb", ""),
+                feedback("ccm", "fir"),
+                feedback("nack", ""),
+                feedback("nack", "pli"),
+            ]
+        };
+        match self.codec {
+            Codec::H264 => RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_H264.into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: self.fmtp.clone(),
+                rtcp_feedback: video_feedback(),
+            },
+            Codec::Vp8 => RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_VP8.into(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: self.fmtp.clone(),
+                rtcp_feedback: video_feedback(),
+            },
+            Codec::Opus | Codec::Aac => RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_OPUS.into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: self.fmtp.clone(),
+                rtcp_feedback: vec![],
+            },
+        }
+    }
+
+    fn parameters(&self) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            capability: self.capability(),
+            payload_type: self.payload_type,
+            ..Default::default()
+        }
+    }
+}
+
+fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    }
+}
+
+/// The codec of a negotiated MIME type.
+fn codec_of(mime: &str) -> Option<Codec> {
+    if mime.eq_ignore_ascii_case(MIME_TYPE_H264) {
+        Some(Codec::H264)
+    } else if mime.eq_ignore_ascii_case(MIME_TYPE_VP8) {
+        Some(Codec::Vp8)
+    } else if mime.eq_ignore_ascii_case(MIME_TYPE_OPUS) {
+        Some(Codec::Opus)
+    } else {
+        None
+    }
+}
+
+/// A peer connection plus the hooks every session needs.
+struct Core {
+    pc: Arc<RTCPeerConnection>,
+}
+
+impl Core {
+    async fn new(
+        ice: &IceSettings,
+        codecs: &[CodecSpec],
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Self, PeerError> {
+        let api = build_api(ice, codecs)?;
+        let pc = Arc::new(
+            api.new_peer_connection(RTCConfiguration::default())
+                .await
+                .map_err(stack)?,
+        );
+        let tx = events.clone();
+        pc.on_ice_candidate(Box::new(move |candidate| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let Some(c) = candidate else { return };
+                let Ok(init) = c.to_json() else { return };
+                let _ = tx
+                    .send(PeerEvent::Candidate {
+                        candidate: init.candidate,
+                        label: init.sdp_mline_index.unwrap_or(0),
+                        mid: init.sdp_mid.unwrap_or_else(|| "0".into()),
+                    })
+                    .await;
+            })
+        }));
+        let tx = events;
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let event = match state {
+                    RTCPeerConnectionState::Connected => Connection::Connected,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        Connection::Gone
+                    }
+                    _ => return,
+                };
+                let _ = tx.send(PeerEvent::State(event)).await;
+            })
+        }));
+        Ok(Self { pc })
+    }
+
+    async fn add_candidate(
+        &self,
+        candidate: String,
+        label: Option<u16>,
+        mid: Option<String>,
+    ) -> Result<(), PeerError> {
+        if candidate.is_empty() {
+            // End of candidates: nothing to do.
+            return Ok(());
+        }
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate,
+                sdp_mid: mid,
+                sdp_mline_index: label,
+                username_fragment: None,
+            })
+            .await
+            .map_err(|e| PeerError::Candidate(e.to_string()))
+    }
+
+    async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// The server side of a browser's publish.
+pub struct PublishPeer {
+    core: Core,
+    video_ssrcs: Arc<Mutex<Vec<u32>>>,
+}
+
+impl std::fmt::Debug for PublishPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishPeer").finish_non_exhaustive()
+    }
+}
+
+impl PublishPeer {
+    /// A peer connection ready for the browser's offer.
+    pub async fn new(
+        ice: &IceSettings,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Self, PeerError> {
+        let core = Core::new(ice, &CodecSpec::publish_set(), events.clone()).await?;
+        let video_ssrcs = Arc::new(Mutex::new(Vec::new()));
+        let ssrcs = Arc::clone(&video_ssrcs);
+        core.pc
+            .on_track(Box::new(move |track, _receiver, _transceiver| {
+                let events = events.clone();
+                let ssrcs = Arc::clone(&ssrcs);
+                Box::pin(async move {
+                    let codec = codec_of(&track.codec().capability.mime_type);
+                    if matches!(codec, Some(Codec::H264 | Codec::Vp8)) {
+                        ssrcs
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(track.ssrc());
+                    }
+                    let _ = events
+                        .send(PeerEvent::Track(IncomingTrack { track, codec }))
+                        .await;
+                })
+            }));
+        Ok(Self { core, video_ssrcs })
+    }
+
+    /// Applies the browser's offer and returns the answer.
+    pub async fn answer(&self, offer: String) -> Result<String, PeerError> {
+        let offer =
+            RTCSessionDescription::offer(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.core
+            .pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        let answer = self.core.pc.create_answer(None).await.map_err(stack)?;
+        let sdp = answer.sdp.clone();
+        self.core
+            .pc
+            .set_local_description(answer)
+            .await
+            .map_err(stack)?;
+        Ok(sdp)
+    }
+
+    /// Adds one of the browser's candidates.
+    pub async fn add_candidate(
+        &self,
+        candidate: String,
+        label: Option<u16>,
+        mid: Option<String>,
+    ) -> Result<(), PeerError> {
+        self.core.add_candidate(candidate, label, mid).await
+    }
+
+    /// Sends a PLI for every incoming video track.
+    pub async fn request_keyframe(&self) {
+        let ssrcs = self
+            .video_ssrcs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for ssrc in ssrcs {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            let _ = self.core.pc.write_rtcp(&[Box::new(pli)]).await;
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}
+
+/// A track the publishing browser sends.
+pub struct IncomingTrack {
+    track: Arc<TrackRemote>,
+    codec: Option<Codec>,
+}
+
+impl std::fmt::Debug for IncomingTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingTrack")
+            .field("codec", &self.codec)
+            .finish()
+    }
+}
+
+impl IncomingTrack {
+    /// The negotiated codec, if it is one streamgate carries.
+    pub fn codec(&self) -> Option<Codec> {
+        self.codec
+    }
+
+    /// The next RTP packet; `None` when the track has ended.
+    pub async fn read(&self, buf: &mut Vec<u8>) -> Option<RtpIn> {
+        buf.resize(RECEIVE_MTU, 0);
+        let (pkt, _) = self.track.read(buf).await.ok()?;
+        Some(RtpIn {
+            seq: pkt.header.sequence_number,
+            timestamp: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            payload: pkt.payload,
+        })
+    }
+}
+
+/// The server side of a browser's playback.
+pub struct PlayPeer {
+    core: Core,
+    video: Option<OutgoingTrack>,
+    audio: Option<OutgoingTrack>,
+}
+
+impl std::fmt::Debug for PlayPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlayPeer").finish_non_exhaustive()
+    }
+}
+
+/// One track sent to a viewer.
+#[derive(Clone)]
+pub struct OutgoingTrack {
+    track: Arc<TrackLocalStaticRTP>,
+}
+
+impl std::fmt::Debug for OutgoingTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingTrack").finish_non_exhaustive()
+    }
+}
+
+impl OutgoingTrack {
+    /// Writes one RTP packet; SSRC and payload type are filled in per connection.
+    pub async fn write(&self, stamp: Stamp, payload: Bytes) -> Result<(), PeerError> {
+        let pkt = webrtc::rtp::packet::Packet {
+            header: webrtc::rtp::header::Header {
+                version: 2,
+                marker: stamp.marker,
+                sequence_number: stamp.seq,
+                timestamp: stamp.timestamp,
+                ..Default::default()
+            },
+            payload,
+        };
+        match self.track.write_rtp(&pkt).await {
+            Ok(_) => Ok(()),
+            Err(webrtc::Error::ErrClosedPipe) => Err(PeerError::Stack("closed".into())),
+            Err(e) => Err(stack(e)),
+        }
+    }
+}
+
+impl PlayPeer {
+    /// A peer connection sending `video` (if any) and Opus audio (if `audio`).
+    pub async fn new(
+        ice: &IceSettings,
+        video: Option<CodecSpec>,
+        audio: bool,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Self, PeerError> {
+        let mut codecs: Vec<CodecSpec> = video.iter().cloned().collect();
+        let opus = CodecSpec::opus(111);
+        if audio {
+            codecs.push(opus.clone());
+        }
+        let core = Core::new(ice, &codecs, events.clone()).await?;
+        let mut tracks = Vec::new();
+        for spec in &codecs {
+            let (id, kind) = match spec.kind() {
+                RTPCodecType::Video => ("video", true),
+                _ => ("audio", false),
+            };
+            let track = Arc::new(TrackLocalStaticRTP::new(
+                spec.capability(),
+                id.to_owned(),
+                "streamgate".to_owned(),
+            ));
+            let sender = core
+                .pc
+                .add_transceiver_from_track(
+                    Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        send_encodings: vec![],
+                    }),
+                )
+                .await
+                .map_err(stack)?
+                .sender()
+                .await;
+            let tx = events.clone();
+            // RTCP must be read for the interceptors (NACK, reports) to work; keyframe
+            // requests are passed on.
+            tokio::spawn(async move {
+                while let Ok((packets, _)) = sender.read_rtcp().await {
+                    if !kind {
+                        continue;
+                    }
+                    let wants_key = packets.iter().any(|p| {
+                        let any = p.as_any();
+                        any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                    });
+                    if wants_key {
+                        let _ = tx.try_send(PeerEvent::KeyframeRequest);
+                    }
+                }
+            });
+            tracks.push((kind, OutgoingTrack { track }));
+        }
+        let mut video_track = None;
+        let mut audio_track = None;
+        for (is_video, t) in tracks {
+            if is_video {
+                video_track = Some(t);
+            } else {
+                audio_track = Some(t);
+            }
+        }
+        Ok(Self {
+            core,
+            video: video_track,
+            audio: audio_track,
+        })
+    }
+
+    /// The server's offer.
+    pub async fn offer(&self) -> Result<String, PeerError> {
+        let offer = self.core.pc.create_offer(None).await.map_err(stack)?;
+        let sdp = offer.sdp.clone();
+        self.core
+            .pc
+            .set_local_description(offer)
+            .await
+            .map_err(stack)?;
+        Ok(sdp)
+    }
+
+    /// Applies the browser's answer.
+    pub async fn accept_answer(&self, answer: String) -> Result<(), PeerError> {
+        let answer =
+            RTCSessionDescription::answer(answer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.core
+            .pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| PeerError::Sdp(e.to_string()))
+    }
+
+    /// Adds one of the browser's candidates.
+    pub async fn add_candidate(
+        &self,
+        candidate: String,
+        label: Option<u16>,
+        mid: Option<String>,
+    ) -> Result<(), PeerError> {
+        self.core.add_candidate(candidate, label, mid).await
+    }
+
+    /// The video track, if one was negotiated.
+    pub fn video(&self) -> Option<&OutgoingTrack> {
+        self.video.as_ref()
+    }
+
+    /// The audio track, if one was negotiated.
+    pub fn audio(&self) -> Option<&OutgoingTrack> {
+        self.audio.as_ref()
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        self.core.close().await;
+    }
+}

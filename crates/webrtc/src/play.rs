@@ -1,0 +1,350 @@
+//! One browser's playback: wait for the stream (if the viewer may), choose codecs from what
+//! the stream carries, make the offer, then write the relay's frames as RTP, encoded once per
+//! frame for all viewers and numbered per viewer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamgate_auth::{Grant, StreamName};
+use streamgate_media::{ms_to_ticks, Codec, StreamConfig, TrackKind};
+use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat};
+use tokio::sync::mpsc;
+
+use crate::message::{Definition, Reply, SdpKind};
+use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
+use crate::peer::{CodecSpec, Connection, OutgoingTrack, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY};
+use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
+use crate::WebRtcContext;
+
+/// How long to look at a newly started stream's first frames to learn whether it has audio
+/// and which video codec.
+pub const CODEC_PROBE_TIME: Duration = Duration::from_millis(1500);
+
+/// Most frames held while probing or negotiating; older ones are dropped (the viewer then
+/// starts at the next keyframe).
+pub const MAX_PENDING_FRAMES: usize = 512;
+
+/// A viewer whose backlog at connection time spans more than this skips to the next
+/// keyframe instead of receiving it in a burst (which would add that much delay).
+pub const MAX_START_BACKLOG: Duration = Duration::from_millis(1000);
+
+/// Why the session ended, for the final message.
+type End = Option<(Definition, Option<&'static str>)>;
+
+/// Runs a play session until it ends. The grant is held for the session's life.
+pub(crate) async fn run(
+    ctx: Arc<WebRtcContext>,
+    grant: Grant,
+    name: StreamName,
+    stream_id: String,
+    out: Outbox,
+    mut control: mpsc::Receiver<Control>,
+) {
+    let mut sub = ctx.hub.subscribe(name.as_str());
+    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC play admitted");
+    let end = play(
+        &ctx,
+        &grant,
+        &name,
+        &stream_id,
+        &out,
+        &mut control,
+        &mut sub,
+    )
+    .await;
+    if let Some((definition, reason)) = end {
+        out.text(Reply::notification(definition, &stream_id, reason))
+            .await;
+    }
+    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC play ended");
+    drop(sub);
+    drop(grant);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn play(
+    ctx: &WebRtcContext,
+    grant: &Grant,
+    name: &StreamName,
+    stream_id: &str,
+    out: &Outbox,
+    control: &mut mpsc::Receiver<Control>,
+    sub: &mut Subscriber,
+) -> End {
+    let live = ctx.hub.stream_stats(name.as_str()).is_some_and(|s| s.live);
+    if !live {
+        out.text(Reply::notification(
+            Definition::PlayWaiting,
+            stream_id,
+            None,
+        ))
+        .await;
+    }
+    // Wait for the stream's configuration.
+    let mut config = loop {
+        tokio::select! {
+            () = grant.cancelled() => return Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
+            c = control.recv() => match c {
+                None => return None,
+                Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
+                Some(_) => out.text(Reply::error(Definition::NoSession, Some(stream_id))).await,
+            },
+            ev = sub.recv() => if let Event::Started(config) = ev { break config },
+        }
+    };
+    // Probe the first frames for the codecs.
+    let mut pending: Vec<Arc<SharedFrame>> = Vec::new();
+    let mut video: Option<Codec> = config.config.video.as_ref().map(|_| Codec::H264);
+    let mut audio = false;
+    let probe_end = tokio::time::sleep(CODEC_PROBE_TIME);
+    tokio::pin!(probe_end);
+    while !(video.is_some() && audio) {
+        tokio::select! {
+            () = &mut probe_end => break,
+            () = grant.cancelled() => return Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
+            c = control.recv() => match c {
+                None => return None,
+                Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
+                Some(_) => out.text(Reply::error(Definition::NoSession, Some(stream_id))).await,
+            },
+            ev = sub.recv() => match ev {
+                Event::Started(c) => config = c,
+                Event::Ended => return Some((Definition::PlayFinished, Some("stream ended"))),
+                Event::Frame(f) => {
+                    match f.frame.codec {
+                        Codec::H264 | Codec::Vp8 => video = video.or(Some(f.frame.codec)),
+                        Codec::Opus => audio = true,
+                        Codec::Aac => {}
+                    }
+                    push_pending(&mut pending, f);
+                }
+            },
+        }
+    }
+    let video_spec = video.map(|c| match c {
+        Codec::Vp8 => CodecSpec::vp8(96),
+        _ => CodecSpec::h264(102, &profile_level_id(&config.config)),
+    });
+    let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
+    let peer = match PlayPeer::new(&ctx.ice, video_spec, audio, events_tx).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
+            out.text(Reply::error(Definition::ServerError, Some(stream_id)))
+                .await;
+            return None;
+        }
+    };
+    match peer.offer().await {
+        Ok(sdp) => {
+            out.text(Reply::configuration(stream_id, SdpKind::Offer, &sdp))
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "cannot make an offer");
+            out.text(Reply::error(Definition::ServerError, Some(stream_id)))
+                .await;
+            peer.close().await;
+            return None;
+        }
+    }
+    let mut sender = Sender::new(&peer, video);
+    let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
+    tokio::pin!(deadline);
+    let mut connected = false;
+    let end = loop {
+        tokio::select! {
+            () = grant.cancelled() => break Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
+            c = control.recv() => match c {
+                None => break None,
+                Some(Control::Stop) => break Some((Definition::PlayFinished, None)),
+                Some(Control::Sdp(SdpKind::Answer, sdp)) => {
+                    if let Err(e) = peer.accept_answer(sdp).await {
+                        tracing::info!(stream = %name, error = %e, "play answer refused");
+                        out.text(Reply::error(Definition::NotSetRemoteDescription, Some(stream_id))).await;
+                        break None;
+                    }
+                }
+                Some(Control::Sdp(SdpKind::Offer, _)) => {
+                    out.text(Reply::error(Definition::NoSession, Some(stream_id))).await;
+                }
+                Some(Control::Candidate { candidate, label, mid }) => {
+                    if let Err(e) = peer.add_candidate(candidate, label, mid).await {
+                        tracing::debug!(stream = %name, error = %e, "candidate ignored");
+                    }
+                }
+            },
+            ev = events.recv() => match ev {
+                None => break None,
+                Some(PeerEvent::Candidate { candidate, label, mid }) => {
+                    out.text(Reply::candidate(stream_id, &candidate, label, &mid)).await;
+                }
+                Some(PeerEvent::State(Connection::Connected)) => {
+                    if !connected {
+                        connected = true;
+                        out.text(Reply::notification(Definition::PlayStarted, stream_id, None)).await;
+                        ctx.keyframes.request(name.as_str(), Instant::now());
+                        while let Some(ev) = sub.try_recv() {
+                            match ev {
+                                Event::Frame(f) => push_pending(&mut pending, f),
+                                Event::Started(c) => config = c,
+                                Event::Ended => {}
+                            }
+                        }
+                        sender.start(std::mem::take(&mut pending));
+                        if sender.flush(&config).await.is_err() {
+                            break Some((Definition::PlayFinished, Some("connection lost")));
+                        }
+                    }
+                }
+                Some(PeerEvent::State(Connection::Gone)) => break Some((Definition::PlayFinished, Some("connection lost"))),
+                Some(PeerEvent::KeyframeRequest) => {
+                    ctx.keyframes.request(name.as_str(), Instant::now());
+                }
+                Some(PeerEvent::Track(_)) => {}
+            },
+            ev = sub.recv(), if connected => match ev {
+                Event::Started(c) => config = c,
+                Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
+                Event::Frame(f) => {
+                    if sender.send(&f, &config).await.is_err() {
+                        break Some((Definition::PlayFinished, Some("connection lost")));
+                    }
+                }
+            },
+            () = &mut deadline, if !connected => {
+                out.text(Reply::error(Definition::Timeout, Some(stream_id))).await;
+                break None;
+            }
+        }
+    };
+    peer.close().await;
+    end
+}
+
+fn push_pending(pending: &mut Vec<Arc<SharedFrame>>, frame: Arc<SharedFrame>) {
+    if pending.len() >= MAX_PENDING_FRAMES {
+        pending.clear();
+    }
+    pending.push(frame);
+}
+
+/// The `profile-level-id` to offer for a stream's H.264 (constrained baseline 3.1 if the
+/// stream has not said).
+fn profile_level_id(config: &StreamConfig) -> String {
+    match &config.video {
+        Some(v) => format!("{:02x}{:02x}{:02x}", v.profile, v.compatibility, v.level),
+        None => "42e01f".to_owned(),
+    }
+}
+
+/// Writes frames to one viewer.
+struct Sender {
+    video: Option<(OutgoingTrack, Stamper, Codec)>,
+    audio: Option<(OutgoingTrack, Stamper)>,
+    /// Video is skipped until a keyframe (at start, and after a start backlog too long).
+    need_keyframe: bool,
+    backlog: Vec<Arc<SharedFrame>>,
+}
+
+/// The viewer's connection is gone.
+struct Gone;
+
+impl Sender {
+    fn new(peer: &PlayPeer, video: Option<Codec>) -> Self {
+        let seed = random_u32();
+        Self {
+            video: peer.video().cloned().zip(video).map(|(t, c)| {
+                (
+                    t,
+                    Stamper::new((seed & 0xffff) as u16, random_u32(), clock_rate(c)),
+                    c,
+                )
+            }),
+            audio: peer.audio().cloned().map(|t| {
+                (
+                    t,
+                    Stamper::new((seed >> 16) as u16, random_u32(), clock_rate(Codec::Opus)),
+                )
+            }),
+            need_keyframe: true,
+            backlog: Vec::new(),
+        }
+    }
+
+    /// Takes the frames queued before the connection: from the latest keyframe on, unless
+    /// that spans more than [`MAX_START_BACKLOG`].
+    fn start(&mut self, pending: Vec<Arc<SharedFrame>>) {
+        let last_key = pending
+            .iter()
+            .rposition(|f| f.frame.track == TrackKind::Video && f.frame.keyframe);
+        let newest = pending.last().map(|f| f.frame.dts);
+        self.backlog = match (last_key, newest) {
+            (Some(k), Some(newest)) => {
+                let from = pending.get(k).map_or(newest, |f| f.frame.dts);
+                let span = ms_to_ticks(i64::try_from(MAX_START_BACKLOG.as_millis()).unwrap_or(0));
+                if newest - from <= span {
+                    pending.into_iter().skip(k).collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ if self.video.is_none() => pending,
+            _ => Vec::new(),
+        };
+    }
+
+    async fn flush(&mut self, config: &SharedConfig) -> Result<(), Gone> {
+        for f in std::mem::take(&mut self.backlog) {
+            self.send(&f, config).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, shared: &SharedFrame, config: &SharedConfig) -> Result<(), Gone> {
+        let frame = &shared.frame;
+        let (track, stamper) = match frame.track {
+            TrackKind::Video => {
+                let Some((track, stamper, codec)) = &mut self.video else {
+                    return Ok(());
+                };
+                if frame.codec != *codec {
+                    return Ok(());
+                }
+                if self.need_keyframe {
+                    if !frame.keyframe {
+                        return Ok(());
+                    }
+                    self.need_keyframe = false;
+                }
+                (track, stamper)
+            }
+            TrackKind::Audio => {
+                let Some((track, stamper)) = &mut self.audio else {
+                    return Ok(());
+                };
+                if frame.codec != Codec::Opus {
+                    return Ok(());
+                }
+                (track, stamper)
+            }
+        };
+        let encoded = shared.encoded(WireFormat::Rtp, |f| {
+            encode_payloads(f, config.config.video.as_ref())
+        });
+        let mut payloads = Payloads::new(encoded).peekable();
+        while let Some(payload) = payloads.next() {
+            let stamp = stamper.stamp(frame.pts, payloads.peek().is_none());
+            if track.write(stamp, payload).await.is_err() {
+                return Err(Gone);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A random number for RTP sequence and timestamp bases (RFC 3550 asks for unpredictable
+/// starting values).
+fn random_u32() -> u32 {
+    getrandom::u32().unwrap_or(0x5eed_1234)
+}

@@ -1,0 +1,154 @@
+//! One browser's publish: offer/answer, candidates, incoming tracks into the relay, keyframe
+//! requests from viewers, and the end of the session (stop, socket gone, peer gone, revoked).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use streamgate_auth::{Grant, StreamName};
+use streamgate_media::{ms_to_ticks, Codec};
+use streamgate_relay::Publisher;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::inbound::Reassembler;
+use crate::keyframe::KeyframeBoard;
+use crate::message::{Definition, Reply, SdpKind};
+use crate::peer::{Connection, IncomingTrack, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY};
+use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
+use crate::WebRtcContext;
+
+/// Runs a publish session until it ends. The grant is held for the session's life.
+pub(crate) async fn run(
+    ctx: Arc<WebRtcContext>,
+    grant: Grant,
+    name: StreamName,
+    stream_id: String,
+    out: Outbox,
+    mut control: mpsc::Receiver<Control>,
+) {
+    let publisher = match ctx.hub.publish(name.as_str()) {
+        Ok(p) => Arc::new(p),
+        Err(_) => {
+            out.text(Reply::error(Definition::StreamIdInUse, Some(&stream_id)))
+                .await;
+            return;
+        }
+    };
+    let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
+    let peer = match PublishPeer::new(&ctx.ice, events_tx).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
+            out.text(Reply::error(Definition::ServerError, Some(&stream_id)))
+                .await;
+            return;
+        }
+    };
+    let keyframe_slot = ctx.keyframes.register(name.as_str());
+    out.text(Reply::start(&stream_id)).await;
+    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC publish admitted");
+
+    let started = Instant::now();
+    let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
+    tokio::pin!(deadline);
+    let mut connected = false;
+    let mut readers = JoinSet::new();
+    let end: Option<(Definition, Option<&str>)> = loop {
+        tokio::select! {
+            () = grant.cancelled() => {
+                break Some((Definition::PublishFinished, Some("token revoked, disabled or expired")));
+            }
+            c = control.recv() => match c {
+                None => break None,
+                Some(Control::Stop) => break Some((Definition::PublishFinished, None)),
+                Some(Control::Sdp(SdpKind::Offer, sdp)) => match peer.answer(sdp).await {
+                    Ok(answer) => out.text(Reply::configuration(&stream_id, SdpKind::Answer, &answer)).await,
+                    Err(e) => {
+                        tracing::info!(stream = %name, error = %e, "publish offer refused");
+                        out.text(Reply::error(Definition::NotSetRemoteDescription, Some(&stream_id))).await;
+                        break None;
+                    }
+                },
+                Some(Control::Sdp(SdpKind::Answer, _)) => {
+                    out.text(Reply::error(Definition::NoSession, Some(&stream_id))).await;
+                }
+                Some(Control::Candidate { candidate, label, mid }) => {
+                    if let Err(e) = peer.add_candidate(candidate, label, mid).await {
+                        tracing::debug!(stream = %name, error = %e, "candidate ignored");
+                    }
+                }
+            },
+            ev = events.recv() => match ev {
+                None => break None,
+                Some(PeerEvent::Candidate { candidate, label, mid }) => {
+                    out.text(Reply::candidate(&stream_id, &candidate, label, &mid)).await;
+                }
+                Some(PeerEvent::State(Connection::Connected)) => {
+                    if !connected {
+                        connected = true;
+                        out.text(Reply::notification(Definition::PublishStarted, &stream_id, None)).await;
+                    }
+                }
+                Some(PeerEvent::State(Connection::Gone)) => {
+                    break Some((Definition::PublishFinished, Some("connection lost")));
+                }
+                Some(PeerEvent::Track(track)) => {
+                    readers.spawn(read_track(
+                        track,
+                        Arc::clone(&publisher),
+                        started,
+                        ctx.keyframes.clone(),
+                        name.as_str().to_owned(),
+                    ));
+                }
+                Some(PeerEvent::KeyframeRequest) => {}
+            },
+            () = keyframe_slot.slot().requested() => peer.request_keyframe().await,
+            () = &mut deadline, if !connected => {
+                out.text(Reply::error(Definition::Timeout, Some(&stream_id))).await;
+                break None;
+            }
+        }
+    };
+    if let Some((definition, reason)) = end {
+        out.text(Reply::notification(definition, &stream_id, reason))
+            .await;
+    }
+    peer.close().await;
+    readers.shutdown().await;
+    drop(keyframe_slot);
+    drop(publisher);
+    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC publish ended");
+    drop(grant);
+}
+
+/// Reads one incoming track into the relay until it ends. Spawned: in the WebRTC stack's
+/// 0.17 API, the track handler must return quickly.
+async fn read_track(
+    track: IncomingTrack,
+    publisher: Arc<Publisher>,
+    started: Instant,
+    keyframes: KeyframeBoard,
+    name: String,
+) {
+    let Some(codec) = track.codec() else {
+        return;
+    };
+    let offset = ms_to_ticks(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+    let mut reassembler = Reassembler::new(codec, offset);
+    let mut buf = Vec::new();
+    while let Some(pkt) = track.read(&mut buf).await {
+        let out = reassembler.push(pkt);
+        if let Some(config) = out.config {
+            if codec == Codec::H264 {
+                publisher.set_video_config(config);
+            }
+        }
+        if let Some(frame) = out.frame {
+            publisher.push(frame);
+        }
+        if out.want_keyframe {
+            keyframes.request(&name, Instant::now());
+        }
+    }
+}
