@@ -40,6 +40,8 @@ pub struct Config {
     pub rtmp: RtmpSection,
     /// SRT listener.
     pub srt: SrtSection,
+    /// WebRTC peers (ICE).
+    pub webrtc: WebRtcSection,
     /// Server-wide authorization policy.
     pub auth: AuthSection,
     /// Token expiry policy.
@@ -110,6 +112,62 @@ impl std::fmt::Debug for SrtSection {
                 &(!self.passphrase.is_empty()).then_some("<redacted>"),
             )
             .finish()
+    }
+}
+
+/// `[webrtc]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcSection {
+    /// Address announced in ICE candidates instead of the local ones (1:1 NAT); empty: none.
+    pub public_ip: String,
+    /// Lowest UDP port ICE may use; 0 with `udp_port_max` 0 lets the OS choose.
+    pub udp_port_min: u16,
+    /// Highest UDP port ICE may use.
+    pub udp_port_max: u16,
+    /// Comma-separated local addresses to gather ICE candidates on; empty: every interface
+    /// but loopback.
+    pub ice_ips: String,
+}
+
+impl WebRtcSection {
+    /// The ICE settings these values describe.
+    pub fn ice_settings(&self) -> Result<streamgate_webrtc::IceSettings, ConfigError> {
+        let public_ip = match self.public_ip.trim() {
+            "" => None,
+            ip => Some(ip.parse().map_err(|_| {
+                ConfigError(format!(
+                    "webrtc.public_ip (STREAMGATE_WEBRTC_PUBLIC_IP): {ip:?} is not an IP address"
+                ))
+            })?),
+        };
+        let udp_ports = match (self.udp_port_min, self.udp_port_max) {
+            (0, 0) => None,
+            (min, max) if min > 0 && min <= max => Some((min, max)),
+            (min, max) => {
+                return Err(ConfigError(format!(
+                    "webrtc.udp_port_min/udp_port_max: {min}..{max} is not a port range (both 0 for any)"
+                )))
+            }
+        };
+        let mut ips = Vec::new();
+        for ip in self
+            .ice_ips
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            ips.push(ip.parse().map_err(|_| {
+                ConfigError(format!(
+                    "webrtc.ice_ips (STREAMGATE_WEBRTC_ICE_IPS): {ip:?} is not an IP address"
+                ))
+            })?);
+        }
+        Ok(streamgate_webrtc::IceSettings {
+            public_ip,
+            udp_ports,
+            ips,
+        })
     }
 }
 
@@ -193,6 +251,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             rtmp: RtmpSection::default(),
             srt: SrtSection::default(),
+            webrtc: WebRtcSection::default(),
             auth: AuthSection::default(),
             tokens: TokensSection::default(),
             jwt: JwtSection::default(),
@@ -251,6 +310,18 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub srt_passphrase: Option<String>,
+    /// Address announced in WebRTC ICE candidates (1:1 NAT); empty for none
+    #[arg(long, env = "STREAMGATE_WEBRTC_PUBLIC_IP", value_name = "IP")]
+    pub webrtc_public_ip: Option<String>,
+    /// Lowest UDP port for WebRTC ICE (0 with the highest 0: any) [default: 0]
+    #[arg(long, env = "STREAMGATE_WEBRTC_UDP_PORT_MIN", value_name = "PORT")]
+    pub webrtc_udp_port_min: Option<u16>,
+    /// Highest UDP port for WebRTC ICE [default: 0]
+    #[arg(long, env = "STREAMGATE_WEBRTC_UDP_PORT_MAX", value_name = "PORT")]
+    pub webrtc_udp_port_max: Option<u16>,
+    /// Comma-separated local IPs for WebRTC ICE candidates; empty: all but loopback
+    #[arg(long, env = "STREAMGATE_WEBRTC_ICE_IPS", value_name = "IPS")]
+    pub webrtc_ice_ips: Option<String>,
     /// API secret for /api (prefer the environment variable: flags show in process lists)
     #[arg(
         long,
@@ -334,6 +405,18 @@ impl Config {
         if let Some(v) = &cli.srt_passphrase {
             self.srt.passphrase.clone_from(v);
         }
+        if let Some(v) = &cli.webrtc_public_ip {
+            self.webrtc.public_ip.clone_from(v);
+        }
+        if let Some(v) = cli.webrtc_udp_port_min {
+            self.webrtc.udp_port_min = v;
+        }
+        if let Some(v) = cli.webrtc_udp_port_max {
+            self.webrtc.udp_port_max = v;
+        }
+        if let Some(v) = &cli.webrtc_ice_ips {
+            self.webrtc.ice_ips.clone_from(v);
+        }
         if let Some(v) = &cli.api_secret {
             self.api.secret.clone_from(v);
         }
@@ -365,6 +448,7 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.webrtc.ice_settings()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError("data_dir: must not be empty".into()));
         }
@@ -447,6 +531,37 @@ mod tests {
     }
 
     #[test]
+    fn webrtc_settings() {
+        let p = Path::new("x.toml");
+        let c = Config::from_toml(
+            "[webrtc]\npublic_ip = \"203.0.113.7\"\nudp_port_min = 50000\nudp_port_max = 50100\nice_ips = \"127.0.0.1, ::1\"",
+            p,
+        )
+        .unwrap();
+        let ice = c.webrtc.ice_settings().unwrap();
+        assert_eq!(ice.public_ip, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(ice.udp_ports, Some((50000, 50100)));
+        assert_eq!(ice.ips.len(), 2);
+        assert_eq!(
+            Config::default().webrtc.ice_settings().unwrap(),
+            streamgate_webrtc::IceSettings::default()
+        );
+        for bad in [
+            "[webrtc]\npublic_ip = \"nope\"",
+            "[webrtc]\nudp_port_min = 10\nudp_port_max = 5",
+            "[webrtc]\nudp_port_max = 5",
+            "[webrtc]\nice_ips = \"1.2.3\"",
+        ] {
+            let c = Config::from_toml(bad, p).unwrap();
+            assert!(c.validate().unwrap_err().0.contains("webrtc"), "{bad}");
+        }
+        let cli = Cli::parse_from(["streamgate", "--webrtc-ice-ips", "127.0.0.1"]);
+        let mut c = Config::default();
+        c.apply(&cli);
+        assert_eq!(c.webrtc.ice_ips, "127.0.0.1");
+    }
+
+    #[test]
     fn srt_settings() {
         let p = Path::new("x.toml");
         let c = Config::from_toml(
@@ -454,7 +569,7 @@ mod tests {
             p,
         )
         .unwrap();
-        assert_eq!(c.srt.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.srt.listen, "127.0.0.1:9999".parse::<SocketAddr>().unwrap());
         assert_eq!(c.srt.passphrase().as_deref(), Some("0123456789"));
         assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("0123456789"));
@@ -464,7 +579,7 @@ mod tests {
         let cli = Cli::parse_from(["streamgate", "--srt-listen", "127.0.0.1:7"]);
         let mut c = Config::default();
         c.apply(&cli);
-        assert_eq!(c.srt.listen, "127.0.0.1:7".parse().unwrap());
+        assert_eq!(c.srt.listen, "127.0.0.1:7".parse::<SocketAddr>().unwrap());
     }
 
     #[test]
@@ -478,7 +593,7 @@ mod tests {
         ]);
         let mut c = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"", Path::new("x")).unwrap();
         c.apply(&cli);
-        assert_eq!(c.http.listen, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(c.http.listen, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
         assert!(c.auth.open_publish);
     }
 }

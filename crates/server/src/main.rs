@@ -20,6 +20,7 @@ use streamgate_auth::{Auth, AuthConfig, SqliteStore};
 use streamgate_relay::Hub;
 use streamgate_rtmp::{RtmpContext, RtmpListener};
 use streamgate_srt::{SrtContext, SrtListener};
+use streamgate_webrtc::WebRtcContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Config, LogFormat};
@@ -216,7 +217,15 @@ async fn run(config: Config) -> Result<(), String> {
         api_secret: Arc::new(api_secret),
         health: health.clone(),
     };
-    let app = streamgate_api::router(state).layer(axum::middleware::from_fn(log_request));
+    let webrtc_ctx = Arc::new(WebRtcContext::new(
+        Arc::clone(&auth),
+        hub.clone(),
+        config.webrtc.ice_settings().map_err(|e| e.0)?,
+        shutdown.clone(),
+    ));
+    let app = streamgate_api::router(state)
+        .merge(streamgate_webrtc::router(webrtc_ctx))
+        .layer(axum::middleware::from_fn(log_request));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http.listen))?;

@@ -103,7 +103,10 @@ pub(crate) async fn run(
                 }
                 Some(PeerEvent::KeyframeRequest) => {}
             },
-            () = keyframe_slot.slot().requested() => peer.request_keyframe().await,
+            () = keyframe_slot.slot().requested() => {
+                tracing::debug!(stream = %name, "keyframe requested from the publisher");
+                peer.request_keyframe().await;
+            }
             () = &mut deadline, if !connected => {
                 out.text(Reply::error(Definition::Timeout, Some(&stream_id))).await;
                 break None;
