@@ -405,3 +405,113 @@ fn bad_messages_get_errors_and_leak_no_session() {
 fn streamgate_webrtc_limit() -> usize {
     64 * 1024
 }
+
+/// Benchmark, not a test (run explicitly; it asserts nothing about speed): one browser
+/// publishes, `STREAMGATE_BENCH_VIEWERS` (default 10) Chromium tabs play; prints the server's
+/// CPU and RSS. Use a release binary: `STREAMGATE_BIN=target/release/streamgate cargo test
+/// -p streamgate-tests --test webrtc -- --ignored --nocapture benchmark_webrtc_viewers`.
+#[test]
+#[ignore]
+fn benchmark_webrtc_viewers() {
+    let viewers: usize = std::env::var("STREAMGATE_BENCH_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let s = server();
+    let pid = s.pid().unwrap();
+    let (_, token) = publish_token(&s, "live/bench", json!({}));
+    let mut publisher_browser = Browser::launch();
+    let publisher = publisher_browser.open(&page(
+        &s,
+        "publish.html",
+        "live/bench",
+        Some(&token),
+        "&codec=h264",
+    ));
+    wait_status(&mut publisher_browser, &publisher, "publishing", 30);
+    let idle = proc_sample(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let publish_only = proc_sample(pid).since(&idle);
+    let mut b = Browser::launch();
+    let tabs: Vec<Tab> = (0..viewers)
+        .map(|_| b.open(&page(&s, "play.html", "live/bench", None, "")))
+        .collect();
+    let playing = wait_until(Duration::from_secs(120), || {
+        sessions(&s).1 == viewers as u64
+    });
+    assert!(playing, "viewers admitted: {:?}", sessions(&s));
+    std::thread::sleep(Duration::from_secs(10));
+    let start = proc_sample(pid);
+    let frames_before: Vec<u64> = tabs
+        .iter()
+        .map(|t| b.eval(t, VIDEO_FRAMES).as_u64().unwrap_or(0))
+        .collect();
+    std::thread::sleep(Duration::from_secs(20));
+    let frames_after: Vec<u64> = tabs
+        .iter()
+        .map(|t| b.eval(t, VIDEO_FRAMES).as_u64().unwrap_or(0))
+        .collect();
+    let with_viewers = proc_sample(pid).since(&start);
+    let receiving = frames_before
+        .iter()
+        .zip(&frames_after)
+        .filter(|(a, b)| b > a)
+        .count();
+    let fps: Vec<f64> = frames_before
+        .iter()
+        .zip(&frames_after)
+        .map(|(a, b)| (b - a) as f64 / 20.0)
+        .collect();
+    let mean_fps = fps.iter().sum::<f64>() / fps.len().max(1) as f64;
+    println!(
+        "viewers {viewers}: publish only {:.1}% CPU, RSS {} MiB; with viewers {:.1}% CPU, RSS {} MiB; \
+         per viewer {:.2}% CPU, {:.2} MiB; {receiving}/{viewers} viewers decoding, mean {mean_fps:.1} fps",
+        publish_only.cpu_percent,
+        publish_only.rss_kib / 1024,
+        with_viewers.cpu_percent,
+        with_viewers.rss_kib / 1024,
+        (with_viewers.cpu_percent - publish_only.cpu_percent) / viewers as f64,
+        (with_viewers.rss_kib as f64 - publish_only.rss_kib as f64) / 1024.0 / viewers as f64,
+    );
+}
+
+struct ProcSample {
+    ticks: u64,
+    at: std::time::Instant,
+    rss_kib: u64,
+}
+
+struct Usage {
+    cpu_percent: f64,
+    rss_kib: u64,
+}
+
+impl ProcSample {
+    fn since(&self, earlier: &ProcSample) -> Usage {
+        let secs = self.at.duration_since(earlier.at).as_secs_f64();
+        let hz = 100.0;
+        Usage {
+            cpu_percent: (self.ticks - earlier.ticks) as f64 / hz / secs * 100.0,
+            rss_kib: self.rss_kib,
+        }
+    }
+}
+
+fn proc_sample(pid: u32) -> ProcSample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ProcSample {
+        ticks,
+        at: std::time::Instant::now(),
+        rss_kib,
+    }
+}
