@@ -332,3 +332,41 @@ fn expiry_policy_and_server_wide_tokens() {
     let _a = start_publisher(&s, &dir, "live/anything", &token);
     let _b = start_publisher(&s, &dir, "other/name", &token);
 }
+
+#[test]
+fn ant_media_one_time_token_over_srt() {
+    use streamgate_tests::srt::{self, CallResult};
+    let s = Server::start();
+    let dir = TempDir::new("ams-srt");
+    let exp = unix_now() + 600;
+    let r = get_bearer(
+        &s,
+        &format!("/LiveApp/rest/v2/broadcasts/cam9/token?expireDate={exp}&type=publish"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.json()["tokenId"].as_str().unwrap().to_owned();
+    let streamid = format!("LiveApp/cam9,token={token}");
+    let url = srt::url(s.srt, &streamid, "");
+    let mut first = Proc::ffmpeg(
+        &srt::publish_args(&url, None),
+        &dir.path().join("srt-pub.log"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || frames_in(&s, "LiveApp/cam9")
+            > 0),
+        "SRT publish did not go live: {}",
+        first.stderr()
+    );
+    assert!(
+        matches!(srt::call(s.srt, &streamid, None), CallResult::Rejected(_)),
+        "a second use is refused at the handshake"
+    );
+    let before = frames_in(&s, "LiveApp/cam9");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        first.running() && frames_in(&s, "LiveApp/cam9") > before + 40,
+        "the first SRT session keeps streaming"
+    );
+    // And the same token is spent for RTMP too.
+    assert!(publish_refused(&s, "LiveApp/cam9", &token));
+}
