@@ -17,6 +17,7 @@ fn load(s: &Server, extra: &[&str]) -> Value {
             &s.rtmp.to_string(),
             "--json",
         ])
+        .args(["--srt", &s.srt.to_string()])
         .args(["--ramp-up", "1", "--ramp-down", "0.5"])
         .args(extra)
         .env("STREAMGATE_API_SECRET", API_SECRET)
@@ -41,6 +42,8 @@ fn a_small_scenario_is_measured() {
             "5",
             "--ffmpeg-viewers",
             "2",
+            "--srt-viewers",
+            "2",
             "--hold",
             "4",
             "--bitrate",
@@ -57,9 +60,11 @@ fn a_small_scenario_is_measured() {
     assert!(r["latency_ms"]["count"].as_u64().unwrap() > 100, "{r:#}");
     let p50 = r["latency_ms"]["p50"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 < 500.0, "{r:#}");
+    assert_eq!(r["srt_viewers"]["admitted"], 2, "{r:#}");
+    assert!(r["srt_latency_ms"]["count"].as_u64().unwrap() > 50, "{r:#}");
     assert_eq!(
-        r["viewer_kbps"]["count"], 7,
-        "native and ffmpeg viewers both measured: {r:#}"
+        r["viewer_kbps"]["count"], 9,
+        "native, SRT and ffmpeg viewers all measured: {r:#}"
     );
     let mean = r["viewer_kbps"]["mean"].as_f64().unwrap();
     assert!(
@@ -67,6 +72,29 @@ fn a_small_scenario_is_measured() {
         "about the published 800 kbit/s: {r:#}"
     );
     assert_eq!(r["frames_dropped"], 0);
+}
+
+#[test]
+fn an_srt_publisher_reaches_rtmp_and_srt_viewers() {
+    let s = Server::start();
+    let r = load(
+        &s,
+        &[
+            "--publish-protocol",
+            "srt",
+            "--viewers",
+            "2",
+            "--srt-viewers",
+            "2",
+            "--hold",
+            "3",
+        ],
+    );
+    assert_eq!(r["publishers"]["admitted"], 1, "{r:#}");
+    assert_eq!(r["viewers"]["admitted"], 2);
+    assert_eq!(r["srt_viewers"]["admitted"], 2);
+    assert!(r["latency_ms"]["count"].as_u64().unwrap() > 50, "{r:#}");
+    assert_eq!(r["frames_dropped"], 0, "{r:#}");
 }
 
 #[test]
@@ -81,6 +109,8 @@ fn refusals_are_counted_as_refusals() {
             "3",
             "--ffmpeg-viewers",
             "1",
+            "--srt-viewers",
+            "1",
             "--hold",
             "1",
         ],
@@ -90,5 +120,6 @@ fn refusals_are_counted_as_refusals() {
     // Nobody is live, so viewers without a token are refused too.
     assert_eq!(r["viewers"]["refused"], 3, "{r:#}");
     assert_eq!(r["ffmpeg_viewers"]["refused"], 1, "{r:#}");
+    assert_eq!(r["srt_viewers"]["refused"], 1, "{r:#}");
     assert_eq!(r["viewers"]["failed"], 0);
 }

@@ -5,6 +5,7 @@
 mod ffmpeg;
 mod http;
 mod rtmp;
+mod srt;
 mod stats;
 mod synth;
 
@@ -17,6 +18,16 @@ use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::{Collector, Connections, Counters, Kbps, Millis, Report};
+
+/// The protocol a native publisher uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Ingest {
+    /// RTMP.
+    Rtmp,
+    /// SRT (MPEG-TS).
+    Srt,
+}
 
 /// Which clients to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -53,6 +64,15 @@ struct Args {
     /// RTMP server, host:port
     #[arg(long, default_value = "127.0.0.1:1935")]
     rtmp: String,
+    /// SRT server, host:port
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    srt: std::net::SocketAddr,
+    /// Protocol of the native publishers
+    #[arg(long, value_enum, default_value = "rtmp")]
+    publish_protocol: Ingest,
+    /// Native SRT viewers of the first stream, besides the RTMP ones
+    #[arg(long, default_value_t = 0)]
+    srt_viewers: u32,
     /// Stream name, app/key
     #[arg(long, default_value = "live/load")]
     stream: String,
@@ -154,7 +174,9 @@ async fn run(args: Args) -> Result<String, String> {
     let pub_counters = Arc::new(Counters::default());
     let view_counters = Arc::new(Counters::default());
     let ff_counters = Arc::new(Counters::default());
+    let srt_counters = Arc::new(Counters::default());
     let collector = Arc::new(Collector::default());
+    let srt_collector = Arc::new(Collector::default());
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
     let clip = Arc::new(synth::Clip::load(args.bitrate)?);
@@ -167,11 +189,16 @@ async fn run(args: Args) -> Result<String, String> {
             token,
         });
         let (c, s) = (Arc::clone(&pub_counters), stop.clone());
-        match args.client {
-            Client::Native => {
+        match (args.client, args.publish_protocol) {
+            (Client::Native, Ingest::Srt) => {
+                let name = format!("{}/{}", target.app, target.key);
+                let id = srt::streamid(&name, "publish", target.token.as_deref());
+                tasks.spawn(srt::publish(args.srt, id, Arc::clone(&clip), c, s));
+            }
+            (Client::Native, Ingest::Rtmp) => {
                 tasks.spawn(rtmp::publish(target, Arc::clone(&clip), c, s));
             }
-            Client::Ffmpeg => {
+            (Client::Ffmpeg, _) => {
                 tasks.spawn(ffmpeg::publish(url(&target), args.bitrate, c, s));
             }
         }
@@ -185,7 +212,8 @@ async fn run(args: Args) -> Result<String, String> {
         key: key.clone(),
         token: play_token,
     });
-    let total = args.viewers + args.ffmpeg_viewers;
+    let total = args.viewers + args.ffmpeg_viewers + args.srt_viewers;
+    let srt_view_id = srt::streamid(&args.stream, "request", view_target.token.as_deref());
     let mut viewer_stops = Vec::new();
     let spacing = if total > 0 {
         args.ramp_up / f64::from(total)
@@ -197,6 +225,7 @@ async fn run(args: Args) -> Result<String, String> {
         Arc::clone(&pub_counters),
         Arc::clone(&view_counters),
         Arc::clone(&ff_counters),
+        Arc::clone(&srt_counters),
         progress_stop,
     ));
     let interrupted = CancellationToken::new();
@@ -215,7 +244,15 @@ async fn run(args: Args) -> Result<String, String> {
         let vs = stop.child_token();
         viewer_stops.push(vs.clone());
         let native = n < args.viewers && args.client == Client::Native;
-        if native {
+        if n >= args.viewers + args.ffmpeg_viewers {
+            tasks.spawn(srt::view(
+                args.srt,
+                srt_view_id.clone(),
+                Arc::clone(&srt_counters),
+                Arc::clone(&srt_collector),
+                vs,
+            ));
+        } else if native {
             tasks.spawn(rtmp::view(
                 Arc::clone(&view_target),
                 Arc::clone(&view_counters),
@@ -263,16 +300,28 @@ async fn run(args: Args) -> Result<String, String> {
     eprintln!();
 
     let samples = collector.take();
+    let srt_samples = srt_collector.take();
+    let all_kbps: Vec<f64> = samples
+        .viewer_kbps
+        .iter()
+        .chain(&srt_samples.viewer_kbps)
+        .copied()
+        .collect();
     let report = Report {
         scenario: serde_json::to_value(&args).unwrap_or_default(),
         publishers: Connections::of(&pub_counters),
         viewers: Connections::of(&view_counters),
         ffmpeg_viewers: Connections::of(&ff_counters),
+        srt_viewers: Connections::of(&srt_counters),
         join_ms: Millis::of(samples.join_us),
         latency_ms: Millis::of(samples.latency_us),
-        viewer_kbps: Kbps::of(&samples.viewer_kbps),
-        frames_dropped: view_counters.dropped.load(Ordering::Relaxed),
-        frames_received: view_counters.frames.load(Ordering::Relaxed),
+        srt_join_ms: Millis::of(srt_samples.join_us),
+        srt_latency_ms: Millis::of(srt_samples.latency_us),
+        viewer_kbps: Kbps::of(&all_kbps),
+        frames_dropped: view_counters.dropped.load(Ordering::Relaxed)
+            + srt_counters.dropped.load(Ordering::Relaxed),
+        frames_received: view_counters.frames.load(Ordering::Relaxed)
+            + srt_counters.frames.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     };
     if args.json {
@@ -294,6 +343,7 @@ async fn progress_line(
     p: Arc<Counters>,
     v: Arc<Counters>,
     f: Arc<Counters>,
+    sv: Arc<Counters>,
     stop: CancellationToken,
 ) {
     let start = Instant::now();
@@ -303,18 +353,18 @@ async fn progress_line(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                let bytes = v.bytes.load(Ordering::Relaxed);
+                let bytes = v.bytes.load(Ordering::Relaxed) + sv.bytes.load(Ordering::Relaxed);
                 let kbps = (bytes - last_bytes) as f64 * 8.0 / 1000.0;
                 last_bytes = bytes;
                 let c = |x: &Counters| Connections::of(x);
-                let (pc, vc, fc) = (c(&p), c(&v), c(&f));
+                let (pc, vc, fc, sc) = (c(&p), c(&v), c(&f), c(&sv));
                 eprint!(
-                    "\r{:>5.0}s publishers {}/{} viewers {}/{} ffmpeg {}/{} refused {} failed {} dropped {} | {:.0} kbit/s in all   ",
+                    "\r{:>5.0}s publishers {}/{} viewers {}/{} srt {}/{} ffmpeg {}/{} refused {} failed {} dropped {} | {:.0} kbit/s in all   ",
                     start.elapsed().as_secs_f64(),
-                    pc.admitted, pc.attempted, vc.admitted, vc.attempted, fc.admitted, fc.attempted,
-                    pc.refused + vc.refused + fc.refused,
-                    pc.failed + vc.failed + fc.failed,
-                    v.dropped.load(Ordering::Relaxed),
+                    pc.admitted, pc.attempted, vc.admitted, vc.attempted, sc.admitted, sc.attempted, fc.admitted, fc.attempted,
+                    pc.refused + vc.refused + fc.refused + sc.refused,
+                    pc.failed + vc.failed + fc.failed + sc.failed,
+                    v.dropped.load(Ordering::Relaxed) + sv.dropped.load(Ordering::Relaxed),
                     kbps
                 );
             }

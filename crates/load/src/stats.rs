@@ -150,10 +150,16 @@ pub struct Report {
     pub viewers: Connections,
     /// ffmpeg viewers.
     pub ffmpeg_viewers: Connections,
+    /// Native SRT viewers.
+    pub srt_viewers: Connections,
     /// Native viewers: connect to first keyframe.
     pub join_ms: Millis,
     /// Native viewers: publisher send to viewer receive.
     pub latency_ms: Millis,
+    /// Native SRT viewers: connect to first keyframe.
+    pub srt_join_ms: Millis,
+    /// Native SRT viewers: publisher send to viewer receive (includes SRT's latency window).
+    pub srt_latency_ms: Millis,
     /// Received bit rate per viewer (native viewers, and ffmpeg viewers from their progress).
     pub viewer_kbps: Kbps,
     /// Video frames viewers found missing.
@@ -211,6 +217,7 @@ impl Report {
         ));
         s.push_str(&row("publishers", &self.publishers));
         s.push_str(&row("viewers", &self.viewers));
+        s.push_str(&row("srt viewers", &self.srt_viewers));
         s.push_str(&row("ffmpeg viewers", &self.ffmpeg_viewers));
         s.push_str(&format!(
             "join time (ms)     p50 {} p99 {} ({} viewers)\n",
@@ -225,6 +232,17 @@ impl Report {
             opt(self.latency_ms.max),
             self.latency_ms.count
         ));
+        if self.srt_viewers.attempted > 0 {
+            s.push_str(&format!(
+                "SRT join time (ms) p50 {} p99 {}; SRT latency (ms) p50 {} p99 {} max {} ({} frames)\n",
+                opt(self.srt_join_ms.p50),
+                opt(self.srt_join_ms.p99),
+                opt(self.srt_latency_ms.p50),
+                opt(self.srt_latency_ms.p99),
+                opt(self.srt_latency_ms.max),
+                self.srt_latency_ms.count
+            ));
+        }
         s.push_str(&format!(
             "bit rate per viewer (kbit/s) mean {} min {} ({} viewers)\n",
             opt(self.viewer_kbps.mean),

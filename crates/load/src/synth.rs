@@ -12,8 +12,11 @@ pub const MARKER: &[u8; 4] = b"SGLT";
 /// Offset of the marker in an FLV video body: 5 bytes of FLV AVC header, the 4-byte NAL length
 /// and the 1-byte NAL header.
 pub const MARKER_OFFSET: usize = 10;
-/// Filler NAL bytes besides its padding: header, marker, sequence, time, trailing byte.
-const FILLER_OVERHEAD: usize = 1 + 4 + 4 + 8 + 1;
+/// Marker, sequence and send time, written as hexadecimal text so that the NAL payload never
+/// holds a `00 00 0x` run, which Annex-B (MPEG-TS) would take for a start code.
+const MARKER_LEN: usize = 4 + 8 + 16;
+/// Filler NAL bytes besides its padding: header, marker with its fields, trailing byte.
+const FILLER_OVERHEAD: usize = 1 + MARKER_LEN + 1;
 /// Video frames per second of the clip.
 pub const FPS: u32 = 25;
 /// Audio frames per second of the clip (AAC at 44.1 kHz, 1024 samples a frame).
@@ -93,8 +96,7 @@ impl Clip {
         b.put_u32(filler_len as u32);
         b.put_u8(0x0C); // NAL type 12: filler data
         b.put_slice(MARKER);
-        b.put_u32(seq);
-        b.put_u64(now_us());
+        b.put_slice(format!("{seq:08x}{:016x}", now_us()).as_bytes());
         b.put_bytes(0xFF, pad);
         b.put_u8(0x80);
         b.put_slice(body.get(5..).unwrap_or_default());
@@ -114,13 +116,35 @@ pub fn read_marker(body: &[u8]) -> Option<(u32, u64, bool)> {
     if body.get(1) != Some(&1) {
         return None;
     }
-    let m = body.get(MARKER_OFFSET..MARKER_OFFSET + 16)?;
+    let (seq, sent) = parse_marker(body.get(MARKER_OFFSET..)?)?;
+    Some((seq, sent, key))
+}
+
+/// Reads a marker at the start of `m`.
+fn parse_marker(m: &[u8]) -> Option<(u32, u64)> {
     if m.get(..4)? != MARKER {
         return None;
     }
-    let seq = u32::from_be_bytes(m.get(4..8)?.try_into().ok()?);
-    let sent = u64::from_be_bytes(m.get(8..16)?.try_into().ok()?);
-    Some((seq, sent, key))
+    let seq = u32::from_str_radix(std::str::from_utf8(m.get(4..12)?).ok()?, 16).ok()?;
+    let sent = u64::from_str_radix(std::str::from_utf8(m.get(12..MARKER_LEN)?).ok()?, 16).ok()?;
+    Some((seq, sent))
+}
+
+/// The marker of a frame payload in AVCC form (as the MPEG-TS demuxer gives it), wherever the
+/// filler NAL unit sits among the frame's NAL units: (sequence, send time µs).
+pub fn find_marker_avcc(payload: &[u8]) -> Option<(u32, u64)> {
+    let mut rest = payload;
+    while let Some(len) = rest.get(..4) {
+        let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+        let nal = rest.get(4..4 + len)?;
+        if nal.first().map(|h| h & 0x1F) == Some(12) {
+            if let Some(m) = nal.get(1..).and_then(parse_marker) {
+                return Some(m);
+            }
+        }
+        rest = rest.get(4 + len..)?;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -141,5 +165,15 @@ mod tests {
         let kbps = total as f64 * 8.0 / 1000.0 / 2.0;
         assert!((900.0..1100.0).contains(&kbps), "{kbps}");
         assert!(read_marker(&clip.audio_frame(3)).is_none());
+        let avcc = b.get(5..).unwrap();
+        assert_eq!(find_marker_avcc(avcc).map(|m| m.0), Some(50));
+        let filler = &avcc[4..4 + 30];
+        assert!(
+            !filler
+                .windows(3)
+                .any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 3),
+            "no start-code emulation"
+        );
+        assert_eq!(find_marker_avcc(&avcc[..20]), None);
     }
 }

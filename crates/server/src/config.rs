@@ -569,7 +569,10 @@ mod tests {
             p,
         )
         .unwrap();
-        assert_eq!(c.srt.listen, "127.0.0.1:9999".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.srt.listen,
+            "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.srt.passphrase().as_deref(), Some("0123456789"));
         assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("0123456789"));

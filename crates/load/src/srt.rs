@@ -1,0 +1,178 @@
+//! Native SRT clients: a publisher sending the looped clip as MPEG-TS, and measuring viewers
+//! that demultiplex what they receive.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt as _, StreamExt as _};
+use srt_protocol::protocol::pending_connection::ConnectionReject;
+use srt_tokio::SrtSocket;
+use streamgate_media::flv::{self, FlvAudio, FlvVideo};
+use streamgate_media::ts::{TsDemuxer, TsEvent, TsMuxer};
+use streamgate_media::{Codec, StreamConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{Collector, Counters, ViewerResult};
+use crate::synth::{self, Clip};
+
+/// TS packets per SRT message (7 × 188 = 1316 bytes, as encoders send).
+const PACKETS_PER_MESSAGE: usize = 7;
+const TS_PACKET: usize = 188;
+
+/// The SRT access-control streamid for `stream` in `mode` (`publish` or `request`).
+pub fn streamid(stream: &str, mode: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("#!::r={stream},m={mode},s={t}"),
+        None => format!("#!::r={stream},m={mode}"),
+    }
+}
+
+async fn call(addr: SocketAddr, streamid: &str, counters: &Counters) -> Option<SrtSocket> {
+    Counters::inc(&counters.attempted);
+    match SrtSocket::builder().call(addr, Some(streamid)).await {
+        Ok(s) => {
+            Counters::inc(&counters.admitted);
+            Some(s)
+        }
+        Err(e) => {
+            let refused = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<ConnectionReject>())
+                .is_some();
+            Counters::inc(if refused {
+                &counters.refused
+            } else {
+                &counters.failed
+            });
+            None
+        }
+    }
+}
+
+/// Publishes the clip as MPEG-TS until `stop` fires or the server ends the session.
+pub async fn publish(
+    addr: SocketAddr,
+    id: String,
+    clip: Arc<Clip>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) {
+    let Some(mut socket) = call(addr, &id, &counters).await else {
+        return;
+    };
+    let mut config = StreamConfig::default();
+    if let Ok(FlvVideo::Config(c)) = flv::parse_video(0, clip.avc_header.clone()) {
+        config.video = Some(c);
+    }
+    if let Ok(FlvAudio::Config(c)) = flv::parse_audio(0, clip.aac_header.clone()) {
+        config.audio = Some(c);
+    }
+    let mut mux = TsMuxer::new();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(synth::FPS)));
+    let (mut seq, mut audio_sent) = (0u32, 0u64);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let mut ts = Vec::new();
+                let ms = (u64::from(seq) * 1000 / u64::from(synth::FPS)) as u32;
+                if let Ok(FlvVideo::Frame(f)) = flv::parse_video(ms, clip.video_frame(seq).0) {
+                    ts.push(mux.frame(&f, &config));
+                }
+                seq = seq.wrapping_add(1);
+                let due = (start.elapsed().as_secs_f64() * synth::AUDIO_FPS) as u64;
+                while audio_sent < due {
+                    let ms = (audio_sent as f64 * 1000.0 / synth::AUDIO_FPS) as u32;
+                    if let Ok(FlvAudio::Frame(f)) = flv::parse_audio(ms, clip.audio_frame(audio_sent)) {
+                        ts.push(mux.frame(&f, &config));
+                    }
+                    audio_sent += 1;
+                }
+                for bytes in ts {
+                    for chunk in bytes.chunks(PACKETS_PER_MESSAGE * TS_PACKET) {
+                        if socket.send((Instant::now(), Bytes::copy_from_slice(chunk))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = socket.close_and_finish().await;
+}
+
+/// Plays until `stop` fires or the stream ends, measuring like the RTMP viewer.
+pub async fn view(
+    addr: SocketAddr,
+    id: String,
+    counters: Arc<Counters>,
+    collector: Arc<Collector>,
+    stop: CancellationToken,
+) {
+    let started = Instant::now();
+    let Some(mut socket) = call(addr, &id, &counters).await else {
+        return;
+    };
+    let admitted_us = synth::now_us();
+    let mut demux = TsDemuxer::new();
+    let mut events = Vec::new();
+    let mut result = ViewerResult::default();
+    let mut last_seq: Option<u32> = None;
+    let (mut first, mut last) = (None, Instant::now());
+    loop {
+        let data = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            next = socket.next() => match next {
+                Some(Ok((_, data))) => data,
+                Some(Err(_)) => {
+                    Counters::inc(&counters.failed);
+                    break;
+                }
+                None => break,
+            },
+        };
+        result.bytes += data.len() as u64;
+        counters
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        demux.push(&data, &mut events);
+        for e in events.drain(..) {
+            let TsEvent::Frame(f) = e else { continue };
+            if f.codec != Codec::H264 {
+                continue;
+            }
+            let Some((seq, sent)) = synth::find_marker_avcc(&f.payload) else {
+                continue;
+            };
+            let now = Instant::now();
+            Counters::inc(&counters.frames);
+            first.get_or_insert(now);
+            last = now;
+            if result.join_us.is_none() && f.keyframe {
+                result.join_us = Some(started.elapsed().as_micros() as u64);
+            }
+            if sent >= admitted_us {
+                result.latency_us.push(synth::now_us().saturating_sub(sent));
+            }
+            if let Some(prev) = last_seq {
+                let gap = seq.wrapping_sub(prev);
+                if gap > 1 && gap < u32::MAX / 2 {
+                    counters
+                        .dropped
+                        .fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+                }
+            }
+            last_seq = Some(seq);
+        }
+    }
+    if let Some(f) = first {
+        result.seconds = last.duration_since(f).as_secs_f64();
+    }
+    collector.add(result);
+}
