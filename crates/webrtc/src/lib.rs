@@ -8,6 +8,8 @@
 //! the peer connection ([`peer`], the one module that uses the `webrtc` crate) and the relay
 //! handle. A publisher's RTP is reassembled into frames ([`inbound`]); a viewer's frames are
 //! packetized once per frame for every viewer and numbered per viewer ([`outbound`]).
+//! AAC from RTMP and SRT publishers reaches viewers as Opus through one transcode per stream
+//! ([`opus_feed`]); H.264 with B-frames is refused for WebRTC playback.
 //! Keyframe requests from viewers reach the publisher through [`keyframe`], rate-limited.
 //! A session ends on `stop`, when its socket closes, when its peer connection fails, when
 //! the stream ends (viewers), or when its grant is cancelled (token revoked or expired).
@@ -16,6 +18,7 @@ pub mod inbound;
 pub mod keyframe;
 pub mod message;
 pub mod name;
+pub mod opus_feed;
 pub mod outbound;
 mod pages;
 pub mod peer;
@@ -34,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use keyframe::{KeyframeBoard, KEYFRAME_REQUEST_INTERVAL};
 pub use message::MAX_MESSAGE_BYTES;
+pub use opus_feed::{OpusFeeds, OPUS_FEED_CAPACITY};
 pub use peer::IceSettings;
 pub use play::{CODEC_PROBE_TIME, MAX_START_BACKLOG};
 pub use session::NEGOTIATION_TIMEOUT;
@@ -50,6 +54,8 @@ pub struct WebRtcContext {
     pub ice: IceSettings,
     /// WebRTC publishers that viewers may ask for keyframes.
     pub keyframes: KeyframeBoard,
+    /// AAC -> Opus transcodes for viewers of RTMP and SRT streams, one per stream.
+    pub opus: OpusFeeds,
     /// Fires at server shutdown: every socket and session ends.
     pub shutdown: CancellationToken,
 }
@@ -62,6 +68,7 @@ impl WebRtcContext {
             hub,
             ice,
             keyframes: KeyframeBoard::default(),
+            opus: OpusFeeds::default(),
             shutdown,
         }
     }

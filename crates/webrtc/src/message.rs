@@ -263,6 +263,8 @@ pub enum Definition {
     PlayFinished,
     /// A viewer waits for the stream to go live (notification).
     PlayWaiting,
+    /// The stream's H.264 has B-frames, which WebRTC playback cannot carry.
+    BFramesUnsupported,
 }
 
 impl Definition {
@@ -288,6 +290,7 @@ impl Definition {
             Self::PlayStarted => "play_started",
             Self::PlayFinished => "play_finished",
             Self::PlayWaiting => "play_waiting",
+            Self::BFramesUnsupported => "bframes_not_supported",
         }
     }
 }

@@ -11,6 +11,7 @@ use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat}
 use tokio::sync::mpsc;
 
 use crate::message::{Definition, Reply, SdpKind};
+use crate::opus_feed::OpusFeed;
 use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
 use crate::peer::{CodecSpec, Connection, OutgoingTrack, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
@@ -27,6 +28,10 @@ pub const MAX_PENDING_FRAMES: usize = 512;
 /// A viewer whose backlog at connection time spans more than this skips to the next
 /// keyframe instead of receiving it in a burst (which would add that much delay).
 pub const MAX_START_BACKLOG: Duration = Duration::from_millis(1000);
+
+/// Why a viewer of a stream with B-frames is refused, in the log and the final message.
+const BFRAMES_REASON: &str =
+    "the stream's H.264 has B-frames, which WebRTC playback cannot carry; publish with -bf 0 (or a baseline profile)";
 
 /// Why the session ended, for the final message.
 type End = Option<(Definition, Option<&'static str>)>;
@@ -96,6 +101,7 @@ async fn play(
     let mut pending: Vec<Arc<SharedFrame>> = Vec::new();
     let mut video: Option<Codec> = config.config.video.as_ref().map(|_| Codec::H264);
     let mut audio = false;
+    let mut aac = false;
     let probe_end = tokio::time::sleep(CODEC_PROBE_TIME);
     tokio::pin!(probe_end);
     while !(video.is_some() && audio) {
@@ -111,16 +117,27 @@ async fn play(
                 Event::Started(c) => config = c,
                 Event::Ended => return Some((Definition::PlayFinished, Some("stream ended"))),
                 Event::Frame(f) => {
+                    if has_bframes(&f) {
+                        return refuse_bframes(name, stream_id, out).await;
+                    }
                     match f.frame.codec {
                         Codec::H264 | Codec::Vp8 => video = video.or(Some(f.frame.codec)),
                         Codec::Opus => audio = true,
-                        Codec::Aac => {}
+                        Codec::Aac => {
+                            aac = true;
+                            audio = true;
+                        }
                     }
                     push_pending(&mut pending, f);
                 }
             },
         }
     }
+    // AAC reaches browsers as Opus, from the stream's one transcode.
+    let mut opus: Option<OpusFeed> =
+        (aac && config.config.audio.is_some()).then(|| ctx.opus.join(&ctx.hub, name.as_str()));
+    let mut opus_pending: Vec<Arc<SharedFrame>> = Vec::new();
+    let audio = audio && (!aac || opus.is_some());
     let video_spec = video.map(|c| match c {
         Codec::Vp8 => CodecSpec::vp8(96),
         _ => CodecSpec::h264(102, &profile_level_id(&config.config)),
@@ -191,9 +208,16 @@ async fn play(
                                 Event::Ended => {}
                             }
                         }
-                        sender.start(std::mem::take(&mut pending));
-                        if sender.flush(&config).await.is_err() {
-                            break Some((Definition::PlayFinished, Some("connection lost")));
+                        if let Some(feed) = opus.as_mut() {
+                            while let Some(f) = feed.try_recv() {
+                                push_pending(&mut opus_pending, f);
+                            }
+                        }
+                        sender.start(std::mem::take(&mut pending), std::mem::take(&mut opus_pending));
+                        match sender.flush(&config).await {
+                            Ok(()) => {}
+                            Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),
+                            Err(Stop::BFrames) => break refuse_bframes(name, stream_id, out).await,
                         }
                     }
                 }
@@ -206,11 +230,20 @@ async fn play(
             ev = sub.recv(), if connected => match ev {
                 Event::Started(c) => config = c,
                 Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
-                Event::Frame(f) => {
+                Event::Frame(f) => match sender.send(&f, &config).await {
+                    Ok(()) => {}
+                    Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),
+                    Err(Stop::BFrames) => break refuse_bframes(name, stream_id, out).await,
+                },
+            },
+            f = next_opus(&mut opus) => match f {
+                None => opus = None,
+                Some(f) if connected => {
                     if sender.send(&f, &config).await.is_err() {
                         break Some((Definition::PlayFinished, Some("connection lost")));
                     }
                 }
+                Some(f) => push_pending(&mut opus_pending, f),
             },
             () = &mut deadline, if !connected => {
                 out.text(Reply::error(Definition::Timeout, Some(stream_id))).await;
@@ -220,6 +253,32 @@ async fn play(
     };
     peer.close().await;
     end
+}
+
+/// The next frame of the viewer's Opus feed; never ready without one.
+async fn next_opus(feed: &mut Option<OpusFeed>) -> Option<Arc<SharedFrame>> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a frame shows that its stream has B-frames (presentation order differs from
+/// decoding order), which browsers' WebRTC receivers do not reorder.
+fn has_bframes(f: &SharedFrame) -> bool {
+    f.frame.codec == Codec::H264 && f.frame.cts() != 0
+}
+
+/// Refuses a viewer of a stream with B-frames: a log line, an `error`, and the reason in the
+/// final notification.
+async fn refuse_bframes(name: &StreamName, stream_id: &str, out: &Outbox) -> End {
+    tracing::warn!(stream = %name, "WebRTC play refused: {BFRAMES_REASON}");
+    out.text(Reply::error(
+        Definition::BFramesUnsupported,
+        Some(stream_id),
+    ))
+    .await;
+    Some((Definition::PlayFinished, Some(BFRAMES_REASON)))
 }
 
 fn push_pending(pending: &mut Vec<Arc<SharedFrame>>, frame: Arc<SharedFrame>) {
@@ -247,8 +306,13 @@ struct Sender {
     backlog: Vec<Arc<SharedFrame>>,
 }
 
-/// The viewer's connection is gone.
-struct Gone;
+/// Why frames can no longer be written to a viewer.
+enum Stop {
+    /// The viewer's connection is gone.
+    Gone,
+    /// The stream turned out to have B-frames.
+    BFrames,
+}
 
 impl Sender {
     fn new(peer: &PlayPeer, video: Option<Codec>) -> Self {
@@ -274,7 +338,8 @@ impl Sender {
 
     /// Takes the frames queued before the connection: from the latest keyframe on, unless
     /// that spans more than [`MAX_START_BACKLOG`].
-    fn start(&mut self, pending: Vec<Arc<SharedFrame>>) {
+    /// Opus frames from the transcode are kept from the backlog's first frame on.
+    fn start(&mut self, pending: Vec<Arc<SharedFrame>>, opus: Vec<Arc<SharedFrame>>) {
         let last_key = pending
             .iter()
             .rposition(|f| f.frame.track == TrackKind::Video && f.frame.keyframe);
@@ -292,17 +357,26 @@ impl Sender {
             _ if self.video.is_none() => pending,
             _ => Vec::new(),
         };
+        if let Some(from) = self.backlog.first().map(|f| f.frame.pts) {
+            self.backlog
+                .extend(opus.into_iter().filter(|f| f.frame.pts >= from));
+        } else if self.video.is_none() {
+            self.backlog = opus;
+        }
     }
 
-    async fn flush(&mut self, config: &SharedConfig) -> Result<(), Gone> {
+    async fn flush(&mut self, config: &SharedConfig) -> Result<(), Stop> {
         for f in std::mem::take(&mut self.backlog) {
             self.send(&f, config).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, shared: &SharedFrame, config: &SharedConfig) -> Result<(), Gone> {
+    async fn send(&mut self, shared: &SharedFrame, config: &SharedConfig) -> Result<(), Stop> {
         let frame = &shared.frame;
+        if has_bframes(shared) {
+            return Err(Stop::BFrames);
+        }
         let (track, stamper) = match frame.track {
             TrackKind::Video => {
                 let Some((track, stamper, codec)) = &mut self.video else {
@@ -336,7 +410,7 @@ impl Sender {
         while let Some(payload) = payloads.next() {
             let stamp = stamper.stamp(frame.pts, payloads.peek().is_none());
             if track.write(stamp, payload).await.is_err() {
-                return Err(Gone);
+                return Err(Stop::Gone);
             }
         }
         Ok(())

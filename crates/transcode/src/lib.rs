@@ -1,0 +1,38 @@
+//! Audio transcodes between the codecs encoders send (AAC in RTMP and MPEG-TS) and the codec
+//! browsers play (Opus at 48 kHz). It owns the codec work only: no IO, no tasks, no clock.
+//!
+//! Main loop (driven by the caller, once per stream, not per viewer): build an [`AacToOpus`]
+//! from the stream's [`streamgate_media::AacConfig`], hand it every AAC [`Frame`] in order
+//! with [`AacToOpus::push`], and send on the Opus frames it returns. Timestamps carry over
+//! from the input: each Opus frame's `pts` is the input time of its first sample, so audio
+//! stays on the same clock as the video it came with.
+//!
+//! Libraries: AAC-LC is decoded by `symphonia-codec-aac` (pure Rust), Opus is encoded by
+//! libopus through the `opus` crate; the sample rate is converted by [`Resampler`].
+
+mod aac_opus;
+mod error;
+mod resample;
+
+pub use aac_opus::{AacToOpus, OPUS_BITRATE, OPUS_FRAME_SAMPLES, OPUS_RATE, RESYNC_GAP};
+pub use error::TranscodeError;
+pub use resample::Resampler;
+
+use streamgate_media::Frame;
+
+/// Number of output channels: Opus for browsers is always encoded as stereo.
+pub const OPUS_CHANNELS: usize = 2;
+
+/// A frame's duration helper: `samples` at `rate` Hz in [`streamgate_media::CLOCK_HZ`] ticks.
+pub fn samples_to_ticks(samples: u64, rate: u32) -> i64 {
+    if rate == 0 {
+        return 0;
+    }
+    let ticks = i128::from(samples) * i128::from(streamgate_media::CLOCK_HZ) / i128::from(rate);
+    i64::try_from(ticks).unwrap_or(i64::MAX)
+}
+
+/// Whether a frame is one the [`AacToOpus`] transcode takes.
+pub fn is_aac(frame: &Frame) -> bool {
+    frame.codec == streamgate_media::Codec::Aac
+}

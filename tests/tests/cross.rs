@@ -1,0 +1,149 @@
+//! Every ingest to every viewer: encoders publishing over RTMP and SRT (H.264 + AAC) play in
+//! browsers with sound, through one AAC -> Opus transcode per stream that starts with the
+//! first WebRTC viewer and stops with the last; H.264 with B-frames is refused for WebRTC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use streamgate_tests::browser::{Browser, Tab};
+use streamgate_tests::ffmpeg::{self, Proc};
+use streamgate_tests::{srt, wait_until, Options, Server, TempDir};
+
+/// A server whose ICE candidates are on loopback only.
+fn server() -> Server {
+    Server::start_with(Options::default().env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1"))
+}
+
+fn publish_token(s: &Server, stream: &str) -> String {
+    s.create_token(
+        "publish",
+        json!({"label": "encoder", "streams": [{"streamName": stream}]}),
+    )
+    .1
+}
+
+/// Starts an endless ffmpeg publisher and waits until the stream is live.
+fn start_publisher(s: &Server, dir: &TempDir, stream: &str, args: &[String]) -> Proc {
+    let log = dir.path().join(format!("{}.log", stream.replace('/', "_")));
+    let mut p = Proc::ffmpeg(args, &log);
+    let prefix = format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
+    let live = wait_until(Duration::from_secs(15), || {
+        let m = s.get("/metrics").map(|r| r.body).unwrap_or_default();
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    });
+    assert!(live && p.running(), "{stream}: {}", p.stderr());
+    p
+}
+
+fn play_page(s: &Server, stream: &str) -> String {
+    format!("http://{}/play.html?id={stream}", s.http)
+}
+
+/// Frames the tab's `<video>` decoded so far.
+const VIDEO_FRAMES: &str = "(() => { const v = document.querySelector('#remote'); \
+     return v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0; })()";
+
+/// The tab's inbound audio: packets received and total audio energy (zero for silence).
+const AUDIO_STATS: &str = "(async () => { const pc = streamgate.state.pc; if (!pc) return [0, 0, 0]; \
+     let r = [0, 0, 0]; (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') \
+     r = [s.packetsReceived || 0, s.totalAudioEnergy || 0, s.audioLevel || 0]; }); return r; })()";
+
+fn wait_status(b: &mut Browser, tab: &Tab, needle: &str, secs: u64) {
+    let expr = "document.getElementById('status').textContent";
+    b.wait_for(tab, expr, Duration::from_secs(secs), |v| {
+        v.as_str().is_some_and(|t| t.contains(needle))
+    })
+    .unwrap_or_else(|v| panic!("status never contained {needle:?}; last {v}"));
+}
+
+/// Waits for decoded video and for audio with energy (the published tone, not silence).
+fn assert_picture_and_sound(b: &mut Browser, tab: &Tab, what: &str) {
+    let frames = b.wait_for(tab, VIDEO_FRAMES, Duration::from_secs(20), |v| {
+        v.as_u64().is_some_and(|n| n > 30)
+    });
+    assert!(frames.is_ok(), "{what}: video frames {frames:?}");
+    let audio = b.wait_for(tab, AUDIO_STATS, Duration::from_secs(15), |v: &Value| {
+        v[0].as_u64().is_some_and(|n| n > 50) && v[1].as_f64().is_some_and(|e| e > 0.0)
+    });
+    assert!(
+        audio.is_ok(),
+        "{what}: audio [packets, energy, level] {audio:?}"
+    );
+}
+
+#[test]
+fn rtmp_and_srt_publishers_play_in_browsers_with_sound_from_one_transcode() {
+    let s = server();
+    let dir = TempDir::new("cross");
+    let mut b = Browser::launch();
+    for proto in ["rtmp", "srt"] {
+        let stream = format!("live/{proto}");
+        let token = publish_token(&s, &stream);
+        let args = if proto == "rtmp" {
+            ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None)
+        } else {
+            srt::publish_args(
+                &srt::url(s.srt, &format!("{stream},token={token}"), ""),
+                None,
+            )
+        };
+        let publisher = start_publisher(&s, &dir, &stream, &args);
+        let first = b.open(&play_page(&s, &stream));
+        wait_status(&mut b, &first, "playing", 20);
+        assert_picture_and_sound(&mut b, &first, &format!("{proto} first viewer"));
+        // A second viewer joins mid-stream: picture and sound, from the same transcode.
+        let second = b.open(&play_page(&s, &stream));
+        wait_status(&mut b, &second, "playing", 20);
+        assert_picture_and_sound(&mut b, &second, &format!("{proto} second viewer"));
+        let started = |s: &Server| {
+            s.log_lines_with("AAC -> Opus transcode started")
+                .iter()
+                .filter(|l| l.contains(&stream))
+                .count()
+        };
+        assert_eq!(started(&s), 1, "{proto}: one transcode for two viewers");
+        b.close(&first);
+        b.close(&second);
+        let stopped = wait_until(Duration::from_secs(10), || {
+            s.log_lines_with("AAC -> Opus transcode stopped")
+                .iter()
+                .any(|l| l.contains(&stream))
+        });
+        assert!(stopped, "{proto}: the transcode stops with its last viewer");
+        drop(publisher);
+    }
+}
+
+#[test]
+fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason() {
+    let s = server();
+    let dir = TempDir::new("cross-bframes");
+    let stream = "live/bframes";
+    let token = publish_token(&s, stream);
+    let mut args = ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None);
+    // "veryfast" has B-frames ("ultrafast" has none).
+    for a in args.iter_mut() {
+        if a == "ultrafast" {
+            *a = "veryfast".into();
+        }
+    }
+    let _publisher = start_publisher(&s, &dir, stream, &args);
+    let mut b = Browser::launch();
+    let viewer = b.open(&play_page(&s, stream));
+    let refused = b.wait_for(
+        &viewer,
+        "streamgate.state.errors.join(',')",
+        Duration::from_secs(20),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("bframes_not_supported"))
+        },
+    );
+    assert!(refused.is_ok(), "viewer errors {refused:?}");
+    assert!(!s.log_lines_with("B-frames").is_empty(), "log line");
+}
