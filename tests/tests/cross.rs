@@ -147,3 +147,64 @@ fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason() {
     assert!(refused.is_ok(), "viewer errors {refused:?}");
     assert!(!s.log_lines_with("B-frames").is_empty(), "log line");
 }
+
+/// Decodes a recording's audio and returns ffmpeg's error output (empty when clean).
+fn audio_decode_errors(file: &std::path::Path) -> String {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0:a", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_browser_publish_plays_in_ffmpeg_over_rtmp_and_srt_with_aac() {
+    let s = server();
+    let dir = TempDir::new("cross-browser");
+    let stream = "live/browser";
+    let token = publish_token(&s, stream);
+    let mut b = Browser::launch();
+    let publisher = b.open(&format!(
+        "http://{}/publish.html?id={stream}&token={token}&codec=h264",
+        s.http
+    ));
+    wait_status(&mut b, &publisher, "publishing", 20);
+    let flv = dir.path().join("browser.flv");
+    let ts = dir.path().join("browser.ts");
+    let mut rtmp = Proc::ffmpeg(
+        &ffmpeg::record_args(&format!("rtmp://{}/{stream}", s.rtmp), 8, &flv),
+        &dir.path().join("rtmp.log"),
+    );
+    let mut srt_viewer = Proc::ffmpeg(
+        &srt::record_args(
+            &srt::url(s.srt, &format!("{stream},mode=request"), ""),
+            8,
+            &ts,
+        ),
+        &dir.path().join("srt.log"),
+    );
+    for (p, what) in [(&mut rtmp, "rtmp"), (&mut srt_viewer, "srt")] {
+        assert!(
+            p.wait_exit(Duration::from_secs(30)).is_some(),
+            "{what} viewer did not finish: {}",
+            p.stderr()
+        );
+    }
+    for (file, what) in [(&flv, "rtmp"), (&ts, "srt")] {
+        let p = ffmpeg::probe(file);
+        assert_eq!(p.video_codec.as_deref(), Some("h264"), "{what}: {p:?}");
+        assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{what}: {p:?}");
+        // 8 s of 1024-sample frames at 48 kHz is 375; allow for the start.
+        assert!(p.audio_packets > 200, "{what}: {p:?}");
+        assert!(p.video_packets > 50, "{what}: {p:?}");
+        let errors = audio_decode_errors(file);
+        assert!(
+            errors.trim().is_empty(),
+            "{what}: audio decode errors: {errors}"
+        );
+    }
+    assert!(!s.log_lines_with("Opus -> AAC transcode started").is_empty());
+    b.close(&publisher);
+}

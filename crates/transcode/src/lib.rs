@@ -7,15 +7,21 @@
 //! from the input: each Opus frame's `pts` is the input time of its first sample, so audio
 //! stays on the same clock as the video it came with.
 //!
+//! The other way, [`OpusToAac`] turns a browser publisher's Opus into AAC-LC for RTMP and
+//! SRT viewers, with the same timestamp rule.
+//!
 //! Libraries: AAC-LC is decoded by `symphonia-codec-aac` (pure Rust), Opus is encoded by
-//! libopus through the `opus` crate; the sample rate is converted by [`Resampler`].
+//! libopus through the `opus` crate, which also decodes it; AAC is encoded by the
+//! Fraunhofer FDK library (`fdk-aac`, built from its bundled sources); the sample rate is converted by [`Resampler`].
 
 mod aac_opus;
 mod error;
+mod opus_aac;
 mod resample;
 
 pub use aac_opus::{AacToOpus, OPUS_BITRATE, OPUS_FRAME_SAMPLES, OPUS_RATE, RESYNC_GAP};
 pub use error::TranscodeError;
+pub use opus_aac::{OpusToAac, AAC_BITRATE, AAC_FRAME_SAMPLES};
 pub use resample::Resampler;
 
 use streamgate_media::Frame;

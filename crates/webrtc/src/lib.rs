@@ -9,7 +9,8 @@
 //! handle. A publisher's RTP is reassembled into frames ([`inbound`]); a viewer's frames are
 //! packetized once per frame for every viewer and numbered per viewer ([`outbound`]).
 //! AAC from RTMP and SRT publishers reaches viewers as Opus through one transcode per stream
-//! ([`opus_feed`]); H.264 with B-frames is refused for WebRTC playback.
+//! ([`opus_feed`]); a browser publisher's Opus reaches RTMP and SRT viewers as AAC, encoded
+//! in its publish session while such viewers are attached; H.264 with B-frames is refused for WebRTC playback.
 //! Keyframe requests from viewers reach the publisher through [`keyframe`], rate-limited.
 //! A session ends on `stop`, when its socket closes, when its peer connection fails, when
 //! the stream ends (viewers), or when its grant is cancelled (token revoked or expired).
@@ -26,6 +27,7 @@ mod play;
 mod publish;
 mod session;
 mod socket;
+pub mod viewers;
 
 use std::sync::Arc;
 
@@ -40,8 +42,10 @@ pub use message::MAX_MESSAGE_BYTES;
 pub use opus_feed::{OpusFeeds, OPUS_FEED_CAPACITY};
 pub use peer::IceSettings;
 pub use play::{CODEC_PROBE_TIME, MAX_START_BACKLOG};
+pub use publish::AAC_NEED_CHECK;
 pub use session::NEGOTIATION_TIMEOUT;
 pub use socket::MAX_SESSIONS_PER_SOCKET;
+pub use viewers::WebRtcReaders;
 
 /// What every WebRTC session needs.
 #[derive(Debug)]
@@ -56,6 +60,9 @@ pub struct WebRtcContext {
     pub keyframes: KeyframeBoard,
     /// AAC -> Opus transcodes for viewers of RTMP and SRT streams, one per stream.
     pub opus: OpusFeeds,
+    /// WebRTC readers per stream (viewers and transcodes), to tell whether a browser
+    /// publisher's sound is needed in AAC by someone else.
+    pub readers: WebRtcReaders,
     /// Fires at server shutdown: every socket and session ends.
     pub shutdown: CancellationToken,
 }
@@ -69,6 +76,7 @@ impl WebRtcContext {
             ice,
             keyframes: KeyframeBoard::default(),
             opus: OpusFeeds::default(),
+            readers: WebRtcReaders::default(),
             shutdown,
         }
     }

@@ -29,6 +29,10 @@ pub const MAX_PENDING_FRAMES: usize = 512;
 /// keyframe instead of receiving it in a burst (which would add that much delay).
 pub const MAX_START_BACKLOG: Duration = Duration::from_millis(1000);
 
+/// AAC frames seen without any Opus before a viewer's sound is taken from an AAC -> Opus
+/// transcode.
+const AAC_FRAMES_BEFORE_TRANSCODE: u32 = 3;
+
 /// Why a viewer of a stream with B-frames is refused, in the log and the final message.
 const BFRAMES_REASON: &str =
     "the stream's H.264 has B-frames, which WebRTC playback cannot carry; publish with -bf 0 (or a baseline profile)";
@@ -46,6 +50,7 @@ pub(crate) async fn run(
     mut control: mpsc::Receiver<Control>,
 ) {
     let mut sub = ctx.hub.subscribe(name.as_str());
+    let reader = ctx.readers.enter(name.as_str());
     tracing::info!(stream = %name, session = grant.session_id(), "WebRTC play admitted");
     let end = play(
         &ctx,
@@ -63,6 +68,7 @@ pub(crate) async fn run(
     }
     tracing::info!(stream = %name, session = grant.session_id(), "WebRTC play ended");
     drop(sub);
+    drop(reader);
     drop(grant);
 }
 
@@ -101,10 +107,12 @@ async fn play(
     let mut pending: Vec<Arc<SharedFrame>> = Vec::new();
     let mut video: Option<Codec> = config.config.video.as_ref().map(|_| Codec::H264);
     let mut audio = false;
-    let mut aac = false;
+    let mut aac = 0u32;
     let probe_end = tokio::time::sleep(CODEC_PROBE_TIME);
     tokio::pin!(probe_end);
-    while !(video.is_some() && audio) {
+    // A browser publisher's stream carries Opus and, for RTMP and SRT viewers, AAC made from
+    // it: prefer the Opus, so look at a few AAC frames before settling for them.
+    while !(video.is_some() && (audio || aac >= AAC_FRAMES_BEFORE_TRANSCODE)) {
         tokio::select! {
             () = &mut probe_end => break,
             () = grant.cancelled() => return Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
@@ -123,10 +131,7 @@ async fn play(
                     match f.frame.codec {
                         Codec::H264 | Codec::Vp8 => video = video.or(Some(f.frame.codec)),
                         Codec::Opus => audio = true,
-                        Codec::Aac => {
-                            aac = true;
-                            audio = true;
-                        }
+                        Codec::Aac => aac += 1,
                     }
                     push_pending(&mut pending, f);
                 }
@@ -134,10 +139,10 @@ async fn play(
         }
     }
     // AAC reaches browsers as Opus, from the stream's one transcode.
-    let mut opus: Option<OpusFeed> =
-        (aac && config.config.audio.is_some()).then(|| ctx.opus.join(&ctx.hub, name.as_str()));
+    let mut opus: Option<OpusFeed> = (!audio && aac > 0 && config.config.audio.is_some())
+        .then(|| ctx.opus.join(&ctx.hub, &ctx.readers, name.as_str()));
     let mut opus_pending: Vec<Arc<SharedFrame>> = Vec::new();
-    let audio = audio && (!aac || opus.is_some());
+    let audio = audio || opus.is_some();
     let video_spec = video.map(|c| match c {
         Codec::Vp8 => CodecSpec::vp8(96),
         _ => CodecSpec::h264(102, &profile_level_id(&config.config)),
@@ -230,6 +235,8 @@ async fn play(
             ev = sub.recv(), if connected => match ev {
                 Event::Started(c) => config = c,
                 Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
+                // The sound comes from the transcode.
+                Event::Frame(f) if opus.is_some() && f.frame.track == TrackKind::Audio => {}
                 Event::Frame(f) => match sender.send(&f, &config).await {
                     Ok(()) => {}
                     Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),

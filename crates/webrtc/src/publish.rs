@@ -1,12 +1,13 @@
 //! One browser's publish: offer/answer, candidates, incoming tracks into the relay, keyframe
-//! requests from viewers, and the end of the session (stop, socket gone, peer gone, revoked).
+//! requests from viewers, Opus -> AAC for RTMP and SRT viewers while there are any, and the end of the session (stop, socket gone, peer gone, revoked).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use streamgate_auth::{Grant, StreamName};
-use streamgate_media::{ms_to_ticks, Codec};
-use streamgate_relay::Publisher;
+use streamgate_media::{ms_to_ticks, Codec, Frame};
+use streamgate_relay::{Hub, Publisher};
+use streamgate_transcode::OpusToAac;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -15,6 +16,7 @@ use crate::keyframe::KeyframeBoard;
 use crate::message::{Definition, Reply, SdpKind};
 use crate::peer::{Connection, IncomingTrack, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
+use crate::viewers::WebRtcReaders;
 use crate::WebRtcContext;
 
 /// Runs a publish session until it ends. The grant is held for the session's life.
@@ -99,6 +101,7 @@ pub(crate) async fn run(
                         started,
                         ctx.keyframes.clone(),
                         name.as_str().to_owned(),
+                        AacNeed { hub: ctx.hub.clone(), readers: ctx.readers.clone() },
                     ));
                 }
                 Some(PeerEvent::KeyframeRequest) => {}
@@ -133,10 +136,14 @@ async fn read_track(
     started: Instant,
     keyframes: KeyframeBoard,
     name: String,
+    need: AacNeed,
 ) {
     let Some(codec) = track.codec() else {
         return;
     };
+    let mut aac = (codec == Codec::Opus)
+        .then(|| AacOut::new(&publisher, &name))
+        .flatten();
     let offset = ms_to_ticks(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
     let mut reassembler = Reassembler::new(codec, offset);
     let mut buf = Vec::new();
@@ -148,10 +155,94 @@ async fn read_track(
             }
         }
         if let Some(frame) = out.frame {
+            let aac_frames = aac.as_mut().map(|a| a.push(&frame, &need, &name));
             publisher.push(frame);
+            for f in aac_frames.into_iter().flatten() {
+                publisher.push(f);
+            }
         }
         if out.want_keyframe {
             keyframes.request(&name, Instant::now());
+        }
+    }
+}
+
+/// How often a browser publisher checks whether its sound is needed in AAC.
+pub const AAC_NEED_CHECK: Duration = Duration::from_secs(1);
+
+/// Tells whether anyone besides WebRTC readers (an RTMP or SRT viewer) reads a stream.
+#[derive(Debug, Clone)]
+struct AacNeed {
+    hub: Hub,
+    readers: WebRtcReaders,
+}
+
+impl AacNeed {
+    fn now(&self, name: &str) -> bool {
+        let subscribers = self.hub.stream_stats(name).map_or(0, |s| s.subscribers);
+        subscribers > self.readers.count(name)
+    }
+}
+
+/// A browser publisher's Opus -> AAC transcode, run while RTMP or SRT viewers are attached.
+/// The AAC configuration is announced at once, so that such a viewer's player is set up
+/// for sound when it joins.
+struct AacOut {
+    transcode: OpusToAac,
+    on: bool,
+    checked: Option<Instant>,
+    errors: u64,
+}
+
+impl AacOut {
+    fn new(publisher: &Publisher, name: &str) -> Option<Self> {
+        match OpusToAac::new() {
+            Ok(t) => {
+                publisher.set_audio_config(t.config().clone());
+                Some(Self {
+                    transcode: t,
+                    on: false,
+                    checked: None,
+                    errors: 0,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(stream = %name, error = %e, "RTMP and SRT viewers get no sound");
+                None
+            }
+        }
+    }
+
+    /// The AAC frames to publish after this Opus frame (none while nobody needs them).
+    fn push(&mut self, frame: &Frame, need: &AacNeed, name: &str) -> Vec<Frame> {
+        let now = Instant::now();
+        if self
+            .checked
+            .is_none_or(|t| now.duration_since(t) >= AAC_NEED_CHECK)
+        {
+            self.checked = Some(now);
+            let on = need.now(name);
+            if on != self.on {
+                self.on = on;
+                if on {
+                    tracing::info!(stream = %name, "Opus -> AAC transcode started");
+                } else {
+                    tracing::info!(stream = %name, "Opus -> AAC transcode stopped");
+                }
+            }
+        }
+        if !self.on {
+            return Vec::new();
+        }
+        match self.transcode.push(frame) {
+            Ok(frames) => frames,
+            Err(e) => {
+                self.errors += 1;
+                if self.errors.is_power_of_two() {
+                    tracing::warn!(stream = %name, error = %e, errors = self.errors, "Opus frame skipped");
+                }
+                Vec::new()
+            }
         }
     }
 }
