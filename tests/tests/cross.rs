@@ -208,3 +208,66 @@ fn a_browser_publish_plays_in_ffmpeg_over_rtmp_and_srt_with_aac() {
     assert!(!s.log_lines_with("Opus -> AAC transcode started").is_empty());
     b.close(&publisher);
 }
+
+/// Benchmark, not a test (run explicitly; it asserts only that the viewers play and that one
+/// transcode serves them all): ffmpeg publishes H.264 + AAC over RTMP and
+/// `STREAMGATE_BENCH_VIEWERS` (default 10) Chromium tabs play it; prints the server's CPU with
+/// one viewer and with all of them. Use a release binary: `STREAMGATE_BIN=target/release/streamgate
+/// cargo test -p streamgate-tests --test cross -- --ignored --nocapture benchmark_rtmp_to_webrtc`.
+#[test]
+#[ignore]
+fn benchmark_rtmp_to_webrtc_viewers() {
+    let viewers: usize = std::env::var("STREAMGATE_BENCH_VIEWERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let s = server();
+    let pid = s.pid().unwrap();
+    let dir = TempDir::new("cross-bench");
+    let stream = "live/bench";
+    let token = publish_token(&s, stream);
+    let args = ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None);
+    let _publisher = start_publisher(&s, &dir, stream, &args);
+    let measure = |secs: u64| {
+        let (t0, at) = (cpu_ticks(pid), std::time::Instant::now());
+        std::thread::sleep(Duration::from_secs(secs));
+        (cpu_ticks(pid) - t0) as f64 / 100.0 / at.elapsed().as_secs_f64() * 100.0
+    };
+    let publish_only = measure(10);
+    let mut b = Browser::launch();
+    let mut tabs = vec![b.open(&play_page(&s, stream))];
+    wait_status(&mut b, &tabs[0], "playing", 30);
+    assert_picture_and_sound(&mut b, &tabs[0], "first viewer");
+    let one = measure(15);
+    for _ in 1..viewers {
+        tabs.push(b.open(&play_page(&s, stream)));
+    }
+    for t in &tabs {
+        wait_status(&mut b, t, "playing", 120);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let all = measure(20);
+    let mut sounding = 0;
+    for t in &tabs {
+        let v = b.eval(t, AUDIO_STATS);
+        if v[1].as_f64().is_some_and(|e| e > 0.0) {
+            sounding += 1;
+        }
+    }
+    let transcodes = s.log_lines_with("AAC -> Opus transcode started").len();
+    println!(
+        "RTMP source: publish only {publish_only:.1}% CPU; 1 WebRTC viewer {one:.1}%; \
+         {viewers} viewers {all:.1}% ({:.2}% per added viewer); {sounding}/{viewers} with sound; \
+         {transcodes} transcode(s)",
+        (all - one) / (viewers.max(2) - 1) as f64
+    );
+    assert_eq!(transcodes, 1);
+}
+
+/// User + system CPU ticks (1/100 s) of a process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}

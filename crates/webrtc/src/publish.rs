@@ -144,6 +144,7 @@ async fn read_track(
     let mut aac = (codec == Codec::Opus)
         .then(|| AacOut::new(&publisher, &name))
         .flatten();
+    let mut vp8_warning = Vp8Warning::default();
     let offset = ms_to_ticks(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
     let mut reassembler = Reassembler::new(codec, offset);
     let mut buf = Vec::new();
@@ -155,6 +156,9 @@ async fn read_track(
             }
         }
         if let Some(frame) = out.frame {
+            if codec == Codec::Vp8 {
+                vp8_warning.check(&need, &name);
+            }
             let aac_frames = aac.as_mut().map(|a| a.push(&frame, &need, &name));
             publisher.push(frame);
             for f in aac_frames.into_iter().flatten() {
@@ -244,5 +248,35 @@ impl AacOut {
                 Vec::new()
             }
         }
+    }
+}
+
+/// What RTMP and SRT viewers of a VP8 publisher are told, through the log: those protocols
+/// carry H.264 only here.
+const VP8_REASON: &str =
+    "the browser publishes VP8, which RTMP and SRT cannot carry: those viewers get no picture; publish H.264 (codec=h264)";
+
+/// Logs [`VP8_REASON`] once each time RTMP or SRT viewers appear on a VP8 stream.
+#[derive(Debug, Default)]
+struct Vp8Warning {
+    checked: Option<Instant>,
+    warned: bool,
+}
+
+impl Vp8Warning {
+    fn check(&mut self, need: &AacNeed, name: &str) {
+        let now = Instant::now();
+        if self
+            .checked
+            .is_some_and(|t| now.duration_since(t) < AAC_NEED_CHECK)
+        {
+            return;
+        }
+        self.checked = Some(now);
+        let others = need.now(name);
+        if others && !self.warned {
+            tracing::warn!(stream = %name, "{VP8_REASON}");
+        }
+        self.warned = others;
     }
 }
