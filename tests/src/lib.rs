@@ -213,9 +213,13 @@ impl Server {
         }
     }
 
-    /// Stops the process (SIGTERM, then kill) and starts it again on the same ports and data.
+    /// Stops the process (SIGTERM, then kill) and starts it again on the same data. It gets
+    /// fresh ports: while it is down, another test's client may be handed one of the old ones.
     pub fn restart(&mut self) {
         self.stop();
+        self.http = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        self.rtmp = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        self.srt = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         self.spawn();
     }
 
@@ -290,6 +294,45 @@ impl Server {
             body.map(str::as_bytes),
         )
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// An RTMP URL for `stream`, with `?token=` when one is given.
+    pub fn rtmp_url(&self, stream: &str, token: Option<&str>) -> String {
+        match token {
+            Some(t) => format!("rtmp://{}/{stream}?token={t}", self.rtmp),
+            None => format!("rtmp://{}/{stream}", self.rtmp),
+        }
+    }
+
+    /// Frames the publisher of live `stream` has pushed so far (0 when it is not live), from
+    /// `/metrics`.
+    pub fn frames_in(&self, stream: &str) -> u64 {
+        let Ok(m) = self.get("/metrics") else {
+            return 0;
+        };
+        let prefix =
+            format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Starts an endless ffmpeg publisher with `args` (its log in `dir`) and waits until `stream`
+    /// is live.
+    pub fn start_publisher(&self, dir: &TempDir, stream: &str, args: &[String]) -> ffmpeg::Proc {
+        let log = dir
+            .path()
+            .join(format!("pub-{}.log", stream.replace('/', "_")));
+        let mut p = ffmpeg::Proc::ffmpeg(args, &log);
+        let live = wait_until(Duration::from_secs(15), || self.frames_in(stream) > 0);
+        assert!(
+            live && p.running(),
+            "{stream} did not go live: {}",
+            p.stderr()
+        );
+        p
     }
 
     /// Creates a token of `kind` (`publish` or `subscribe`) from a JSON body; returns

@@ -21,29 +21,13 @@ fn get_bearer(s: &Server, path: &str) -> http::HttpResponse {
     s.api("GET", path, None)
 }
 
-fn frames_in(s: &Server, stream: &str) -> u64 {
-    let m = s.get("/metrics").unwrap().body;
-    let prefix = format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
+/// Starts an endless RTMP publisher of `path` with `token` and waits until it is live.
 fn start_publisher(s: &Server, dir: &TempDir, path: &str, token: &str) -> Proc {
-    let url = format!("rtmp://{}/{path}?token={token}", s.rtmp);
-    let mut p = Proc::ffmpeg(
-        &publish_args(&url, None),
-        &dir.path()
-            .join(format!("pub-{}.log", path.replace('/', "_"))),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || frames_in(s, path) > 0),
-        "{path} did not go live: {}",
-        p.stderr()
-    );
-    assert!(p.running());
-    p
+    s.start_publisher(
+        dir,
+        path,
+        &publish_args(&s.rtmp_url(path, Some(token)), None),
+    )
 }
 
 fn publish_refused(s: &Server, path: &str, token: &str) -> bool {
@@ -83,10 +67,10 @@ fn ant_media_one_time_token_publishes_once_and_revoking_ends_the_session() {
         publish_refused(&s, "LiveApp/cam1", &token),
         "a second use is refused"
     );
-    let before = frames_in(&s, "LiveApp/cam1");
+    let before = s.frames_in("LiveApp/cam1");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        first.running() && frames_in(&s, "LiveApp/cam1") > before + 40,
+        first.running() && s.frames_in("LiveApp/cam1") > before + 40,
         "the first session keeps streaming after consumption"
     );
 
@@ -174,8 +158,7 @@ fn ant_media_jwt_publishes_repeatedly_until_expire_date() {
         p.child.kill().unwrap();
         let _ = p.child.wait();
         assert!(
-            wait_until(Duration::from_secs(5), || frames_in(&s, "LiveApp/cam2")
-                == 0),
+            wait_until(Duration::from_secs(5), || s.frames_in("LiveApp/cam2") == 0),
             "round {round}"
         );
     }
@@ -352,8 +335,7 @@ fn ant_media_one_time_token_over_srt() {
         &dir.path().join("srt-pub.log"),
     );
     assert!(
-        wait_until(Duration::from_secs(10), || frames_in(&s, "LiveApp/cam9")
-            > 0),
+        wait_until(Duration::from_secs(10), || s.frames_in("LiveApp/cam9") > 0),
         "SRT publish did not go live: {}",
         first.stderr()
     );
@@ -361,10 +343,10 @@ fn ant_media_one_time_token_over_srt() {
         matches!(srt::call(s.srt, &streamid, None), CallResult::Rejected(_)),
         "a second use is refused at the handshake"
     );
-    let before = frames_in(&s, "LiveApp/cam9");
+    let before = s.frames_in("LiveApp/cam9");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        first.running() && frames_in(&s, "LiveApp/cam9") > before + 40,
+        first.running() && s.frames_in("LiveApp/cam9") > before + 40,
         "the first SRT session keeps streaming"
     );
     // And the same token is spent for RTMP too.

@@ -26,18 +26,7 @@ fn publish_token(s: &Server, stream: &str) -> String {
 
 /// Starts an endless ffmpeg publisher and waits until the stream is live.
 fn start_publisher(s: &Server, dir: &TempDir, stream: &str, args: &[String]) -> Proc {
-    let log = dir.path().join(format!("{}.log", stream.replace('/', "_")));
-    let mut p = Proc::ffmpeg(args, &log);
-    let prefix = format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
-    let live = wait_until(Duration::from_secs(15), || {
-        let m = s.get("/metrics").map(|r| r.body).unwrap_or_default();
-        m.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-    });
-    assert!(live && p.running(), "{stream}: {}", p.stderr());
-    p
+    s.start_publisher(dir, stream, args)
 }
 
 fn play_page(s: &Server, stream: &str) -> String {

@@ -11,35 +11,6 @@ use streamgate_tests::ffmpeg::{self, probe, publish_args, record_args, Proc};
 use streamgate_tests::rtmp::{closed_within, handshake, RtmpClient};
 use streamgate_tests::{wait_until, Server, TempDir};
 
-fn url(s: &Server, stream: &str, token: Option<&str>) -> String {
-    match token {
-        Some(t) => format!("rtmp://{}/{stream}?token={t}", s.rtmp),
-        None => format!("rtmp://{}/{stream}", s.rtmp),
-    }
-}
-
-/// Starts an endless publisher and waits until the stream is live.
-fn start_publisher(s: &Server, dir: &TempDir, stream: &str, token: &str) -> Proc {
-    let mut p = Proc::ffmpeg(
-        &publish_args(&url(s, stream, Some(token)), None),
-        &dir.path()
-            .join(format!("pub-{}.log", stream.replace('/', "_"))),
-    );
-    let live = wait_until(Duration::from_secs(10), || {
-        s.get("/metrics").is_ok_and(|r| {
-            r.body.contains(&format!(
-                "streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}}"
-            ))
-        })
-    });
-    assert!(
-        live && p.running(),
-        "publisher did not go live: {}",
-        p.stderr()
-    );
-    p
-}
-
 /// Asserts that an ffmpeg publish to `target` is refused at once with an error exit.
 fn assert_publish_refused(target: &str, what: &str) {
     let (out, took) = ffmpeg::run(&publish_args(target, Some(10)), Duration::from_secs(15));
@@ -61,13 +32,13 @@ fn assert_play_refused(target: &str, dir: &TempDir, what: &str) {
     );
 }
 
-fn frames_in(s: &Server, stream: &str) -> u64 {
-    let m = s.get("/metrics").unwrap().body;
-    let prefix = format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+/// Starts an endless RTMP publisher with `token` and waits until the stream is live.
+fn start_publisher(s: &Server, dir: &TempDir, stream: &str, token: &str) -> Proc {
+    s.start_publisher(
+        dir,
+        stream,
+        &publish_args(&s.rtmp_url(stream, Some(token)), None),
+    )
 }
 
 #[test]
@@ -81,7 +52,7 @@ fn publish_is_played_back_with_video_and_audio() {
     let _publisher = start_publisher(&s, &dir, "live/cam1", &token);
     let out = dir.path().join("out.flv");
     let (o, _) = ffmpeg::run(
-        &record_args(&url(&s, "live/cam1", None), 5, &out),
+        &record_args(&s.rtmp_url("live/cam1", None), 5, &out),
         Duration::from_secs(20),
     );
     assert!(
@@ -135,32 +106,35 @@ fn refusals() {
     );
     std::thread::sleep(Duration::from_millis(1100));
 
-    assert_publish_refused(&url(&s, "live/cam2", None), "no token");
-    assert_publish_refused(&url(&s, "live/cam2", Some("sgp_garbage")), "garbage token");
+    assert_publish_refused(&s.rtmp_url("live/cam2", None), "no token");
     assert_publish_refused(
-        &url(&s, "live/cam2", Some(&other)),
+        &s.rtmp_url("live/cam2", Some("sgp_garbage")),
+        "garbage token",
+    );
+    assert_publish_refused(
+        &s.rtmp_url("live/cam2", Some(&other)),
         "token for another stream",
     );
-    assert_publish_refused(&url(&s, "live/cam2", Some(&expiring)), "expired token");
+    assert_publish_refused(&s.rtmp_url("live/cam2", Some(&expiring)), "expired token");
     assert_publish_refused(
-        &url(&s, "live/cam2", Some(&viewer)),
+        &s.rtmp_url("live/cam2", Some(&viewer)),
         "subscribe token used to publish",
     );
     assert_publish_refused(
-        &url(&s, "live/cam2", Some(&far_ip)),
+        &s.rtmp_url("live/cam2", Some(&far_ip)),
         "IP rules exclude 127.0.0.1",
     );
 
     let mut first = start_publisher(&s, &dir, "live/cam1", &good);
     assert_publish_refused(
-        &url(&s, "live/cam1", Some(&good)),
+        &s.rtmp_url("live/cam1", Some(&good)),
         "second publish of a live name",
     );
-    let before = frames_in(&s, "live/cam1");
+    let before = s.frames_in("live/cam1");
     std::thread::sleep(Duration::from_secs(2));
     assert!(first.running(), "the first publisher keeps streaming");
     assert!(
-        frames_in(&s, "live/cam1") > before + 60,
+        s.frames_in("live/cam1") > before + 60,
         "and its frames keep arriving"
     );
 
@@ -209,14 +183,14 @@ fn subscribe_requires_auth_and_waiting_viewers() {
     );
 
     assert_play_refused(
-        &url(&s, "live/cam1", None),
+        &s.rtmp_url("live/cam1", None),
         &dir,
         "no token, stream not live",
     );
     // A viewer with a valid subscribe token waits for the stream and gets it when it starts.
     let early_out = dir.path().join("early.flv");
     let mut early = Proc::ffmpeg(
-        &record_args(&url(&s, "live/cam1", Some(&exact)), 3, &early_out),
+        &record_args(&s.rtmp_url("live/cam1", Some(&exact)), 3, &early_out),
         &dir.path().join("early.log"),
     );
     std::thread::sleep(Duration::from_secs(1));
@@ -228,19 +202,19 @@ fn subscribe_requires_auth_and_waiting_viewers() {
 
     let _publisher = start_publisher(&s, &dir, "live/cam1", &publish);
     assert_play_refused(
-        &url(&s, "live/cam1", None),
+        &s.rtmp_url("live/cam1", None),
         &dir,
         "no token on a subscribeRequiresAuth stream",
     );
     assert_play_refused(
-        &url(&s, "live/cam1", Some(&wrong)),
+        &s.rtmp_url("live/cam1", Some(&wrong)),
         &dir,
         "token for another stream",
     );
     for (what, token) in [("exact", &exact), ("regex", &regex)] {
         let out = dir.path().join(format!("{what}.flv"));
         let (o, _) = ffmpeg::run(
-            &record_args(&url(&s, "live/cam1", Some(token)), 2, &out),
+            &record_args(&s.rtmp_url("live/cam1", Some(token)), 2, &out),
             Duration::from_secs(20),
         );
         assert!(
@@ -276,11 +250,11 @@ fn one_time_publish_token() {
     first.child.kill().unwrap();
     let _ = first.child.wait();
     assert!(
-        wait_until(Duration::from_secs(5), || frames_in(&s, "live/once") == 0),
+        wait_until(Duration::from_secs(5), || s.frames_in("live/once") == 0),
         "the first publish ended"
     );
     assert_publish_refused(
-        &url(&s, "live/once", Some(&once)),
+        &s.rtmp_url("live/once", Some(&once)),
         "reconnect with a one-time token",
     );
     let t = s
@@ -296,7 +270,11 @@ fn deleting_the_token_ends_the_publish_and_its_viewers() {
     let (id, token) = s.create_token("publish", json!({"label": "cam"}));
     let mut publisher = start_publisher(&s, &dir, "live/cam1", &token);
     let mut viewer = Proc::ffmpeg(
-        &record_args(&url(&s, "live/cam1", None), 60, &dir.path().join("v.flv")),
+        &record_args(
+            &s.rtmp_url("live/cam1", None),
+            60,
+            &dir.path().join("v.flv"),
+        ),
         &dir.path().join("v.log"),
     );
     assert!(wait_until(Duration::from_secs(5), || s
@@ -340,10 +318,10 @@ fn a_viewer_that_stops_reading_slows_no_one() {
         c.play("cam1").unwrap();
         stuck.push(c);
     }
-    let before = frames_in(&s, "live/cam1");
+    let before = s.frames_in("live/cam1");
     let out = dir.path().join("ok.flv");
     let (o, _) = ffmpeg::run(
-        &record_args(&url(&s, "live/cam1", None), 6, &out),
+        &record_args(&s.rtmp_url("live/cam1", None), 6, &out),
         Duration::from_secs(25),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -352,7 +330,7 @@ fn a_viewer_that_stops_reading_slows_no_one() {
         p.video_packets >= 120 && p.audio_packets >= 200,
         "the reading viewer got everything: {p:?}"
     );
-    let after = frames_in(&s, "live/cam1");
+    let after = s.frames_in("live/cam1");
     // The publisher ran at its own pace: about 68 frames a second.
     assert!(
         after - before >= 5 * 60,
@@ -420,7 +398,7 @@ fn bad_input_closes_only_that_connection() {
     );
     let out = dir.path().join("after.flv");
     let (o, _) = ffmpeg::run(
-        &record_args(&url(&s, "live/cam1", None), 2, &out),
+        &record_args(&s.rtmp_url("live/cam1", None), 2, &out),
         Duration::from_secs(20),
     );
     assert!(

@@ -18,29 +18,9 @@ fn rtmp_url(s: &Server, stream: &str, token: Option<&str>) -> String {
     }
 }
 
-fn frames_in(s: &Server, stream: &str) -> u64 {
-    let m = s.get("/metrics").unwrap().body;
-    let prefix = format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Starts an endless publisher with `args` and waits until `stream` is live.
 fn start(s: &Server, dir: &TempDir, stream: &str, args: &[String]) -> Proc {
-    let mut p = Proc::ffmpeg(
-        args,
-        &dir.path()
-            .join(format!("pub-{}.log", stream.replace('/', "_"))),
-    );
-    let live = wait_until(Duration::from_secs(10), || frames_in(s, stream) > 0);
-    assert!(
-        live && p.running(),
-        "publisher of {stream} did not go live: {}",
-        p.stderr()
-    );
-    p
+    s.start_publisher(dir, stream, args)
 }
 
 fn start_srt_publisher(s: &Server, dir: &TempDir, stream: &str, streamid: &str) -> Proc {
@@ -229,10 +209,10 @@ fn refusals_at_the_handshake() {
         &dir,
         "no token on a subscribeRequiresAuth stream",
     );
-    let before = frames_in(&s, "live/cam1");
+    let before = s.frames_in("live/cam1");
     std::thread::sleep(Duration::from_secs(1));
     assert!(first.running(), "the first publisher keeps streaming");
-    assert!(frames_in(&s, "live/cam1") > before + 25);
+    assert!(s.frames_in("live/cam1") > before + 25);
 
     let lines = s.log_lines_with("srt request refused");
     for reason in [
@@ -366,9 +346,9 @@ fn passphrases() {
             "publish with the passphrase{extra}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(wait_until(Duration::from_secs(5), || frames_in(
-            &s, "live/enc"
-        ) == 0));
+        assert!(wait_until(Duration::from_secs(5), || s
+            .frames_in("live/enc")
+            == 0));
     }
     // A caller that announces a key size to a stream without a passphrase is refused before
     // srt-protocol sees it.

@@ -98,29 +98,38 @@ fn shape(token: Option<&str>, stream_id: &str, r: &Request) -> Value {
     })
 }
 
+/// Parses the request and checks `expireDate` against the server's expiry policy; returns the
+/// request and the expiry to store (Unix ms).
+fn checked(
+    state: &ApiState,
+    app: &str,
+    stream_id: &str,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    now: SystemTime,
+) -> Result<(Request, Option<i64>), String> {
+    let Ok(Query(q)) = query else {
+        return Err("malformed query string".into());
+    };
+    let r = parse(app, stream_id, &q, now)?;
+    let left_ms = r.expire_date.saturating_mul(1000) - unix_millis(now);
+    let secs = u64::try_from(left_ms.div_euclid(1000).max(1)).unwrap_or(1);
+    let expires_on = state
+        .auth
+        .expiry(now, Some(secs), "expireDate")
+        .map_err(|e| e.to_string())?;
+    Ok((r, expires_on))
+}
+
 /// A one-time token for exactly that stream and type.
 async fn one_time(
     State(state): State<ApiState>,
     Path((app, stream_id)): Path<(String, String)>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = query else {
-        return bad("malformed query string");
-    };
     let now = SystemTime::now();
-    let r = match parse(&app, &stream_id, &q, now) {
-        Ok(r) => r,
+    let (r, expires_on) = match checked(&state, &app, &stream_id, query, now) {
+        Ok(parsed) => parsed,
         Err(message) => return bad(message),
-    };
-    let secs = u64::try_from(
-        (r.expire_date.saturating_mul(1000) - unix_millis(now))
-            .div_euclid(1000)
-            .max(1),
-    )
-    .unwrap_or(1);
-    let expires_on = match state.auth.expiry(now, Some(secs), "expireDate") {
-        Ok(e) => e,
-        Err(e) => return bad(e.to_string()),
     };
     let rule = match StreamRule::exact(r.stream.as_str()) {
         Ok(rule) => rule,
@@ -154,26 +163,14 @@ async fn jwt(
     Path((app, stream_id)): Path<(String, String)>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
-    let Ok(Query(q)) = query else {
-        return bad("malformed query string");
-    };
     let now = SystemTime::now();
-    let r = match parse(&app, &stream_id, &q, now) {
-        Ok(r) => r,
+    let r = match checked(&state, &app, &stream_id, query, now) {
+        Ok((r, _)) => r,
         Err(message) => return bad(message),
     };
     let Some(signer) = state.auth.jwt().filter(|j| j.can_sign()) else {
         return bad("signed tokens are not configured on this server");
     };
-    let secs = u64::try_from(
-        (r.expire_date.saturating_mul(1000) - unix_millis(now))
-            .div_euclid(1000)
-            .max(1),
-    )
-    .unwrap_or(1);
-    if let Err(e) = state.auth.expiry(now, Some(secs), "expireDate") {
-        return bad(e.to_string());
-    }
     let Ok(jti) = random_urlsafe(16) else {
         return fail(StatusCode::INTERNAL_SERVER_ERROR, "random source failed");
     };
