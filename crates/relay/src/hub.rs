@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
-
 use crate::session::{lock, Session};
+use crate::wake::Signal;
 use crate::{Publisher, RelayError, Subscriber};
 
 /// The stream hub; clones share the same streams.
@@ -29,8 +28,8 @@ pub(crate) struct HubInner {
 pub(crate) struct StreamEntry {
     name: String,
     state: Mutex<EntryState>,
-    /// Woken on every push and on publish start and end; subscribers wait here.
-    pub(crate) notify: Notify,
+    /// Bumped and woken on every push and on publish start and end; subscribers wait here.
+    pub(crate) signal: Signal,
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
     dropped: AtomicU64,
@@ -90,7 +89,7 @@ impl Hub {
             session
         };
         drop(streams);
-        entry.notify.notify_waiters();
+        entry.signal.wake_all();
         Ok(Publisher::new(Arc::clone(&self.inner), entry, session))
     }
 
@@ -154,10 +153,11 @@ impl HubInner {
             }
         }
         session.end();
-        entry.notify.notify_waiters();
+        entry.signal.wake_all();
     }
 
-    /// Detaches a subscriber: the entry is removed if it was the last user.
+    /// Detaches a subscriber (its parking slot already given back): the entry is removed if
+    /// it was the last user.
     pub(crate) fn detach_subscriber(&self, entry: &Arc<StreamEntry>) {
         let mut streams = lock(&self.streams);
         let mut state = lock(&entry.state);
@@ -184,7 +184,7 @@ impl StreamEntry {
         Self {
             name: name.to_owned(),
             state: Mutex::new(EntryState::default()),
-            notify: Notify::new(),
+            signal: Signal::default(),
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -201,9 +201,9 @@ impl StreamEntry {
         lock(&self.state).session.clone()
     }
 
-    /// Counts one pushed frame.
-    pub(crate) fn count_in(&self, bytes: usize) {
-        self.frames_in.fetch_add(1, Ordering::Relaxed);
+    /// Counts pushed frames and their payload bytes.
+    pub(crate) fn count_in(&self, frames: u64, bytes: usize) {
+        self.frames_in.fetch_add(frames, Ordering::Relaxed);
         self.bytes_in
             .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
     }

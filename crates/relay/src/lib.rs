@@ -10,9 +10,10 @@
 //! [`Event::Frame`] in its own wire format through the shared encode cache.
 //!
 //! Queue design: each stream keeps one ring of the last [`SUBSCRIBER_QUEUE_FRAMES`] frames
-//! and each subscriber only a cursor into it, so a push costs the same with one subscriber
-//! or thousands (one allocation for the shared frame, one short lock, one wake-up of the
-//! waiting subscribers). A subscriber whose cursor falls off the ring has lost frames: it
+//! and each subscriber only a cursor into it, so a push does no per-subscriber queueing (one
+//! allocation for the shared frame, one short lock, then a wake-up of the subscribers that
+//! wait). A subscriber that has read everything sees with one atomic load that nothing is
+//! new and waits in its own parking slot, so idle checks and waits take no shared lock. A subscriber whose cursor falls off the ring has lost frames: it
 //! skips to the newest video keyframe still queued (or waits for the next one), and the
 //! loss is counted, per subscriber and per stream.
 //! No lock is held across an `.await`, and no unbounded channel carries media.
@@ -25,6 +26,7 @@ mod queue;
 mod session;
 mod shared;
 mod subscriber;
+mod wake;
 
 pub use error::RelayError;
 pub use gop::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};

@@ -60,15 +60,36 @@ impl Publisher {
 
     /// Hands a frame to every subscriber. Never waits: the cost is one allocation for the
     /// shared frame, one short lock and a wake-up of the subscribers waiting for data,
-    /// whatever their number and however far behind they are.
+    /// however far behind they are.
     ///
     /// A configuration change made before this call is announced to each subscriber right
     /// before this frame.
     pub fn push(&self, frame: Frame) {
         let bytes = frame.payload.len();
-        self.session.push(Arc::new(SharedFrame::new(frame)));
-        self.entry.count_in(bytes);
-        self.entry.notify.notify_waiters();
+        self.session.push_all([Arc::new(SharedFrame::new(frame))]);
+        self.entry.count_in(1, bytes);
+        self.entry.signal.wake_all();
+    }
+
+    /// Hands several frames to every subscriber, in order, with one wake-up for all of them:
+    /// for frames that arrived together (one socket read), so that each subscriber is woken,
+    /// and writes, once. Never waits.
+    pub fn push_all(&self, frames: impl IntoIterator<Item = Frame>) {
+        let mut bytes = 0;
+        let shared: Vec<Arc<SharedFrame>> = frames
+            .into_iter()
+            .map(|frame| {
+                bytes += frame.payload.len();
+                Arc::new(SharedFrame::new(frame))
+            })
+            .collect();
+        if shared.is_empty() {
+            return;
+        }
+        let count = shared.len() as u64;
+        self.session.push_all(shared);
+        self.entry.count_in(count, bytes);
+        self.entry.signal.wake_all();
     }
 }
 

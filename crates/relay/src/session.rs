@@ -82,18 +82,20 @@ impl Session {
         lock(&self.state)
     }
 
-    /// Appends a frame for every reader and the GOP cache.
-    pub(crate) fn push(&self, frame: Arc<SharedFrame>) {
+    /// Appends frames, in order, for every reader and the GOP cache, under one lock.
+    pub(crate) fn push_all(&self, frames: impl IntoIterator<Item = Arc<SharedFrame>>) {
         let mut state = self.lock();
-        if frame.frame.track == TrackKind::Video {
-            state.has_video = true;
+        for frame in frames {
+            if frame.frame.track == TrackKind::Video {
+                state.has_video = true;
+            }
+            let slot = Slot {
+                frame,
+                config: Arc::clone(&state.config),
+            };
+            state.gop.push(&slot);
+            state.ring.push(slot);
         }
-        let slot = Slot {
-            frame,
-            config: Arc::clone(&state.config),
-        };
-        state.gop.push(&slot);
-        state.ring.push(slot);
     }
 
     /// Applies `change` to a copy of the configuration; frames pushed from now on carry the

@@ -1,12 +1,13 @@
 //! The viewing side of a stream: a cursor into the stream's ring plus the catch-up state.
 
 use std::collections::VecDeque;
-use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use crate::hub::{HubInner, StreamEntry};
 use crate::queue::Slot;
 use crate::session::{JoinPoint, Session};
+use crate::wake::{Registration, NEVER};
 use crate::{SharedConfig, SharedFrame};
 
 /// What a subscriber receives.
@@ -37,6 +38,11 @@ pub struct Subscriber {
     entry: Arc<StreamEntry>,
     reader: Option<Reader>,
     dropped: u64,
+    /// This subscriber's parking slot in the stream's signal.
+    parking: Registration,
+    /// The stream's epoch when this subscriber last had everything read, or [`NEVER`]: while
+    /// the epoch stays there, nothing is new (see [`crate::wake`]).
+    seen: u64,
 }
 
 /// Where a subscriber stands in one publish session.
@@ -68,8 +74,8 @@ enum Resume {
 /// The outcome of one read attempt.
 #[derive(Debug)]
 enum Step {
-    /// Something to deliver.
-    Deliver(Event),
+    /// Something to deliver; `drained` when nothing more was readable at that moment.
+    Deliver { event: Event, drained: bool },
     /// Nothing new yet.
     Empty,
     /// The session ended and everything in it was read.
@@ -83,6 +89,8 @@ impl Subscriber {
         entry: Arc<StreamEntry>,
         live: Option<Arc<Session>>,
     ) -> Self {
+        // Registered before joining, so that no change after the join is missed.
+        let parking = entry.signal.register();
         let reader = live.and_then(|session| {
             let join = session.join()?;
             Some(Reader::new(session, join))
@@ -92,6 +100,8 @@ impl Subscriber {
             entry,
             reader,
             dropped: 0,
+            parking,
+            seen: NEVER,
         }
     }
 
@@ -108,35 +118,65 @@ impl Subscriber {
     /// Waits for the next event. Cancel-safe: if the future is dropped before it completes,
     /// no event is lost.
     pub async fn recv(&mut self) -> Event {
-        let entry = Arc::clone(&self.entry);
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next event if one is ready; otherwise `Pending`, and `cx`'s waker is woken when
+    /// something may have arrived (the basis of [`Subscriber::recv`], for hand-written
+    /// futures). Waiting takes no lock shared with other subscribers.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         loop {
-            let mut notified = pin!(entry.notify.notified());
-            // Register before looking, so that a push between the look and the wait wakes us.
-            notified.as_mut().enable();
             if let Some(event) = self.try_recv() {
-                return event;
+                return Poll::Ready(event);
             }
-            notified.await;
+            // Nothing new as of `seen`. Park, then look at the epoch once more: a change
+            // made meanwhile is either seen here or wakes us.
+            self.parking.park(cx.waker());
+            if self.entry.signal.epoch() == self.seen {
+                return Poll::Pending;
+            }
+            self.parking.unpark();
         }
     }
 
-    /// The next event if one is ready, without waiting.
+    /// The next event if one is ready, without waiting. When this subscriber has read
+    /// everything and nothing changed since, this is one atomic load and takes no lock.
     pub fn try_recv(&mut self) -> Option<Event> {
+        // Loaded before reading: if the read then finds nothing more, every change up to
+        // this epoch has been read.
+        let epoch = self.entry.signal.epoch();
+        if epoch == self.seen {
+            return None;
+        }
+        let (event, drained) = self.read();
+        if drained {
+            self.seen = epoch;
+        }
+        event
+    }
+
+    /// Reads the next event, if any, and whether nothing more was readable (nothing held
+    /// back, nothing left in the session, or no session).
+    fn read(&mut self) -> (Option<Event>, bool) {
         loop {
             if self.reader.is_none() {
                 // Waiting, or done with the previous publish: a new one is read from its
                 // start (the entry never holds a session that has ended).
-                let session = self.entry.session()?;
+                let Some(session) = self.entry.session() else {
+                    return (None, true);
+                };
                 self.reader = Some(Reader::new(session, JoinPoint::session_start()));
             }
-            let reader = self.reader.as_mut()?;
+            let Some(reader) = self.reader.as_mut() else {
+                return (None, true);
+            };
             match reader.next(&self.entry, &mut self.dropped) {
-                Step::Deliver(event) => return Some(event),
-                Step::Empty => return None,
+                Step::Deliver { event, drained } => return (Some(event), drained),
+                Step::Empty => return (None, true),
                 Step::Finished { started } => {
                     self.reader = None;
                     if started {
-                        return Some(Event::Ended);
+                        return (Some(Event::Ended), false);
                     }
                 }
             }
@@ -146,6 +186,7 @@ impl Subscriber {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        self.entry.signal.unregister(&self.parking);
         self.hub.detach_subscriber(&self.entry);
     }
 }
@@ -172,10 +213,13 @@ impl Reader {
     /// is none yet or the session is over. Lost frames are added to `dropped` and the entry.
     fn next(&mut self, entry: &StreamEntry, dropped: &mut u64) -> Step {
         if let Some(frame) = self.pending.take() {
-            return Step::Deliver(Event::Frame(frame));
+            return Step::Deliver {
+                event: Event::Frame(frame),
+                drained: false,
+            };
         }
         let mut lost = 0u64;
-        let (found, ended) = {
+        let (event, at_end, ended) = {
             let state = self.session.lock();
             if self.cursor < state.ring.base() {
                 // Frames were overwritten before we read them. Resume at the newest start
@@ -190,55 +234,71 @@ impl Reader {
                 self.cursor = resume_at;
                 self.resume = Resume::StartPoint { counted: true };
             }
-            let mut found = None;
-            while found.is_none() {
-                let slot = if let Some(slot) = self.backlog.pop_front() {
-                    slot
-                } else if let Some(slot) = state.ring.get(self.cursor) {
-                    self.cursor += 1;
-                    slot.clone()
-                } else {
-                    break;
+            let mut event = None;
+            while event.is_none() {
+                let from_backlog = self.backlog.pop_front();
+                let slot = match &from_backlog {
+                    Some(slot) => slot,
+                    None => match state.ring.get(self.cursor) {
+                        Some(slot) => {
+                            self.cursor += 1;
+                            slot
+                        }
+                        None => break,
+                    },
                 };
-                match self.resume {
-                    Resume::Any => found = Some(slot),
+                let take = match self.resume {
+                    Resume::Any => true,
                     Resume::StartPoint { counted } => {
-                        if state.is_start_point(&slot.frame) {
+                        let start = state.is_start_point(&slot.frame);
+                        if start {
                             self.resume = Resume::Any;
-                            found = Some(slot);
                         } else if counted {
                             lost += 1;
                         }
+                        start
                     }
+                };
+                if take {
+                    event = Some(announce(&mut self.last_config, &mut self.pending, slot));
                 }
             }
-            (found, state.ended)
+            let at_end =
+                self.backlog.is_empty() && self.cursor >= state.ring.head() && !state.ended;
+            (event, at_end, state.ended)
         };
         if lost > 0 {
             *dropped += lost;
             entry.count_dropped(lost);
         }
-        match found {
-            Some(slot) => Step::Deliver(self.announce(slot)),
+        match event {
+            Some(event) => Step::Deliver {
+                event,
+                drained: at_end && self.pending.is_none(),
+            },
             None if ended => Step::Finished {
                 started: self.last_config.is_some(),
             },
             None => Step::Empty,
         }
     }
+}
 
-    /// The event for `slot`: the frame itself, or first a `Started` if its configuration is
-    /// not the one last announced (the frame is then held back for the next read).
-    fn announce(&mut self, slot: Slot) -> Event {
-        if self
-            .last_config
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, &slot.config))
-        {
-            return Event::Frame(slot.frame);
-        }
-        self.last_config = Some(Arc::clone(&slot.config));
-        self.pending = Some(slot.frame);
-        Event::Started(slot.config)
+/// The event for `slot`: the frame itself, or first a `Started` if its configuration is not
+/// the one last announced (the frame is then held back in `pending` for the next read). Only
+/// the references handed out are cloned.
+fn announce(
+    last_config: &mut Option<Arc<SharedConfig>>,
+    pending: &mut Option<Arc<SharedFrame>>,
+    slot: &Slot,
+) -> Event {
+    if last_config
+        .as_ref()
+        .is_some_and(|c| Arc::ptr_eq(c, &slot.config))
+    {
+        return Event::Frame(Arc::clone(&slot.frame));
     }
+    *last_config = Some(Arc::clone(&slot.config));
+    *pending = Some(Arc::clone(&slot.frame));
+    Event::Started(Arc::clone(&slot.config))
 }

@@ -501,3 +501,104 @@ fn handles_are_send() {
     assert_send(&sub);
     assert_send(&sub.recv());
 }
+
+#[tokio::test]
+async fn push_all_delivers_in_order_and_counts_every_frame() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/batch").unwrap();
+    publisher.set_video_config(avc());
+    let mut sub = hub.subscribe("live/batch");
+    publisher.push_all([video(0, true), audio(0), video(1, false)]);
+    publisher.push_all(std::iter::empty());
+    started(Some(recv(&mut sub).await));
+    assert_eq!(frame(sub.try_recv()).frame.track, TrackKind::Video);
+    assert_eq!(frame(sub.try_recv()).frame.track, TrackKind::Audio);
+    assert_eq!(frame(sub.try_recv()).frame.pts, ms_to_ticks(40));
+    assert!(sub.try_recv().is_none());
+    let stats = hub.stream_stats("live/batch").unwrap();
+    assert_eq!(stats.frames_in, 3);
+    assert_eq!(stats.bytes_in, 24);
+}
+
+#[tokio::test]
+async fn dropped_recv_loses_nothing_and_a_later_recv_wakes() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/cancel").unwrap();
+    let mut sub = hub.subscribe("live/cancel");
+    assert_pending(&mut sub).await;
+    publisher.set_audio_config(aac());
+    publisher.push(audio(0));
+    assert!(matches!(recv(&mut sub).await, Event::Started(_)));
+    assert_eq!(frame(Some(recv(&mut sub).await)).frame.pts, 0);
+    assert_pending(&mut sub).await;
+    let pusher = {
+        let publisher = publisher;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            publisher.push(audio(1));
+            publisher
+        })
+    };
+    assert_eq!(frame(Some(recv(&mut sub).await)).frame.pts, ms_to_ticks(40));
+    drop(pusher.await.unwrap());
+    assert!(matches!(recv(&mut sub).await, Event::Ended));
+}
+
+/// Subscribers on two threads read in lockstep with the publisher: each frame is pushed only
+/// once every subscriber has read the one before, so a wake-up lost between "nothing new" and
+/// "parked" leaves a subscriber asleep with a frame waiting, and the round times out. Also
+/// checks order and that nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wake_up_is_lost_between_threads() {
+    const SUBSCRIBERS: usize = 8;
+    const ROUNDS: i64 = 10_000;
+    let hub = Hub::new();
+    let publisher = hub.publish("live/race").unwrap();
+    publisher.set_audio_config(aac());
+    let read = Arc::new(AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut sub = hub.subscribe("live/race");
+        let read = Arc::clone(&read);
+        readers.push(tokio::spawn(async move {
+            let mut next = 0;
+            loop {
+                match recv(&mut sub).await {
+                    Event::Started(_) => {}
+                    Event::Frame(f) => {
+                        assert_eq!(f.frame.pts, ms_to_ticks(next * 40), "in order");
+                        next += 1;
+                        read.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Event::Ended => return (next, sub.dropped()),
+                }
+            }
+        }));
+    }
+    // The publisher spins on its own thread, so that its push lands within nanoseconds of
+    // the last read, while that subscriber is on its way to parking.
+    let pushing = tokio::task::spawn_blocking(move || {
+        for n in 0..ROUNDS {
+            if n % 2 == 0 {
+                publisher.push(audio(n));
+            } else {
+                publisher.push_all([audio(n)]);
+            }
+            let want = SUBSCRIBERS * usize::try_from(n + 1).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while read.load(Ordering::SeqCst) < want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a subscriber slept through frame {n}"
+                );
+                std::hint::spin_loop();
+            }
+        }
+    });
+    pushing.await.unwrap();
+    for reader in readers {
+        let (received, dropped) = reader.await.unwrap();
+        assert_eq!(dropped, 0);
+        assert_eq!(received, ROUNDS);
+    }
+}
