@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +26,7 @@ use crate::chunk::{encode_message, msg_type, AUDIO_CSID, OUT_CHUNK_SIZE, VIDEO_C
 use crate::status::{
     metadata_for_viewer, metadata_from_rtmp, on_status, play_denied, publish_denied,
 };
+use crate::stop::{watch, StopReason, StopSignal, Watcher};
 use crate::target::parse_target;
 use crate::watch::InboundWatch;
 use crate::RtmpContext;
@@ -86,24 +86,32 @@ enum Role {
 }
 
 struct Publishing {
-    grant: Grant,
+    /// Held while publishing: the stream's publish lease and the live-session registration.
+    _grant: Grant,
+    /// Fires the connection's stop signal when the grant is revoked.
+    _revocation: Watcher,
     publisher: Publisher,
+    /// Frames parsed from the current read, handed to the relay together (one wake-up of the
+    /// viewers) when the read is done or before a configuration change.
+    frames: Vec<Frame>,
+}
+
+impl Publishing {
+    /// Hands the frames gathered so far to the relay.
+    fn push_frames(&mut self) {
+        if !self.frames.is_empty() {
+            self.publisher.push_all(self.frames.drain(..));
+        }
+    }
 }
 
 struct Playing {
-    grant: Grant,
+    /// Held while playing: the live-session registration.
+    _grant: Grant,
+    /// Fires the connection's stop signal when the grant is revoked.
+    _revocation: Watcher,
     subscriber: Subscriber,
     stream_id: u32,
-}
-
-impl Role {
-    fn cancellation(&self) -> Option<CancellationToken> {
-        match self {
-            Role::Idle => None,
-            Role::Publishing(p) => Some(p.grant.cancellation()),
-            Role::Playing(p) => Some(p.grant.cancellation()),
-        }
-    }
 }
 
 /// Serves one accepted connection to its end.
@@ -115,6 +123,10 @@ pub async fn serve_connection(
 ) {
     let _ = socket.set_nodelay(true);
     let (reader, writer) = socket.into_split();
+    // Shutdown and, once granted, revocation fire this one signal; the task checks it at
+    // every wake-up (once per frame for a viewer), which the tokens would make costly.
+    let stop = StopSignal::default();
+    let _shutdown = watch(shutdown, StopReason::Shutdown, &stop);
     let mut conn = Connection {
         ctx,
         peer,
@@ -123,10 +135,15 @@ pub async fn serve_connection(
         watch: InboundWatch::default(),
         role: Role::Idle,
         stream: None,
+        stop: stop.clone(),
     };
     let reason = tokio::select! {
+        biased;
+        reason = stop.fired() => match reason {
+            StopReason::Shutdown => Close::Shutdown,
+            StopReason::Revoked => Close::Revoked,
+        },
         Err(r) = conn.run() => r,
-        _ = shutdown.cancelled() => Close::Shutdown,
     };
     match &reason {
         Close::Io(e) => tracing::debug!(peer = %peer, error = %e, "rtmp connection closed"),
@@ -149,13 +166,8 @@ struct Connection {
     role: Role,
     /// Publish or play, and the stream, once granted (for the closing log line).
     stream: Option<(&'static str, String)>,
-}
-
-async fn cancelled(token: Option<CancellationToken>) {
-    match token {
-        Some(t) => t.cancelled().await,
-        None => std::future::pending().await,
-    }
+    /// Fired on shutdown and on revocation of the grant; watched by [`serve_connection`].
+    stop: StopSignal,
 }
 
 async fn next_media(role: &mut Role) -> Event {
@@ -195,35 +207,27 @@ impl Connection {
             } else {
                 PUBLISH_READ_TIMEOUT
             };
-            let cancel = self.role.cancellation();
-            let read = tokio::select! {
-                biased;
-                _ = cancelled(cancel) => return Err(Close::Revoked),
-                read = tokio::time::timeout(limit, self.reader.read_buf(&mut buf)) => match read {
-                    Ok(r) => r,
-                    Err(_) if idle => return Err(Close::Idle),
-                    Err(_) => return Err(Close::Protocol("publisher sent nothing".into())),
-                },
+            let read = match tokio::time::timeout(limit, self.reader.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) if idle => return Err(Close::Idle),
+                Err(_) => return Err(Close::Protocol("publisher sent nothing".into())),
             };
             self.on_read(read, &mut session, &mut out, &mut buf).await?;
         }
     }
 
     /// Serves a viewer until its play ends (then returns to the main loop) or the connection
-    /// must close. This path runs once per frame: no timer is armed and the cancellation future
-    /// is made once.
+    /// must close. This path runs once per frame: no timer is armed, and shutdown and
+    /// revocation are watched outside it (see [`serve_connection`]).
     async fn play_loop(
         &mut self,
         session: &mut ServerSession,
         out: &mut Outbox,
         buf: &mut BytesMut,
     ) -> Result<(), Close> {
-        let cancel = self.role.cancellation().unwrap_or_default();
-        let mut revoked = pin!(cancel.cancelled_owned());
         while matches!(self.role, Role::Playing(_)) {
             let read = tokio::select! {
                 biased;
-                _ = &mut revoked => return Err(Close::Revoked),
                 event = next_media(&mut self.role) => {
                     self.media(session, event, out)?;
                     self.drain_media(session, out)?;
@@ -303,22 +307,8 @@ impl Connection {
         let mut done = 0;
         let mut offset = 0;
         while done < out.parts.len() {
-            let slices: Vec<IoSlice<'_>> = out
-                .parts
-                .get(done..)
-                .unwrap_or_default()
-                .iter()
-                .take(MAX_IOVECS)
-                .enumerate()
-                .map(|(i, b)| {
-                    IoSlice::new(if i == 0 {
-                        b.get(offset..).unwrap_or_default()
-                    } else {
-                        b
-                    })
-                })
-                .collect();
-            match self.writer.try_write_vectored(&slices) {
+            let parts = out.parts.get(done..).unwrap_or_default();
+            match write_vectored_now(&self.writer, parts, offset) {
                 Ok(0) => return Err(Close::PeerClosed),
                 Ok(mut n) => {
                     while n > 0 {
@@ -372,17 +362,25 @@ impl Connection {
         out: &mut Outbox,
     ) -> Result<(), Close> {
         let mut queue = std::collections::VecDeque::from(results);
+        let mut result = Ok(());
         while let Some(r) = queue.pop_front() {
             match r {
                 ServerSessionResult::OutboundResponse(p) => out.push(Bytes::from(p.bytes)),
-                ServerSessionResult::RaisedEvent(e) => {
-                    let more = self.event(session, e, out)?;
-                    queue.extend(more);
-                }
+                ServerSessionResult::RaisedEvent(e) => match self.event(session, e, out) {
+                    Ok(more) => queue.extend(more),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                },
                 ServerSessionResult::UnhandleableMessageReceived(_) => {}
             }
         }
-        Ok(())
+        // The media of this read reaches the viewers in one go.
+        if let Role::Publishing(p) = &mut self.role {
+            p.push_frames();
+        }
+        result
     }
 
     fn event(
@@ -410,7 +408,8 @@ impl Connection {
                 ..
             } => self.play(session, request_id, &app_name, &stream_key, stream_id, out),
             ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
-                if let Role::Publishing(p) = &self.role {
+                if let Role::Publishing(p) = &mut self.role {
+                    p.push_frames();
                     p.publisher.set_metadata(metadata_from_rtmp(&metadata));
                 }
                 Ok(Vec::new())
@@ -418,10 +417,13 @@ impl Connection {
             ServerSessionEvent::VideoDataReceived {
                 data, timestamp, ..
             } => {
-                if let Role::Publishing(p) = &self.role {
+                if let Role::Publishing(p) = &mut self.role {
                     match flv::parse_video(timestamp.value, data) {
-                        Ok(FlvVideo::Config(c)) => p.publisher.set_video_config(c),
-                        Ok(FlvVideo::Frame(f)) => p.publisher.push(f),
+                        Ok(FlvVideo::Config(c)) => {
+                            p.push_frames();
+                            p.publisher.set_video_config(c);
+                        }
+                        Ok(FlvVideo::Frame(f)) => p.frames.push(f),
                         Ok(_) => {}
                         Err(e) => {
                             tracing::debug!(peer = %self.peer, error = %e, "skipped a malformed video message")
@@ -433,10 +435,13 @@ impl Connection {
             ServerSessionEvent::AudioDataReceived {
                 data, timestamp, ..
             } => {
-                if let Role::Publishing(p) = &self.role {
+                if let Role::Publishing(p) = &mut self.role {
                     match flv::parse_audio(timestamp.value, data) {
-                        Ok(FlvAudio::Config(c)) => p.publisher.set_audio_config(c),
-                        Ok(FlvAudio::Frame(f)) => p.publisher.push(f),
+                        Ok(FlvAudio::Config(c)) => {
+                            p.push_frames();
+                            p.publisher.set_audio_config(c);
+                        }
+                        Ok(FlvAudio::Frame(f)) => p.frames.push(f),
                         Ok(FlvAudio::Unsupported(_)) => {}
                         Err(e) => {
                             tracing::debug!(peer = %self.peer, error = %e, "skipped a malformed audio message")
@@ -447,6 +452,9 @@ impl Connection {
             }
             ServerSessionEvent::PublishStreamFinished { .. }
             | ServerSessionEvent::PlayStreamFinished { .. } => {
+                if let Role::Publishing(p) = &mut self.role {
+                    p.push_frames();
+                }
                 self.role = Role::Idle;
                 Ok(Vec::new())
             }
@@ -526,7 +534,13 @@ impl Connection {
             .map_err(|e| Close::Protocol(e.to_string()))?;
         tracing::info!(peer = %self.peer, stream = %target.stream, token = ?grant.token_id(), "rtmp publish started");
         self.stream = Some(("publish", target.stream.to_string()));
-        self.role = Role::Publishing(Box::new(Publishing { grant, publisher }));
+        let revocation = watch(grant.cancellation(), StopReason::Revoked, &self.stop);
+        self.role = Role::Publishing(Box::new(Publishing {
+            _grant: grant,
+            _revocation: revocation,
+            publisher,
+            frames: Vec::new(),
+        }));
         Ok(results)
     }
 
@@ -578,8 +592,10 @@ impl Connection {
             .map_err(|e| Close::Protocol(e.to_string()))?;
         tracing::info!(peer = %self.peer, stream = %target.stream, token = ?grant.token_id(), "rtmp play started");
         self.stream = Some(("play", target.stream.to_string()));
+        let revocation = watch(grant.cancellation(), StopReason::Revoked, &self.stop);
         self.role = Role::Playing(Box::new(Playing {
-            grant,
+            _grant: grant,
+            _revocation: revocation,
             subscriber,
             stream_id,
         }));
@@ -665,6 +681,27 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// One non-blocking vectored write of `parts`, the first from `offset` on, at most
+/// [`MAX_IOVECS`] of them. The slices live on the stack of this call only, not in the
+/// connection's future.
+fn write_vectored_now(
+    writer: &OwnedWriteHalf,
+    parts: &[Bytes],
+    offset: usize,
+) -> std::io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut used = 0;
+    for (slot, (i, b)) in slices.iter_mut().zip(parts.iter().enumerate()) {
+        *slot = IoSlice::new(if i == 0 {
+            b.get(offset..).unwrap_or_default()
+        } else {
+            b
+        });
+        used += 1;
+    }
+    writer.try_write_vectored(slices.get(..used).unwrap_or_default())
 }
 
 /// The AVC and AAC sequence headers of a configuration, as chunks.

@@ -14,6 +14,7 @@ pub mod chunk;
 mod connection;
 mod listener;
 pub mod status;
+mod stop;
 pub mod target;
 pub mod watch;
 
