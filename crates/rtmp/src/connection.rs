@@ -14,7 +14,7 @@ use rml_rtmp::sessions::{
 };
 use streamgate_auth::{AccessRequest, Action, Denial, Grant, Protocol};
 use streamgate_media::flv::{self, FlvAudio, FlvVideo};
-use streamgate_media::Frame;
+use streamgate_media::{Codec, Frame};
 use streamgate_relay::{Event, Publisher};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -25,7 +25,8 @@ use crate::chunk::OUT_CHUNK_SIZE;
 use crate::encode::{config_bytes, frame_bytes};
 use crate::fanout::{FanOuts, Membership, Viewer, Work, MAX_EVENTS_PER_WRITE};
 use crate::status::{
-    metadata_for_viewer, metadata_from_rtmp, on_status, play_denied, publish_denied,
+    metadata_for_viewer, metadata_from_rtmp, on_error_status, on_status, play_denied,
+    publish_denied, VP8_NOT_PLAYABLE,
 };
 use crate::stop::{watch, StopReason, StopSignal, Watcher};
 use crate::target::parse_target;
@@ -661,6 +662,16 @@ impl Connection {
                     Err(e) => return Err(Close::Protocol(e.to_string())),
                 }
                 out.push(config_bytes(&config, stream_id));
+            }
+            Event::Frame(shared) if shared.frame.codec == Codec::Vp8 => {
+                let name = self.stream.as_ref().map_or("", |(_, name)| name.as_str());
+                tracing::warn!(peer = %self.peer, stream = %name, "rtmp play refused: {VP8_NOT_PLAYABLE}");
+                out.push(on_error_status(
+                    stream_id,
+                    "NetStream.Play.Failed",
+                    VP8_NOT_PLAYABLE,
+                ));
+                return Err(Close::Refused);
             }
             Event::Frame(shared) => out.push(frame_bytes(&shared, stream_id)),
             Event::Ended => {

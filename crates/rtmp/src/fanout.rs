@@ -8,8 +8,8 @@
 //!   non-blocking vectored write, all under the cell's lock.
 //! - `Task`: the viewer's own connection task writes. The shard switches a cell to `Task`
 //!   and wakes that task whenever it cannot finish there: a write that would block, was
-//!   partial or failed (the rest is left in the cell), or a `Started` or `Ended` event,
-//!   which need the connection's RTMP session. The connection also takes over before it
+//!   partial or failed (the rest is left in the cell), a `Started` or `Ended` event, which
+//!   need the connection's RTMP session, or a VP8 frame, which ends the play. The connection also takes over before it
 //!   writes replies of its own. Once it has caught up (waiting for the socket when needed,
 //!   with the stall timeout) and the relay has nothing more, it hands the cell back to `Fast`
 //!   under the lock, so that a frame pushed meanwhile is either seen by it or by the next
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use streamgate_media::Codec;
 use streamgate_relay::{Event, Hub, StreamWatch, Subscriber};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::AbortHandle;
@@ -172,6 +173,12 @@ impl Viewer {
             let mut more = false;
             while state.batch.len() < MAX_EVENTS_PER_WRITE {
                 match subscriber.try_recv() {
+                    // Refused by the connection task: RTMP cannot carry VP8.
+                    Some(Event::Frame(frame)) if frame.frame.codec == Codec::Vp8 => {
+                        state.held = Some(Event::Frame(frame));
+                        hand_off = true;
+                        break;
+                    }
                     Some(Event::Frame(frame)) => {
                         let bytes = frame_bytes(&frame, state.stream_id);
                         if !bytes.is_empty() {
@@ -487,6 +494,32 @@ mod tests {
         viewer.serve();
         assert!(viewer.handoff.raised.load(Ordering::SeqCst));
         assert!(matches!(take_events(&viewer).as_slice(), [Event::Ended]));
+    }
+
+    #[tokio::test]
+    async fn a_vp8_frame_goes_to_the_connection_task() {
+        let hub = Hub::new();
+        let publisher = hub.publish("live/v").unwrap();
+        let (server, _client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Viewer::new(hub.subscribe("live/v"), Arc::new(write), 1);
+        publisher.push(audio(0, 10));
+        while !matches!(viewer.take_work(8), Work::Done) {}
+
+        publisher.push(Frame {
+            track: TrackKind::Video,
+            codec: Codec::Vp8,
+            pts: 0,
+            dts: 0,
+            keyframe: true,
+            payload: Bytes::from_static(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]),
+        });
+        viewer.serve();
+        assert!(viewer.handoff.raised.load(Ordering::SeqCst));
+        match take_events(&viewer).as_slice() {
+            [Event::Frame(f)] => assert_eq!(f.frame.codec, Codec::Vp8),
+            other => panic!("expected the VP8 frame, got {other:?}"),
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
