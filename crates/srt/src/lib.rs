@@ -17,6 +17,7 @@
 
 pub mod admit;
 pub mod feeds;
+pub mod key_material;
 pub mod keys;
 mod listener;
 pub mod reject;
