@@ -37,17 +37,24 @@ pub struct SrtListener {
 
 impl SrtListener {
     /// Binds the UDP socket at `addr`.
+    ///
+    /// The socket has `SO_REUSEPORT`, so that a look at a caller's handshake
+    /// ([`crate::key_material`]) can take that caller's datagrams on the same port for a
+    /// moment. The port is first bound once without it: a port already in use still fails
+    /// here, and a second server started on this one fails the same way.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let domain = if addr.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
+        let domain = Domain::for_address(addr);
+        let addr = {
+            let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            probe.bind(&addr.into())?;
+            probe.local_addr()?.as_socket().unwrap_or(addr)
         };
         let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_nonblocking(true)?;
         // Best effort: the kernel caps these at its configured maximum.
         let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+        socket.set_reuse_port(true)?;
         socket.bind(&addr.into())?;
         Ok(Self {
             socket: socket.into(),
@@ -130,5 +137,25 @@ impl SrtListener {
             .socket(socket)
             .bind(local)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_stays_in_use() {
+        let first = SrtListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let addr = first.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        // Despite SO_REUSEPORT, neither a second listener nor any other socket gets the port.
+        let second = SrtListener::bind(addr).await.unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(std::net::UdpSocket::bind(addr).is_err());
     }
 }
