@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admit::handle_request;
 use crate::feeds::Feeds;
+use crate::key_material::Looker;
 use crate::SrtContext;
 
 /// Most SRT connections served (and handshakes pending) at once; further requests are
@@ -68,10 +69,11 @@ impl SrtListener {
 
     /// Serves connection requests until `shutdown` fires.
     ///
-    /// The srt-tokio listener runs in a task of its own, which a malformed handshake can make
-    /// panic (see [`crate::keys`]). When that happens its request stream ends; a new listener
-    /// is then started on the same socket, which stays bound, so the port never closes.
-    /// Connections the dead listener was serving lose their packets and end.
+    /// The srt-tokio listener runs in a task of its own. Requests that would make srt-protocol
+    /// panic there are refused before they are accepted ([`crate::keys`],
+    /// [`crate::key_material`]); should it panic all the same, its request stream ends and a
+    /// new listener is started on the same socket, which stays bound, so the port never
+    /// closes. Connections the dead listener was serving would lose their packets and end.
     pub async fn run(self, ctx: Arc<SrtContext>, shutdown: CancellationToken) {
         let local = match self.socket.local_addr() {
             Ok(a) => a,
@@ -82,6 +84,7 @@ impl SrtListener {
         };
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let feeds = Arc::new(Feeds::default());
+        let looker = Looker::new(local);
         let mut sessions = JoinSet::new();
         let mut starts: u64 = 0;
         while !shutdown.is_cancelled() {
@@ -114,9 +117,10 @@ impl SrtListener {
                 let ctx = Arc::clone(&ctx);
                 let slots = Arc::clone(&slots);
                 let feeds = Arc::clone(&feeds);
+                let looker = looker.clone();
                 let stop = shutdown.clone();
                 sessions.spawn(async move {
-                    handle_request(ctx, request, slots, feeds, stop).await;
+                    handle_request(ctx, request, slots, feeds, looker, stop).await;
                 });
             }
         }
