@@ -1,5 +1,7 @@
 //! One connection request, decided before it is accepted: `streamid`, the auth decision,
-//! encryption, the relay. Only then is the handshake completed and the session started.
+//! encryption (for a caller announcing no key size to a stream without a passphrase, after a
+//! look at its handshake: [`crate::key_material`]), the relay. Only then is the handshake
+//! completed and the session started.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +14,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::feeds::Feeds;
+use crate::key_material::{KeyMaterial, Look, Looker};
 use crate::keys::{key_decision, KeyDecision};
 use crate::reject::{
     denial_reason, encryption_reason, libsrt_code, overload_reason, stream_id_reason,
+    unseen_handshake_reason,
 };
 use crate::session::{play, publish};
 use crate::streamid::{parse_stream_id, Mode, StreamIdError};
@@ -29,6 +33,7 @@ pub async fn handle_request(
     request: ConnectionRequest,
     slots: Arc<Semaphore>,
     feeds: Arc<Feeds>,
+    looker: Looker,
     shutdown: CancellationToken,
 ) {
     let peer = request.remote();
@@ -81,7 +86,28 @@ pub async fn handle_request(
         Action::Play => ctx.server_passphrase.as_deref(),
     };
     let keys = match key_decision(request.key_size(), required) {
-        KeyDecision::Plain => None,
+        KeyDecision::Plain => {
+            // The request cannot show keying material sent without a key size: look at the
+            // handshake itself (see `key_material`).
+            let refusal = match looker.look(peer).await {
+                Look::Seen(KeyMaterial::Absent) => None,
+                Look::Seen(KeyMaterial::Present) => Some((
+                    "the caller set a passphrase but the stream has none",
+                    encryption_reason(),
+                )),
+                Look::Unseen => Some((
+                    "the caller did not resend its handshake",
+                    unseen_handshake_reason(),
+                )),
+                Look::Busy => Some(("too many handshakes to look at", overload_reason())),
+            };
+            if let Some((why, reason)) = refusal {
+                tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = why, "srt request refused: encryption");
+                refuse(request, reason, peer).await;
+                return;
+            }
+            None
+        }
         KeyDecision::Encrypted(k) => Some(k),
         KeyDecision::Refuse(why) => {
             tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = %why, "srt request refused: encryption");

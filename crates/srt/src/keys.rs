@@ -14,9 +14,9 @@
 //! - where none is required, a caller announcing a key size is refused here.
 //!
 //! One case cannot be seen from the request: a caller that encrypts without announcing its
-//! key size, towards a stream without a passphrase. srt-protocol then panics; the listener is
-//! restarted on the same socket (see [`crate::SrtListener::run`]), but the sessions it served
-//! end with it.
+//! key size (libsrt with a passphrase and no `pbkeylen`), towards a stream without a
+//! passphrase. Such a request is [`KeyDecision::Plain`] here and is accepted only once a look
+//! at its handshake ([`crate::key_material`]) found no keying material.
 
 use srt_protocol::options::{KeySize, Passphrase};
 use srt_protocol::settings::KeySettings;
@@ -24,7 +24,8 @@ use srt_protocol::settings::KeySettings;
 /// How a connection request is to be answered as far as encryption goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyDecision {
-    /// Neither side encrypts.
+    /// Neither side encrypts, as far as the request shows: accept without key settings once
+    /// the handshake itself shows no keying material ([`crate::key_material`]).
     Plain,
     /// Accept with these settings: the caller's announced key size (possibly `Unspecified`)
     /// and the required passphrase.

@@ -6,7 +6,8 @@
 //! `streamid`, peer address and key size before it is accepted. A task per request
 //! ([`admit`]) parses the `streamid` ([`streamid::parse_stream_id`], a pure function),
 //! asks the auth crate, checks the caller's encryption against the passphrase the stream
-//! needs ([`keys`]) and attaches to the relay; any refusal is an SRT rejection with a code
+//! needs ([`keys`]; where the request cannot show it, the handshake itself:
+//! [`key_material`]) and attaches to the relay; any refusal is an SRT rejection with a code
 //! ([`reject`]). Only then is the connection accepted. A publisher's messages go through the
 //! media crate's TS demuxer into the relay; a viewer gets each frame as TS packets muxed once
 //! per frame for all SRT viewers of the stream ([`feeds`]), 7 packets per SRT message. A
@@ -17,6 +18,7 @@
 
 pub mod admit;
 pub mod feeds;
+pub mod key_material;
 pub mod keys;
 mod listener;
 pub mod reject;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admit::handle_request;
 use crate::feeds::Feeds;
+use crate::key_material::Looker;
 use crate::SrtContext;
 
 /// Most SRT connections served (and handshakes pending) at once; further requests are
@@ -37,17 +38,24 @@ pub struct SrtListener {
 
 impl SrtListener {
     /// Binds the UDP socket at `addr`.
+    ///
+    /// The socket has `SO_REUSEPORT`, so that a look at a caller's handshake
+    /// ([`crate::key_material`]) can take that caller's datagrams on the same port for a
+    /// moment. The port is first bound once without it: a port already in use still fails
+    /// here, and a second server started on this one fails the same way.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let domain = if addr.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
+        let domain = Domain::for_address(addr);
+        let addr = {
+            let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+            probe.bind(&addr.into())?;
+            probe.local_addr()?.as_socket().unwrap_or(addr)
         };
         let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_nonblocking(true)?;
         // Best effort: the kernel caps these at its configured maximum.
         let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+        socket.set_reuse_port(true)?;
         socket.bind(&addr.into())?;
         Ok(Self {
             socket: socket.into(),
@@ -61,10 +69,11 @@ impl SrtListener {
 
     /// Serves connection requests until `shutdown` fires.
     ///
-    /// The srt-tokio listener runs in a task of its own, which a malformed handshake can make
-    /// panic (see [`crate::keys`]). When that happens its request stream ends; a new listener
-    /// is then started on the same socket, which stays bound, so the port never closes.
-    /// Connections the dead listener was serving lose their packets and end.
+    /// The srt-tokio listener runs in a task of its own. Requests that would make srt-protocol
+    /// panic there are refused before they are accepted ([`crate::keys`],
+    /// [`crate::key_material`]); should it panic all the same, its request stream ends and a
+    /// new listener is started on the same socket, which stays bound, so the port never
+    /// closes. Connections the dead listener was serving would lose their packets and end.
     pub async fn run(self, ctx: Arc<SrtContext>, shutdown: CancellationToken) {
         let local = match self.socket.local_addr() {
             Ok(a) => a,
@@ -75,6 +84,7 @@ impl SrtListener {
         };
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let feeds = Arc::new(Feeds::default());
+        let looker = Looker::new(local);
         let mut sessions = JoinSet::new();
         let mut starts: u64 = 0;
         while !shutdown.is_cancelled() {
@@ -107,9 +117,10 @@ impl SrtListener {
                 let ctx = Arc::clone(&ctx);
                 let slots = Arc::clone(&slots);
                 let feeds = Arc::clone(&feeds);
+                let looker = looker.clone();
                 let stop = shutdown.clone();
                 sessions.spawn(async move {
-                    handle_request(ctx, request, slots, feeds, stop).await;
+                    handle_request(ctx, request, slots, feeds, looker, stop).await;
                 });
             }
         }
@@ -130,5 +141,25 @@ impl SrtListener {
             .socket(socket)
             .bind(local)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_port_in_use_stays_in_use() {
+        let first = SrtListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let addr = first.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        // Despite SO_REUSEPORT, neither a second listener nor any other socket gets the port.
+        let second = SrtListener::bind(addr).await.unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(std::net::UdpSocket::bind(addr).is_err());
     }
 }

@@ -15,7 +15,9 @@
 //! | `m=` other than `publish` or `request` | 1405 bad mode |
 //! | a second publish of a live stream | 1409 conflict |
 //! | the token store failed | 1503 unavailable |
-//! | a caller announcing a key size to a stream without passphrase | core 11 (`SRT_REJ_UNSECURE`) |
+//! | a caller announcing a key size, or sending keying material, to a stream without passphrase | core 11 (`SRT_REJ_UNSECURE`) |
+//! | a caller that did not resend its handshake for the look at its keying material | core 16 (`SRT_REJ_TIMEOUT`) |
+//! | too many such looks under way | 1402 overload |
 //! | no encryption where a passphrase is needed (decided by srt-protocol) | core 11 (`SRT_REJ_UNSECURE`) |
 //! | wrong passphrase (decided by srt-protocol) | core 10 (`SRT_REJ_BADSECRET`) |
 
@@ -57,6 +59,12 @@ pub fn encryption_reason() -> RejectReason {
     RejectReason::Core(CoreRejectReason::Unsecure)
 }
 
+/// The rejection when a caller's handshake could not be looked at in time
+/// ([`crate::key_material`]).
+pub fn unseen_handshake_reason() -> RejectReason {
+    RejectReason::Core(CoreRejectReason::Timeout)
+}
+
 /// The rejection when the listener is full.
 pub fn overload_reason() -> RejectReason {
     RejectReason::Server(ServerRejectReason::Overload)
@@ -86,5 +94,6 @@ mod tests {
         assert_eq!(libsrt_code(stream_id_reason(&StreamIdError::BadMode)), 1405);
         assert_eq!(libsrt_code(overload_reason()), 1402);
         assert_eq!(libsrt_code(encryption_reason()), 11);
+        assert_eq!(libsrt_code(unseen_handshake_reason()), 16);
     }
 }
