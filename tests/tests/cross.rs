@@ -198,6 +198,84 @@ fn a_browser_publish_plays_in_ffmpeg_over_rtmp_and_srt_with_aac() {
     b.close(&publisher);
 }
 
+/// How long an SRT or RTMP viewer of a VP8 stream may take to be closed: well under the
+/// 30 s it asked to record, and under ffmpeg's own timeouts.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(8);
+
+#[test]
+fn srt_viewers_of_a_vp8_browser_publish_are_closed_with_a_reason_webrtc_viewers_play() {
+    let s = server();
+    let dir = TempDir::new("cross-vp8");
+    let stream = "live/vp8";
+    let token = publish_token(&s, stream);
+    let (_, sub) = s.create_token(
+        "subscribe",
+        json!({"label": "viewer", "streams": [{"streamName": stream}]}),
+    );
+    let srt_viewer = |name: &str, streamid: &str| {
+        Proc::ffmpeg(
+            &srt::record_args(
+                &srt::url(s.srt, streamid, ""),
+                30,
+                &dir.path().join(format!("{name}.ts")),
+            ),
+            &dir.path().join(format!("{name}.log")),
+        )
+    };
+    // A viewer with a subscribe token waits for the stream before any VP8 frame exists.
+    let mut early = srt_viewer("early", &format!("{stream},token={sub},mode=request"));
+    assert!(
+        wait_until(Duration::from_secs(10), || !s
+            .log_lines_with("srt play started")
+            .is_empty()),
+        "the waiting SRT viewer was not admitted"
+    );
+    let mut b = Browser::launch();
+    let publisher = b.open(&format!(
+        "http://{}/publish.html?id={stream}&token={token}&codec=vp8",
+        s.http
+    ));
+    wait_status(&mut b, &publisher, "publishing", 20);
+    let early_exit = early.wait_exit(REFUSAL_WITHIN + Duration::from_secs(10));
+    assert!(
+        early_exit.is_some(),
+        "the waiting SRT viewer was not closed when VP8 showed: {}",
+        early.stderr()
+    );
+    // A viewer that joins the live stream is closed at its first frame.
+    let asked = std::time::Instant::now();
+    let mut late = srt_viewer("late", &format!("{stream},mode=request"));
+    let late_exit = late.wait_exit(REFUSAL_WITHIN);
+    assert!(
+        late_exit.is_some(),
+        "the SRT viewer of a live VP8 stream was not closed within {REFUSAL_WITHIN:?}: {}",
+        late.stderr()
+    );
+    println!(
+        "SRT viewer of a VP8 stream closed after {:?} ({:?})",
+        asked.elapsed(),
+        late_exit
+    );
+    let reasons: Vec<String> = s
+        .log_lines_with("srt viewer closed")
+        .into_iter()
+        .filter(|l| l.contains(stream) && l.contains("VP8") && l.contains("H.264"))
+        .collect();
+    assert_eq!(reasons.len(), 2, "one reason per SRT viewer: {reasons:?}");
+    // The same stream still plays in a browser.
+    let viewer = b.open(&play_page(&s, stream));
+    wait_status(&mut b, &viewer, "playing", 20);
+    let frames = b.wait_for(&viewer, VIDEO_FRAMES, Duration::from_secs(20), |v| {
+        v.as_u64().is_some_and(|n| n > 30)
+    });
+    assert!(
+        frames.is_ok(),
+        "WebRTC viewer of VP8: video frames {frames:?}"
+    );
+    b.close(&viewer);
+    b.close(&publisher);
+}
+
 /// Benchmark, not a test (run explicitly; it asserts only that the viewers play and that one
 /// transcode serves them all): ffmpeg publishes H.264 + AAC over RTMP and
 /// `STREAMGATE_BENCH_VIEWERS` (default 10) Chromium tabs play it; prints the server's CPU with
