@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use streamgate_tests::browser::{Browser, Tab};
 use streamgate_tests::ffmpeg::{self, Proc};
-use streamgate_tests::{srt, wait_until, Options, Server, TempDir};
+use streamgate_tests::{avsync, srt, wait_until, Options, Server, TempDir};
 
 /// A server whose ICE candidates are on loopback only.
 fn server() -> Server {
@@ -274,6 +274,186 @@ fn srt_viewers_of_a_vp8_browser_publish_are_closed_with_a_reason_webrtc_viewers_
     );
     b.close(&viewer);
     b.close(&publisher);
+}
+
+/// Seconds of A/V drift measured in the normal suite; the ignored test measures 60 s.
+const DRIFT_SECONDS: u64 = 15;
+/// The most the A/V offset may move over a measurement.
+const MAX_DRIFT_MS: f64 = 100.0;
+/// How long a player may take to line audio and video up after it joins.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// One A/V drift measurement and what led to it.
+struct DriftReport {
+    what: String,
+    drift: avsync::Drift,
+    /// For a page: the offset at the first mark after joining and the seconds the player took
+    /// to line audio and video up (the measurement starts then).
+    join: Option<(f64, f64)>,
+}
+
+impl std::fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.drift)?;
+        if let Some((offset, settle)) = self.join {
+            write!(
+                f,
+                "; at join {offset:+.0} ms, player lined up after {settle:.0} s"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Publishes the marked source over `proto` (`rtmp` or `srt`, with ffmpeg's default muxing),
+/// plays it in play.html and measures the drift in the page over `seconds` once the player
+/// has lined audio and video up.
+fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> DriftReport {
+    let dir = TempDir::new("cross-drift-play");
+    let stream = format!("live/marks-{proto}");
+    let token = publish_token(s, &stream);
+    let args = if proto == "rtmp" {
+        avsync::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), "flv")
+    } else {
+        avsync::publish_args(
+            &srt::url(s.srt, &format!("{stream},token={token}"), ""),
+            "mpegts",
+        )
+    };
+    let _publisher = start_publisher(s, &dir, &stream, &args);
+    // A window of its own: a background tab would stop rendering frames.
+    let tab = b.open_window(&play_page(s, &stream));
+    wait_status(b, &tab, "playing", 20);
+    assert_picture_and_sound(b, &tab, proto);
+    let state = b.eval(&tab, &avsync::page_probe());
+    assert_eq!(state, "running", "{proto}: the page's audio context");
+    let settled = b.wait_for(&tab, avsync::PAGE_MARKS, SETTLE_TIMEOUT, |v| {
+        avsync::page_settled_at(v).is_some()
+    });
+    let settled = settled
+        .unwrap_or_else(|v| panic!("{proto}: the player did not line audio and video up: {v}"));
+    let from = avsync::page_settled_at(&settled).unwrap();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let v = b.eval(&tab, avsync::PAGE_MARKS);
+    b.close(&tab);
+    let all = avsync::offsets(&avsync::Marks::from_page(&v));
+    let measured: Vec<(f64, f64)> = all.iter().copied().filter(|o| o.0 >= from).collect();
+    let drift = avsync::drift(&measured, drift_window(seconds))
+        .unwrap_or_else(|| panic!("{proto}: too few marks: {v}"));
+    let probe_start = v["buffers"][0]["t"].as_f64().unwrap_or(from) - 1000.0;
+    DriftReport {
+        what: format!("{proto} -> play.html"),
+        drift,
+        join: all.first().map(|o| (o.1, (from - probe_start) / 1000.0)),
+    }
+}
+
+/// Publishes the marked source from publish.html (Chromium's fake camera and microphone read
+/// marked files), records it over RTMP and over SRT with ffmpeg for `seconds`, and measures
+/// each recording's drift.
+fn drift_from_browser(seconds: u64) -> Vec<DriftReport> {
+    let s = server();
+    let dir = TempDir::new("cross-drift-publish");
+    let stream = "live/marks-browser";
+    let token = publish_token(&s, stream);
+    let mut b = Browser::launch_with(&avsync::fake_capture_switches(dir.path()));
+    let publisher = b.open(&format!(
+        "http://{}/publish.html?id={stream}&token={token}&codec=h264",
+        s.http
+    ));
+    wait_status(&mut b, &publisher, "publishing", 20);
+    let secs = u32::try_from(seconds).unwrap();
+    let flv = dir.path().join("marks.flv");
+    let ts = dir.path().join("marks.ts");
+    let mut rtmp = Proc::ffmpeg(
+        &ffmpeg::record_args(&format!("rtmp://{}/{stream}", s.rtmp), secs, &flv),
+        &dir.path().join("rtmp.log"),
+    );
+    let mut srt_viewer = Proc::ffmpeg(
+        &srt::record_args(
+            &srt::url(s.srt, &format!("{stream},mode=request"), ""),
+            secs,
+            &ts,
+        ),
+        &dir.path().join("srt.log"),
+    );
+    for (p, what) in [(&mut rtmp, "rtmp"), (&mut srt_viewer, "srt")] {
+        assert!(
+            p.wait_exit(Duration::from_secs(seconds + 30)).is_some(),
+            "{what} recorder did not finish: {}",
+            p.stderr()
+        );
+    }
+    b.close(&publisher);
+    [("rtmp", &flv), ("srt", &ts)]
+        .into_iter()
+        .map(|(proto, file)| {
+            let marks = avsync::Marks::from_recording(file);
+            let drift = avsync::drift(&avsync::offsets(&marks), drift_window(seconds))
+                .unwrap_or_else(|| panic!("{proto}: too few marks: {marks:?}"));
+            DriftReport {
+                what: format!("publish.html -> {proto} recording"),
+                drift,
+                join: None,
+            }
+        })
+        .collect()
+}
+
+/// The start and end windows whose median offsets are compared: a quarter of a short
+/// measurement, 10 s of a long one.
+fn drift_window(seconds: u64) -> f64 {
+    (seconds as f64 * 1000.0 / 4.0).min(10_000.0)
+}
+
+fn assert_drift(report: &DriftReport, seconds: u64) {
+    println!("{report}");
+    let d = &report.drift;
+    assert!(
+        d.span_s >= seconds as f64 * 0.75,
+        "marks over {:.0} s only: {report}",
+        d.span_s
+    );
+    assert!(
+        d.drift_ms.abs() < MAX_DRIFT_MS,
+        "drift over {MAX_DRIFT_MS} ms: {report}"
+    );
+}
+
+#[test]
+fn av_drift_from_rtmp_and_srt_to_browsers_stays_small() {
+    let s = server();
+    let mut b = Browser::launch();
+    for proto in ["rtmp", "srt"] {
+        assert_drift(
+            &drift_to_browser(&s, &mut b, proto, DRIFT_SECONDS),
+            DRIFT_SECONDS,
+        );
+    }
+}
+
+#[test]
+fn av_drift_from_a_browser_to_rtmp_and_srt_stays_small() {
+    for report in drift_from_browser(DRIFT_SECONDS) {
+        assert_drift(&report, DRIFT_SECONDS);
+    }
+}
+
+/// The measure: 60 s in both directions (run explicitly:
+/// `cargo test -p streamgate-tests --test cross -- --ignored --nocapture av_drift_over_60_s`).
+#[test]
+#[ignore]
+fn av_drift_over_60_s_in_both_directions() {
+    let s = server();
+    let mut b = Browser::launch();
+    let mut reports: Vec<DriftReport> = ["rtmp", "srt"]
+        .into_iter()
+        .map(|proto| drift_to_browser(&s, &mut b, proto, 60))
+        .collect();
+    reports.extend(drift_from_browser(60));
+    for report in &reports {
+        assert_drift(report, 60);
+    }
 }
 
 /// Benchmark, not a test (run explicitly; it asserts only that the viewers play and that one
