@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::session::{lock, Session};
 use crate::wake::Signal;
-use crate::{Publisher, RelayError, Subscriber};
+use crate::{Publisher, RelayError, StreamWatch, Subscriber};
 
 /// The stream hub; clones share the same streams.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +41,15 @@ struct EntryState {
     /// The live session; `Some` exactly while a publisher is attached.
     session: Option<Arc<Session>>,
     subscribers: usize,
+    /// [`StreamWatch`]es attached; they keep the entry like subscribers do.
+    watchers: usize,
+}
+
+impl EntryState {
+    /// Whether nobody uses the entry any more.
+    fn unused(&self) -> bool {
+        self.session.is_none() && self.subscribers == 0 && self.watchers == 0
+    }
 }
 
 /// Counters of one stream, for metrics. Counters start at zero when the stream name is first
@@ -113,6 +122,25 @@ impl Hub {
         Subscriber::new(Arc::clone(&self.inner), entry, session)
     }
 
+    /// Watches `name`, live or not, for changes without reading frames: for a listener that
+    /// drives many subscribers of one stream from one task (see [`StreamWatch`]).
+    pub fn watch(&self, name: &str) -> StreamWatch {
+        let entry = self.attach(name, |state| state.watchers += 1);
+        StreamWatch::new(Arc::clone(&self.inner), entry)
+    }
+
+    /// The entry of `name`, created if needed, after `count` has recorded the new user.
+    fn attach(&self, name: &str, count: impl FnOnce(&mut EntryState)) -> Arc<StreamEntry> {
+        let mut streams = lock(&self.inner.streams);
+        let entry = Arc::clone(
+            streams
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(StreamEntry::new(name))),
+        );
+        count(&mut lock(&entry.state));
+        entry
+    }
+
     /// Names of the streams that have a publisher or a subscriber, sorted.
     pub fn stream_names(&self) -> Vec<String> {
         let mut names: Vec<String> = lock(&self.inner.streams).keys().cloned().collect();
@@ -148,7 +176,7 @@ impl HubInner {
             {
                 state.session = None;
             }
-            if state.session.is_none() && state.subscribers == 0 {
+            if state.unused() {
                 remove_entry(&mut streams, entry);
             }
         }
@@ -162,7 +190,18 @@ impl HubInner {
         let mut streams = lock(&self.streams);
         let mut state = lock(&entry.state);
         state.subscribers = state.subscribers.saturating_sub(1);
-        if state.session.is_none() && state.subscribers == 0 {
+        if state.unused() {
+            remove_entry(&mut streams, entry);
+        }
+    }
+
+    /// Detaches a watch (its parking slot already given back): the entry is removed if it was
+    /// the last user.
+    pub(crate) fn detach_watcher(&self, entry: &Arc<StreamEntry>) {
+        let mut streams = lock(&self.streams);
+        let mut state = lock(&entry.state);
+        state.watchers = state.watchers.saturating_sub(1);
+        if state.unused() {
             remove_entry(&mut streams, entry);
         }
     }

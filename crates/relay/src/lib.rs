@@ -25,6 +25,7 @@ mod publisher;
 mod queue;
 mod session;
 mod shared;
+mod stream_watch;
 mod subscriber;
 mod wake;
 
@@ -34,4 +35,5 @@ pub use hub::{Hub, StreamStats};
 pub use publisher::Publisher;
 pub use queue::SUBSCRIBER_QUEUE_FRAMES;
 pub use shared::{SharedConfig, SharedFrame, WireFormat};
+pub use stream_watch::StreamWatch;
 pub use subscriber::{Event, Subscriber};

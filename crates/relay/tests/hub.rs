@@ -602,3 +602,50 @@ async fn no_wake_up_is_lost_between_threads() {
         assert_eq!(received, ROUNDS);
     }
 }
+
+#[tokio::test]
+async fn a_watch_wakes_on_every_change_and_keeps_the_name() {
+    let hub = Hub::new();
+    let mut watch = hub.watch("live/w");
+    assert_eq!(watch.name(), "live/w");
+    // The first look reports at once; then nothing until something changes.
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), watch.changed())
+            .await
+            .is_err(),
+        "no change yet"
+    );
+    assert_eq!(hub.stream_names(), vec!["live/w".to_owned()]);
+
+    // A waiting watch is woken by the publish's first frames, reported once for a batch.
+    let waiting = tokio::spawn(async move {
+        watch.changed().await;
+        watch
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let publisher = hub.publish("live/w").unwrap();
+    publisher.push_all([video(0, true), audio(0), video(1, false)]);
+    let mut watch = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(20), watch.changed()).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), watch.changed())
+            .await
+            .is_err(),
+        "changes already seen are not reported again"
+    );
+
+    // The end of the publish is a change too; the name lives while the watch does.
+    drop(publisher);
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .unwrap();
+    assert_eq!(hub.stream_names(), vec!["live/w".to_owned()]);
+    drop(watch);
+    assert!(hub.stream_names().is_empty());
+}

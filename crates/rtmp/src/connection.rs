@@ -3,7 +3,6 @@
 //! relay frames to a viewer from the shared chunk cache.
 
 use std::convert::Infallible;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,20 +14,24 @@ use rml_rtmp::sessions::{
 };
 use streamgate_auth::{AccessRequest, Action, Denial, Grant, Protocol};
 use streamgate_media::flv::{self, FlvAudio, FlvVideo};
-use streamgate_media::{Codec, Frame, StreamConfig};
-use streamgate_relay::{Event, Publisher, Subscriber, WireFormat};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use streamgate_media::{Codec, Frame};
+use streamgate_relay::{Event, Publisher};
+use tokio::io::AsyncReadExt as _;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{encode_message, msg_type, AUDIO_CSID, OUT_CHUNK_SIZE, VIDEO_CSID};
+use crate::chunk::OUT_CHUNK_SIZE;
+use crate::encode::{config_bytes, frame_bytes};
+use crate::fanout::{FanOuts, Membership, Viewer, Work, MAX_EVENTS_PER_WRITE};
 use crate::status::{
-    metadata_for_viewer, metadata_from_rtmp, on_status, play_denied, publish_denied,
+    metadata_for_viewer, metadata_from_rtmp, on_error_status, on_status, play_denied,
+    publish_denied, VP8_NOT_PLAYABLE,
 };
 use crate::stop::{watch, StopReason, StopSignal, Watcher};
 use crate::target::parse_target;
 use crate::watch::InboundWatch;
+use crate::write::write_vectored_now;
 use crate::RtmpContext;
 
 /// How long a client may take to complete the handshake.
@@ -43,13 +46,6 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 const READ_BUFFER: usize = 64 * 1024;
 /// Read buffer of a connection that is not publishing.
 const SMALL_READ_BUFFER: usize = 4 * 1024;
-/// Most relay events written to a viewer in one batch (one vectored write).
-const MAX_EVENTS_PER_WRITE: usize = 64;
-/// Most buffers passed to one vectored write.
-const MAX_IOVECS: usize = 64;
-/// The message stream id every ffmpeg/OBS player uses (the first `createStream`). Viewers on
-/// it share one encoding of each frame; any other id gets its own.
-const SHARED_STREAM_ID: u32 = 1;
 
 /// Why a connection ended (for the log line).
 #[derive(Debug)]
@@ -110,7 +106,10 @@ struct Playing {
     _grant: Grant,
     /// Fires the connection's stop signal when the grant is revoked.
     _revocation: Watcher,
-    subscriber: Subscriber,
+    /// The relay subscriber and the socket, shared with the stream's fan-out shard.
+    viewer: Arc<Viewer>,
+    /// The viewer's place in the fan-out; dropped first, with the role.
+    _membership: Membership,
     stream_id: u32,
 }
 
@@ -120,6 +119,7 @@ pub async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
+    fanouts: Arc<FanOuts>,
 ) {
     let _ = socket.set_nodelay(true);
     let (reader, writer) = socket.into_split();
@@ -131,11 +131,12 @@ pub async fn serve_connection(
         ctx,
         peer,
         reader,
-        writer,
+        writer: Arc::new(writer),
         watch: InboundWatch::default(),
         role: Role::Idle,
         stream: None,
         stop: stop.clone(),
+        fanouts,
     };
     let reason = tokio::select! {
         biased;
@@ -161,20 +162,16 @@ struct Connection {
     ctx: Arc<RtmpContext>,
     peer: SocketAddr,
     reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    /// Shared with the fan-out shard while playing (see [`crate::fanout`]).
+    writer: Arc<OwnedWriteHalf>,
     watch: InboundWatch,
     role: Role,
     /// Publish or play, and the stream, once granted (for the closing log line).
     stream: Option<(&'static str, String)>,
     /// Fired on shutdown and on revocation of the grant; watched by [`serve_connection`].
     stop: StopSignal,
-}
-
-async fn next_media(role: &mut Role) -> Event {
-    match role {
-        Role::Playing(p) => p.subscriber.recv().await,
-        _ => std::future::pending().await,
-    }
+    /// The listener's fan-out groups, joined when playing.
+    fanouts: Arc<FanOuts>,
 }
 
 impl Connection {
@@ -217,25 +214,44 @@ impl Connection {
     }
 
     /// Serves a viewer until its play ends (then returns to the main loop) or the connection
-    /// must close. This path runs once per frame: no timer is armed, and shutdown and
-    /// revocation are watched outside it (see [`serve_connection`]).
+    /// must close. Frames are written by the stream's fan-out shard; this task wakes only
+    /// when the shard hands over (see [`crate::fanout`]) or the client sends something, and
+    /// shutdown and revocation are watched outside it (see [`serve_connection`]).
     async fn play_loop(
         &mut self,
         session: &mut ServerSession,
         out: &mut Outbox,
         buf: &mut BytesMut,
     ) -> Result<(), Close> {
-        while matches!(self.role, Role::Playing(_)) {
+        while let Role::Playing(p) = &self.role {
+            let viewer = Arc::clone(&p.viewer);
+            // Catch up on what the shard left and what is ready, then hand back.
+            loop {
+                match viewer.take_work(MAX_EVENTS_PER_WRITE) {
+                    Work::Done => break,
+                    Work::Failed(e) => return Err(Close::Io(e)),
+                    Work::Write { unsent, events } => {
+                        out.parts.extend(unsent);
+                        let mut ended = Ok(());
+                        for event in events {
+                            ended = self.media(session, event, out);
+                            if ended.is_err() {
+                                break;
+                            }
+                        }
+                        // A closing play still sends its last status to the player.
+                        self.flush(out).await?;
+                        ended?;
+                    }
+                }
+            }
             let read = tokio::select! {
                 biased;
-                event = next_media(&mut self.role) => {
-                    self.media(session, event, out)?;
-                    self.drain_media(session, out)?;
-                    self.flush(out).await?;
-                    continue;
-                }
+                () = viewer.handed_off() => continue,
                 read = self.reader.read_buf(buf) => read,
             };
+            // Replies to the client must not interleave with the shard's writes.
+            viewer.take_over();
             self.on_read(read, session, out, buf).await?;
         }
         Ok(())
@@ -281,19 +297,17 @@ impl Connection {
             let input = buf.get(..n).unwrap_or_default();
             match hs.process_bytes(input) {
                 Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
-                    self.writer
-                        .write_all(&response_bytes)
-                        .await
-                        .map_err(Close::Io)?;
+                    let mut out = Outbox::default();
+                    out.push(Bytes::from(response_bytes));
+                    self.flush(&mut out).await?;
                 }
                 Ok(HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
                 }) => {
-                    self.writer
-                        .write_all(&response_bytes)
-                        .await
-                        .map_err(Close::Io)?;
+                    let mut out = Outbox::default();
+                    out.push(Bytes::from(response_bytes));
+                    self.flush(&mut out).await?;
                     return Ok(remaining_bytes);
                 }
                 Err(e) => return Err(Close::Protocol(format!("bad handshake: {e:?}"))),
@@ -587,6 +601,10 @@ impl Connection {
             }
         };
         let subscriber = self.ctx.hub.subscribe(target.stream.as_str());
+        let viewer = Arc::new(Viewer::new(subscriber, Arc::clone(&self.writer), stream_id));
+        let membership =
+            self.fanouts
+                .join(&self.ctx.hub, target.stream.as_str(), Arc::clone(&viewer));
         let results = session
             .accept_request(request_id)
             .map_err(|e| Close::Protocol(e.to_string()))?;
@@ -596,7 +614,8 @@ impl Connection {
         self.role = Role::Playing(Box::new(Playing {
             _grant: grant,
             _revocation: revocation,
-            subscriber,
+            viewer,
+            _membership: membership,
             stream_id,
         }));
         Ok(results)
@@ -625,21 +644,6 @@ impl Connection {
         Err(Close::Refused)
     }
 
-    /// Adds the events that are already waiting, so that one write carries them all.
-    fn drain_media(&mut self, session: &mut ServerSession, out: &mut Outbox) -> Result<(), Close> {
-        for _ in 1..MAX_EVENTS_PER_WRITE {
-            let event = match &mut self.role {
-                Role::Playing(p) => p.subscriber.try_recv(),
-                _ => None,
-            };
-            match event {
-                Some(e) => self.media(session, e, out)?,
-                None => break,
-            }
-        }
-        Ok(())
-    }
-
     fn media(
         &mut self,
         session: &mut ServerSession,
@@ -657,21 +661,19 @@ impl Connection {
                     Ok(packet) => out.push(Bytes::from(packet.bytes)),
                     Err(e) => return Err(Close::Protocol(e.to_string())),
                 }
-                let headers = if stream_id == SHARED_STREAM_ID {
-                    config.encoded(WireFormat::Rtmp, |c| sequence_headers(c, stream_id))
-                } else {
-                    sequence_headers(&config.config, stream_id)
-                };
-                out.push(headers);
+                out.push(config_bytes(&config, stream_id));
             }
-            Event::Frame(shared) => {
-                let bytes = if stream_id == SHARED_STREAM_ID {
-                    shared.encoded(WireFormat::Rtmp, |f| frame_message(f, stream_id))
-                } else {
-                    frame_message(&shared.frame, stream_id)
-                };
-                out.push(bytes);
+            Event::Frame(shared) if shared.frame.codec == Codec::Vp8 => {
+                let name = self.stream.as_ref().map_or("", |(_, name)| name.as_str());
+                tracing::warn!(peer = %self.peer, stream = %name, "rtmp play refused: {VP8_NOT_PLAYABLE}");
+                out.push(on_error_status(
+                    stream_id,
+                    "NetStream.Play.Failed",
+                    VP8_NOT_PLAYABLE,
+                ));
+                return Err(Close::Refused);
             }
+            Event::Frame(shared) => out.push(frame_bytes(&shared, stream_id)),
             Event::Ended => {
                 let text = "the stream has ended";
                 out.push(on_status(stream_id, "NetStream.Play.UnpublishNotify", text));
@@ -681,76 +683,4 @@ impl Connection {
         }
         Ok(())
     }
-}
-
-/// One non-blocking vectored write of `parts`, the first from `offset` on, at most
-/// [`MAX_IOVECS`] of them. The slices live on the stack of this call only, not in the
-/// connection's future.
-fn write_vectored_now(
-    writer: &OwnedWriteHalf,
-    parts: &[Bytes],
-    offset: usize,
-) -> std::io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-    let mut used = 0;
-    for (slot, (i, b)) in slices.iter_mut().zip(parts.iter().enumerate()) {
-        *slot = IoSlice::new(if i == 0 {
-            b.get(offset..).unwrap_or_default()
-        } else {
-            b
-        });
-        used += 1;
-    }
-    writer.try_write_vectored(slices.get(..used).unwrap_or_default())
-}
-
-/// The AVC and AAC sequence headers of a configuration, as chunks.
-fn sequence_headers(c: &StreamConfig, stream_id: u32) -> Bytes {
-    let mut out = BytesMut::new();
-    if let Some(v) = &c.video {
-        if let Ok(b) = encode_message(
-            VIDEO_CSID,
-            0,
-            msg_type::VIDEO,
-            stream_id,
-            &flv::avc_sequence_header_body(v),
-        ) {
-            out.extend_from_slice(&b);
-        }
-    }
-    if let Some(a) = &c.audio {
-        if let Ok(b) = encode_message(
-            AUDIO_CSID,
-            0,
-            msg_type::AUDIO,
-            stream_id,
-            &flv::aac_sequence_header_body(a),
-        ) {
-            out.extend_from_slice(&b);
-        }
-    }
-    out.freeze()
-}
-
-/// One frame as an RTMP message; empty for codecs RTMP viewers cannot take.
-fn frame_message(f: &Frame, stream_id: u32) -> Bytes {
-    let ts = flv::timestamp_ms(f);
-    let encoded = match f.codec {
-        Codec::H264 => encode_message(
-            VIDEO_CSID,
-            ts,
-            msg_type::VIDEO,
-            stream_id,
-            &flv::video_body(f),
-        ),
-        Codec::Aac => encode_message(
-            AUDIO_CSID,
-            ts,
-            msg_type::AUDIO,
-            stream_id,
-            &flv::audio_body(f),
-        ),
-        Codec::Opus | Codec::Vp8 => return Bytes::new(),
-    };
-    encoded.unwrap_or_default()
 }

@@ -12,11 +12,14 @@
 
 pub mod chunk;
 mod connection;
+mod encode;
+mod fanout;
 mod listener;
 pub mod status;
 mod stop;
 pub mod target;
 pub mod watch;
+mod write;
 
 use std::sync::Arc;
 

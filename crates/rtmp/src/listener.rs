@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::serve_connection;
+use crate::fanout::FanOuts;
 use crate::RtmpContext;
 
 /// Most RTMP connections served at once; further ones are closed at accept.
@@ -38,6 +39,7 @@ impl RtmpListener {
     /// Accepts connections until `shutdown` fires; each is served on its own task.
     pub async fn run(self, ctx: Arc<RtmpContext>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let fanouts = Arc::new(FanOuts::default());
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             let accepted = tokio::select! {
@@ -59,8 +61,9 @@ impl RtmpListener {
             };
             let ctx = Arc::clone(&ctx);
             let stop = shutdown.clone();
+            let fanouts = Arc::clone(&fanouts);
             tasks.spawn(async move {
-                serve_connection(ctx, socket, peer, stop).await;
+                serve_connection(ctx, socket, peer, stop, fanouts).await;
                 drop(permit);
             });
         }

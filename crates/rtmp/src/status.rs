@@ -24,6 +24,10 @@ pub fn publish_denied(d: Denial) -> (&'static str, String) {
     }
 }
 
+/// Why an RTMP viewer cannot play a VP8 stream (a browser publishing VP8).
+pub const VP8_NOT_PLAYABLE: &str =
+    "the stream's video is VP8, which RTMP cannot carry; the publisher must send H.264";
+
 /// The status code and description sent when a play is refused.
 pub fn play_denied(d: Denial) -> (&'static str, String) {
     match d {
@@ -34,8 +38,17 @@ pub fn play_denied(d: Denial) -> (&'static str, String) {
 
 /// An `onStatus` command with level `status` on message stream `stream_id`.
 pub fn on_status(stream_id: u32, code: &str, description: &str) -> Bytes {
+    status_message(stream_id, "status", code, description)
+}
+
+/// An `onStatus` command with level `error` (players stop and report the description).
+pub fn on_error_status(stream_id: u32, code: &str, description: &str) -> Bytes {
+    status_message(stream_id, "error", code, description)
+}
+
+fn status_message(stream_id: u32, level: &str, code: &str, description: &str) -> Bytes {
     let mut info = HashMap::new();
-    info.insert("level".to_owned(), Amf0Value::Utf8String("status".into()));
+    info.insert("level".to_owned(), Amf0Value::Utf8String(level.into()));
     info.insert("code".to_owned(), Amf0Value::Utf8String(code.into()));
     info.insert(
         "description".to_owned(),
@@ -112,22 +125,37 @@ mod tests {
         assert_eq!(play_denied(Denial::Missing).0, "NetStream.Play.Failed");
     }
 
-    #[test]
-    fn on_status_decodes() {
-        let bytes = on_status(1, "NetStream.Play.UnpublishNotify", "ended");
+    fn decoded_info(bytes: &[u8]) -> HashMap<String, Amf0Value> {
         let mut d = rml_rtmp::chunk_io::ChunkDeserializer::new();
         d.set_max_chunk_size(crate::chunk::OUT_CHUNK_SIZE as usize)
             .unwrap();
-        let m = d.get_next_message(&bytes).unwrap().unwrap();
+        let m = d.get_next_message(bytes).unwrap().unwrap();
         assert_eq!(m.type_id, msg_type::COMMAND_AMF0);
         let values = rml_amf0::deserialize(&mut std::io::Cursor::new(&m.data[..])).unwrap();
         assert_eq!(values[0], Amf0Value::Utf8String("onStatus".into()));
         let Amf0Value::Object(info) = &values[3] else {
             panic!("no info object")
         };
+        info.clone()
+    }
+
+    #[test]
+    fn on_status_decodes() {
+        let info = decoded_info(&on_status(1, "NetStream.Play.UnpublishNotify", "ended"));
         assert_eq!(
             info["code"],
             Amf0Value::Utf8String("NetStream.Play.UnpublishNotify".into())
+        );
+        assert_eq!(info["level"], Amf0Value::Utf8String("status".into()));
+        let info = decoded_info(&on_error_status(
+            1,
+            "NetStream.Play.Failed",
+            VP8_NOT_PLAYABLE,
+        ));
+        assert_eq!(info["level"], Amf0Value::Utf8String("error".into()));
+        assert_eq!(
+            info["description"],
+            Amf0Value::Utf8String(VP8_NOT_PLAYABLE.into())
         );
     }
 }

@@ -1,0 +1,566 @@
+//! Writing a stream's frames to its viewers from a few tasks per stream, instead of waking
+//! every viewer's task for every frame.
+//!
+//! Each playing viewer has a [`Viewer`] cell, in one of two modes:
+//!
+//! - `Fast`: a shard task of the stream, woken once per change by a [`StreamWatch`], takes
+//!   the viewer's ready frames (from the relay's encode-once cache) and writes them with one
+//!   non-blocking vectored write, all under the cell's lock.
+//! - `Task`: the viewer's own connection task writes. The shard switches a cell to `Task`
+//!   and wakes that task whenever it cannot finish there: a write that would block, was
+//!   partial or failed (the rest is left in the cell), a `Started` or `Ended` event, which
+//!   need the connection's RTMP session, or a VP8 frame, which ends the play. The connection also takes over before it
+//!   writes replies of its own. Once it has caught up (waiting for the socket when needed,
+//!   with the stall timeout) and the relay has nothing more, it hands the cell back to `Fast`
+//!   under the lock, so that a frame pushed meanwhile is either seen by it or by the next
+//!   round of the shard.
+//!
+//! Only the mode's owner writes, so chunks never interleave, and a slow viewer never holds
+//! up a shard: the shard leaves it to its own task. A push wakes the stream's shards (one per
+//! runtime worker, so that both cores write) instead of one task per viewer, and a round
+//! touches little memory per viewer: no task is scheduled or polled, no cancellation or read
+//! readiness is checked.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use streamgate_media::Codec;
+use streamgate_relay::{Event, Hub, StreamWatch, Subscriber};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::task::AbortHandle;
+
+use crate::encode::frame_bytes;
+use crate::write::{send_now, unwritten, MAX_IOVECS};
+
+/// Most relay events taken for one viewer in one write (one vectored write).
+pub(crate) const MAX_EVENTS_PER_WRITE: usize = MAX_IOVECS;
+/// Viewers a shard serves before letting other tasks on its thread run.
+const VIEWERS_PER_YIELD: usize = 64;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Who writes to a viewer's socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The stream's shard.
+    Fast,
+    /// The viewer's connection task.
+    Task,
+}
+
+/// One playing viewer, shared by its connection task and its shard.
+#[derive(Debug)]
+pub(crate) struct Viewer {
+    state: Mutex<ViewerState>,
+    /// Raised when the shard hands the cell to the connection task.
+    handoff: Flag,
+}
+
+#[derive(Debug)]
+struct ViewerState {
+    mode: Mode,
+    /// `None` once the viewer has left.
+    subscriber: Option<Subscriber>,
+    writer: Arc<OwnedWriteHalf>,
+    stream_id: u32,
+    /// Left by the shard for the connection task: an event it cannot handle, bytes it could
+    /// not write (they go first), or the error of its write.
+    held: Option<Event>,
+    unsent: Vec<Bytes>,
+    failed: Option<std::io::Error>,
+    /// The shard's buffer for one write, kept to avoid an allocation per round.
+    batch: Vec<Bytes>,
+}
+
+/// What the connection task must do before handing the cell back (see [`Viewer::take_work`]).
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// Nothing: the cell is back in `Fast` mode.
+    Done,
+    /// Write `unsent`, then the chunks of `events`, then ask again.
+    Write {
+        unsent: Vec<Bytes>,
+        events: Vec<Event>,
+    },
+    /// The shard's write failed.
+    Failed(std::io::Error),
+}
+
+impl Viewer {
+    /// A new cell in `Task` mode: the connection task starts the play (its GOP backlog,
+    /// whose writes may well have to wait) and hands over when it has caught up.
+    pub(crate) fn new(subscriber: Subscriber, writer: Arc<OwnedWriteHalf>, stream_id: u32) -> Self {
+        Self {
+            state: Mutex::new(ViewerState {
+                mode: Mode::Task,
+                subscriber: Some(subscriber),
+                writer,
+                stream_id,
+                held: None,
+                unsent: Vec::new(),
+                failed: None,
+                batch: Vec::new(),
+            }),
+            handoff: Flag::default(),
+        }
+    }
+
+    /// Takes the cell for the connection task (before it writes replies of its own); waits
+    /// for a shard write in progress to end.
+    pub(crate) fn take_over(&self) {
+        lock(&self.state).mode = Mode::Task;
+    }
+
+    /// For the connection task: what the shard left and what is ready now (at most `max`
+    /// events); when there is nothing, the cell goes back to the shard.
+    pub(crate) fn take_work(&self, max: usize) -> Work {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if let Some(e) = state.failed.take() {
+            return Work::Failed(e);
+        }
+        let unsent = std::mem::take(&mut state.unsent);
+        let mut events: Vec<Event> = state.held.take().into_iter().collect();
+        if let Some(subscriber) = state.subscriber.as_mut() {
+            while events.len() < max {
+                match subscriber.try_recv() {
+                    Some(event) => events.push(event),
+                    None => break,
+                }
+            }
+        }
+        if unsent.is_empty() && events.is_empty() {
+            state.mode = Mode::Fast;
+            return Work::Done;
+        }
+        Work::Write { unsent, events }
+    }
+
+    /// Completes when the shard has handed the cell to the connection task.
+    pub(crate) fn handed_off(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| self.handoff.poll_take(cx))
+    }
+
+    /// The viewer's subscriber, dropped now rather than with the last reference to the cell
+    /// (a shard round may hold one for a moment).
+    fn leave(&self) {
+        let mut state = lock(&self.state);
+        state.mode = Mode::Task;
+        state.subscriber = None;
+        state.held = None;
+        state.unsent.clear();
+    }
+
+    /// One shard visit: in `Fast` mode, write what is ready; hand over what cannot be done
+    /// here.
+    fn serve(&self) {
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        if state.mode != Mode::Fast {
+            return;
+        }
+        let Some(subscriber) = state.subscriber.as_mut() else {
+            return;
+        };
+        let mut hand_off = false;
+        loop {
+            let mut more = false;
+            while state.batch.len() < MAX_EVENTS_PER_WRITE {
+                match subscriber.try_recv() {
+                    // Refused by the connection task: RTMP cannot carry VP8.
+                    Some(Event::Frame(frame)) if frame.frame.codec == Codec::Vp8 => {
+                        state.held = Some(Event::Frame(frame));
+                        hand_off = true;
+                        break;
+                    }
+                    Some(Event::Frame(frame)) => {
+                        let bytes = frame_bytes(&frame, state.stream_id);
+                        if !bytes.is_empty() {
+                            state.batch.push(bytes);
+                        }
+                    }
+                    Some(other) => {
+                        state.held = Some(other);
+                        hand_off = true;
+                        break;
+                    }
+                    None => break,
+                }
+                more = state.batch.len() == MAX_EVENTS_PER_WRITE;
+            }
+            if state.batch.is_empty() {
+                break;
+            }
+            match send_now(&state.writer, &state.batch) {
+                Ok(written) => {
+                    let rest = unwritten(&state.batch, written);
+                    if !rest.is_empty() {
+                        state.unsent = rest;
+                        hand_off = true;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    state.unsent = std::mem::take(&mut state.batch);
+                    hand_off = true;
+                }
+                Err(e) => {
+                    state.failed = Some(e);
+                    hand_off = true;
+                }
+            }
+            state.batch.clear();
+            if hand_off || !more {
+                break;
+            }
+        }
+        if hand_off {
+            state.mode = Mode::Task;
+            drop(guard);
+            self.handoff.raise();
+        }
+    }
+}
+
+/// A one-slot wake-up: raised by one side, taken by the waiting task.
+#[derive(Debug, Default)]
+struct Flag {
+    raised: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Flag {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        let waker = lock(&self.waker).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        {
+            let mut slot = lock(&self.waker);
+            match &mut *slot {
+                Some(current) if current.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            }
+        }
+        // A raise between the first look and the registration found no waker.
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// The viewer lists of one stream's shards; copied on change, so that a round reads a
+/// snapshot without holding the lock.
+type ViewerList = Mutex<Arc<Vec<Arc<Viewer>>>>;
+
+/// One stream's shards, alive while the stream has playing viewers.
+#[derive(Debug)]
+struct Group {
+    shards: Vec<Shard>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Shard {
+    viewers: Arc<ViewerList>,
+    driver: AbortHandle,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for shard in &self.shards {
+            shard.driver.abort();
+        }
+    }
+}
+
+/// The fan-out groups of one listener, by stream name.
+#[derive(Debug, Default)]
+pub(crate) struct FanOuts {
+    groups: Mutex<HashMap<String, Weak<Group>>>,
+}
+
+impl FanOuts {
+    /// Puts `viewer` of stream `name` in one of the stream's shards (starting them if it is
+    /// the first viewer). Must be called inside a Tokio runtime. The viewer leaves when the
+    /// membership drops.
+    pub(crate) fn join(self: &Arc<Self>, hub: &Hub, name: &str, viewer: Arc<Viewer>) -> Membership {
+        let group = {
+            let mut groups = lock(&self.groups);
+            match groups.get(name).and_then(Weak::upgrade) {
+                Some(group) => group,
+                None => {
+                    let group = Arc::new(Group::start(hub, name));
+                    groups.insert(name.to_owned(), Arc::downgrade(&group));
+                    group
+                }
+            }
+        };
+        let shard = group.next.fetch_add(1, Ordering::Relaxed) % group.shards.len().max(1);
+        if let Some(s) = group.shards.get(shard) {
+            let mut list = lock(&s.viewers);
+            let mut viewers = Vec::with_capacity(list.len() + 1);
+            viewers.extend(list.iter().cloned());
+            viewers.push(Arc::clone(&viewer));
+            *list = Arc::new(viewers);
+        }
+        Membership {
+            fanouts: Arc::clone(self),
+            name: name.to_owned(),
+            group: Some(group),
+            shard,
+            viewer,
+        }
+    }
+}
+
+impl Group {
+    /// One shard per runtime worker, each with its own driver task.
+    fn start(hub: &Hub, name: &str) -> Self {
+        let workers = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1);
+        let shards = (0..workers)
+            .map(|_| {
+                let viewers: Arc<ViewerList> = Arc::default();
+                let driver = tokio::spawn(drive(Arc::clone(&viewers), hub.watch(name)));
+                Shard {
+                    viewers,
+                    driver: driver.abort_handle(),
+                }
+            })
+            .collect();
+        Self {
+            shards,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A shard's loop: at every change of the stream, visit each viewer once.
+async fn drive(viewers: Arc<ViewerList>, mut watch: StreamWatch) {
+    loop {
+        watch.changed().await;
+        let round = Arc::clone(&*lock(&viewers));
+        for (i, viewer) in round.iter().enumerate() {
+            viewer.serve();
+            if (i + 1) % VIEWERS_PER_YIELD == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// A viewer's place in its stream's fan-out; leaving happens on drop.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    fanouts: Arc<FanOuts>,
+    name: String,
+    group: Option<Arc<Group>>,
+    shard: usize,
+    viewer: Arc<Viewer>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.viewer.leave();
+        if let Some(shard) = self.group.as_ref().and_then(|g| g.shards.get(self.shard)) {
+            let mut list = lock(&shard.viewers);
+            let viewers: Vec<Arc<Viewer>> = list
+                .iter()
+                .filter(|v| !Arc::ptr_eq(v, &self.viewer))
+                .cloned()
+                .collect();
+            *list = Arc::new(viewers);
+        }
+        // The last viewer's group stops its shards; its name is forgotten under the map's
+        // lock, so that a viewer joining meanwhile starts a new group.
+        let mut groups = lock(&self.fanouts.groups);
+        drop(self.group.take());
+        if groups
+            .get(&self.name)
+            .is_some_and(|weak| weak.strong_count() == 0)
+        {
+            groups.remove(&self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use streamgate_media::{ms_to_ticks, AacConfig, Codec, Frame, TrackKind};
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn audio(n: i64, len: usize) -> Frame {
+        Frame {
+            track: TrackKind::Audio,
+            codec: Codec::Aac,
+            pts: ms_to_ticks(n * 23),
+            dts: ms_to_ticks(n * 23),
+            keyframe: true,
+            payload: Bytes::from(vec![0x5a; len]),
+        }
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    fn take_events(viewer: &Viewer) -> Vec<Event> {
+        match viewer.take_work(MAX_EVENTS_PER_WRITE) {
+            Work::Write { unsent, events } => {
+                assert!(unsent.is_empty());
+                events
+            }
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn shard_writes_frames_and_hands_over_started_ended_and_full_sockets() {
+        let hub = Hub::new();
+        let publisher = hub.publish("live/t").unwrap();
+        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
+        let (server, mut client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Viewer::new(hub.subscribe("live/t"), Arc::new(write), 1);
+
+        // A new viewer starts in Task mode: the shard leaves it alone.
+        publisher.push(audio(0, 100));
+        viewer.serve();
+        let events = take_events(&viewer);
+        assert!(matches!(
+            events.as_slice(),
+            [Event::Started(_), Event::Frame(_)]
+        ));
+        assert!(matches!(viewer.take_work(8), Work::Done), "back to Fast");
+
+        // Fast: the shard writes the frame itself.
+        publisher.push(audio(1, 100));
+        viewer.serve();
+        let mut got = vec![0u8; 200];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 100, "one audio message of chunks");
+        assert!(!viewer.handoff.raised.load(Ordering::SeqCst));
+
+        // A socket that stops taking bytes: the shard leaves the rest and hands over.
+        let mut n = 2;
+        while !viewer.handoff.raised.load(Ordering::SeqCst) {
+            publisher.push(audio(n, 60_000));
+            viewer.serve();
+            n += 1;
+            assert!(n < 10_000, "the socket never filled");
+        }
+        match viewer.take_work(MAX_EVENTS_PER_WRITE) {
+            Work::Write { unsent, .. } => assert!(!unsent.is_empty(), "bytes left to write"),
+            other => panic!("expected unsent bytes, got {other:?}"),
+        }
+        publisher.push(audio(n, 10));
+        viewer.serve();
+        assert!(
+            matches!(viewer.take_work(MAX_EVENTS_PER_WRITE), Work::Write { .. }),
+            "the shard does not write while the task holds the cell"
+        );
+
+        // Ended goes to the task too.
+        while !matches!(viewer.take_work(MAX_EVENTS_PER_WRITE), Work::Done) {}
+        drop(publisher);
+        viewer.serve();
+        assert!(viewer.handoff.raised.load(Ordering::SeqCst));
+        assert!(matches!(take_events(&viewer).as_slice(), [Event::Ended]));
+    }
+
+    #[tokio::test]
+    async fn a_vp8_frame_goes_to_the_connection_task() {
+        let hub = Hub::new();
+        let publisher = hub.publish("live/v").unwrap();
+        let (server, _client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Viewer::new(hub.subscribe("live/v"), Arc::new(write), 1);
+        publisher.push(audio(0, 10));
+        while !matches!(viewer.take_work(8), Work::Done) {}
+
+        publisher.push(Frame {
+            track: TrackKind::Video,
+            codec: Codec::Vp8,
+            pts: 0,
+            dts: 0,
+            keyframe: true,
+            payload: Bytes::from_static(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]),
+        });
+        viewer.serve();
+        assert!(viewer.handoff.raised.load(Ordering::SeqCst));
+        match take_events(&viewer).as_slice() {
+            [Event::Frame(f)] => assert_eq!(f.frame.codec, Codec::Vp8),
+            other => panic!("expected the VP8 frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_start_with_the_first_viewer_and_stop_with_the_last() {
+        let hub = Hub::new();
+        let fanouts = Arc::new(FanOuts::default());
+        let publisher = hub.publish("live/g").unwrap();
+        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
+        let (server, mut client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Arc::new(Viewer::new(hub.subscribe("live/g"), Arc::new(write), 1));
+        let membership = fanouts.join(&hub, "live/g", Arc::clone(&viewer));
+        assert_eq!(lock(&fanouts.groups).len(), 1);
+        while !matches!(viewer.take_work(8), Work::Done) {}
+
+        // The first frame comes with Started: handed to the connection task.
+        publisher.push(audio(0, 100));
+        tokio::time::timeout(Duration::from_secs(5), viewer.handed_off())
+            .await
+            .unwrap();
+        assert!(matches!(
+            take_events(&viewer).as_slice(),
+            [Event::Started(_), Event::Frame(_)]
+        ));
+        while !matches!(viewer.take_work(8), Work::Done) {}
+
+        // The next one the shard, woken by the push, writes without the connection task.
+        publisher.push(audio(1, 100));
+        let mut got = vec![0u8; 200];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+
+        drop(membership);
+        assert!(lock(&fanouts.groups).is_empty());
+        assert!(
+            matches!(viewer.take_work(8), Work::Done),
+            "left: no subscriber"
+        );
+        assert_eq!(hub.stream_stats("live/g").map(|s| s.subscribers), Some(0));
+    }
+}
