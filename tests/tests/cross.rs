@@ -1,6 +1,9 @@
 //! Every ingest to every viewer: encoders publishing over RTMP and SRT (H.264 + AAC) play in
 //! browsers with sound, through one AAC -> Opus transcode per stream that starts with the
 //! first WebRTC viewer and stops with the last; H.264 with B-frames is refused for WebRTC.
+//! Browsers publishing play over RTMP and SRT with AAC; RTMP and SRT viewers of a VP8 browser
+//! publish are refused with the reason. A/V drift is measured at the player in both
+//! directions (`streamgate_tests::avsync`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -203,7 +206,7 @@ fn a_browser_publish_plays_in_ffmpeg_over_rtmp_and_srt_with_aac() {
 const REFUSAL_WITHIN: Duration = Duration::from_secs(8);
 
 #[test]
-fn srt_viewers_of_a_vp8_browser_publish_are_closed_with_a_reason_webrtc_viewers_play() {
+fn rtmp_and_srt_viewers_of_a_vp8_browser_publish_are_refused_with_a_reason_webrtc_viewers_play() {
     let s = server();
     let dir = TempDir::new("cross-vp8");
     let stream = "live/vp8";
@@ -262,6 +265,41 @@ fn srt_viewers_of_a_vp8_browser_publish_are_closed_with_a_reason_webrtc_viewers_
         .filter(|l| l.contains(stream) && l.contains("VP8") && l.contains("H.264"))
         .collect();
     assert_eq!(reasons.len(), 2, "one reason per SRT viewer: {reasons:?}");
+    // An RTMP viewer is refused with NetStream.Play.Failed and the reason, then closed.
+    let asked = std::time::Instant::now();
+    let mut rtmp = Proc::ffmpeg(
+        &ffmpeg::record_args(
+            &format!("rtmp://{}/{stream}", s.rtmp),
+            30,
+            &dir.path().join("rtmp.flv"),
+        ),
+        &dir.path().join("rtmp.log"),
+    );
+    // ffmpeg prints the server's description and "Input/output error", but its exit status
+    // is 0 when the refusal comes after it opened the input.
+    let rtmp_exit = rtmp.wait_exit(REFUSAL_WITHIN);
+    assert!(
+        rtmp_exit.is_some(),
+        "the RTMP viewer of a VP8 stream was not refused within {REFUSAL_WITHIN:?}: {:?} {}",
+        rtmp_exit,
+        rtmp.stderr()
+    );
+    println!(
+        "RTMP viewer of a VP8 stream refused after {:?}: {}",
+        asked.elapsed(),
+        rtmp.stderr().trim()
+    );
+    assert!(
+        rtmp.stderr().contains("VP8"),
+        "ffmpeg shows the reason: {}",
+        rtmp.stderr()
+    );
+    assert!(
+        s.log_lines_with("rtmp play refused")
+            .iter()
+            .any(|l| l.contains(stream) && l.contains("VP8")),
+        "the server log has the RTMP refusal"
+    );
     // The same stream still plays in a browser.
     let viewer = b.open(&play_page(&s, stream));
     wait_status(&mut b, &viewer, "playing", 20);
