@@ -315,7 +315,7 @@ fn rtmp_and_srt_viewers_of_a_vp8_browser_publish_are_refused_with_a_reason_webrt
 }
 
 /// Seconds of A/V drift measured in the normal suite; the ignored test measures 60 s.
-const DRIFT_SECONDS: u64 = 15;
+const DRIFT_SECONDS: u64 = 20;
 /// The most the A/V offset may move over a measurement.
 const MAX_DRIFT_MS: f64 = 100.0;
 /// How long a player may take to line audio and video up after it joins.
@@ -439,9 +439,10 @@ fn drift_from_browser(seconds: u64) -> Vec<DriftReport> {
 }
 
 /// The start and end windows whose median offsets are compared: a quarter of a short
-/// measurement, 10 s of a long one.
+/// measurement, 10 s of a long one. Five marks or more each, so that a few marks lost to a
+/// busy machine (frames the browser's encoder dropped) leave a median.
 fn drift_window(seconds: u64) -> f64 {
-    (seconds as f64 * 1000.0 / 4.0).min(10_000.0)
+    (seconds as f64 * 1000.0 / 4.0).clamp(5_000.0, 10_000.0)
 }
 
 fn assert_drift(report: &DriftReport, seconds: u64) {
