@@ -47,6 +47,12 @@ pub struct Tab {
 impl Browser {
     /// Starts Chromium with fake media devices and loopback WebRTC allowed.
     pub fn launch() -> Self {
+        Self::launch_with(&[])
+    }
+
+    /// As [`Browser::launch`], with extra command-line switches (such as
+    /// `--use-file-for-fake-video-capture=<file>`).
+    pub fn launch_with(extra: &[String]) -> Self {
         let profile = TempDir::new("chromium");
         let mut child = Command::new(chromium())
             .args([
@@ -72,6 +78,7 @@ impl Browser {
                 "--remote-debugging-port=0",
                 "--remote-allow-origins=*",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
@@ -154,6 +161,25 @@ impl Browser {
             .as_str()
             .unwrap()
             .to_owned();
+        self.attach(target)
+    }
+
+    /// Opens `url` in a new window: unlike a second tab, it stays visible beside the others,
+    /// so its page keeps rendering (video frame callbacks, animation frames).
+    pub fn open_window(&mut self, url: &str) -> Tab {
+        let target = self.call(
+            None,
+            "Target.createTarget",
+            json!({"url": url, "newWindow": true}),
+        )["targetId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.attach(target)
+    }
+
+    /// Attaches to a target through a flat session.
+    fn attach(&mut self, target: String) -> Tab {
         let session = self.call(
             None,
             "Target.attachToTarget",

@@ -10,6 +10,7 @@
     missing_debug_implementations
 )]
 
+pub mod avsync;
 pub mod browser;
 pub mod ffmpeg;
 pub mod http;

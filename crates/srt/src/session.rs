@@ -9,6 +9,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use srt_tokio::SrtSocket;
 use streamgate_auth::Grant;
 use streamgate_media::ts::{TsDemuxer, TsEvent, PACKET_LEN};
+use streamgate_media::Codec;
 use streamgate_relay::{Event, Publisher, SharedConfig, Subscriber, WireFormat};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,9 @@ pub enum Close {
     StreamEnded,
     /// The viewer's connection took no data for [`WRITE_STALL_TIMEOUT`].
     Stalled,
+    /// The stream's video is in a codec MPEG-TS over SRT does not carry here (a browser
+    /// publishing VP8); the viewer is closed rather than fed sound without a picture.
+    VideoNotCarried(Codec),
     /// The connection failed.
     Io(std::io::Error),
 }
@@ -114,6 +118,14 @@ pub async fn play(
         match event {
             Event::Started(c) => config = Some(c),
             Event::Frame(frame) => {
+                if let Some(refused) = refusal(frame.frame.codec) {
+                    tracing::warn!(
+                        stream = subscriber.name(),
+                        peer = %socket.settings().remote,
+                        "srt viewer closed: {VP8_REASON}"
+                    );
+                    break refused;
+                }
                 let Some(c) = &config else { continue };
                 let bytes = frame.encoded(WireFormat::MpegTs, |f| feed.mux(f, &c.config));
                 if let Err(reason) = send(&mut socket, &bytes).await {
@@ -126,6 +138,21 @@ pub async fn play(
     drop(subscriber);
     close(socket).await;
     reason
+}
+
+/// What an SRT viewer of a VP8 stream is closed with, in the server log: SRT has no status
+/// message for a connected caller, so the operator reads the reason here.
+pub const VP8_REASON: &str = "the stream's video is VP8, which SRT (MPEG-TS) cannot carry; \
+     the publisher must send H.264 (publish.html?codec=h264) for SRT and RTMP viewers";
+
+/// Why a viewer must be closed at a frame in `codec`, if it must: video that MPEG-TS cannot
+/// carry. Audio the muxer cannot carry (a browser's Opus) is no reason: the publisher sends
+/// the same sound in AAC beside it while SRT or RTMP viewers watch. One comparison per frame.
+pub const fn refusal(codec: Codec) -> Option<Close> {
+    match codec {
+        Codec::Vp8 => Some(Close::VideoNotCarried(Codec::Vp8)),
+        Codec::H264 | Codec::Aac | Codec::Opus => None,
+    }
 }
 
 /// Hands a frame's packets to the connection, [`PACKETS_PER_MESSAGE`] per message. The
@@ -156,4 +183,21 @@ async fn send(socket: &mut SrtSocket, bytes: &Bytes) -> Result<(), Close> {
 /// Closes the connection (flushing and sending SRT's shutdown), without waiting long.
 async fn close(mut socket: SrtSocket) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_vp8_video_closes_a_viewer() {
+        assert!(matches!(
+            refusal(Codec::Vp8),
+            Some(Close::VideoNotCarried(Codec::Vp8))
+        ));
+        assert!(refusal(Codec::H264).is_none());
+        assert!(refusal(Codec::Aac).is_none());
+        // A browser publisher's Opus travels beside its AAC; the muxer skips it.
+        assert!(refusal(Codec::Opus).is_none());
+    }
 }
