@@ -444,6 +444,121 @@ fn a_passphrase_against_a_plain_stream_ends_no_other_session() {
     assert!(!s.log().contains(pass), "the passphrase appears in the log");
 }
 
+/// A libsrt caller with `transtype=file` (its handshake carries a congestion block) and
+/// crafted datagrams that srt-protocol 0.4.4 panics on never reach it: the SRT sessions already
+/// running go on undisturbed, the listener is never restarted, and callers are still admitted.
+#[test]
+fn datagrams_that_panic_srt_protocol_end_no_session() {
+    let s = Server::start();
+    let dir = TempDir::new("srt-filter");
+    let (_, token) = s.create_token(
+        "publish",
+        json!({"label": "cam", "streams": [{"streamName": "live/cam[0-9]", "isRegex": true}]}),
+    );
+    let mut publisher =
+        start_srt_publisher(&s, &dir, "live/cam1", &format!("live/cam1,token={token}"));
+    let viewer = record(
+        &dir,
+        &srt::url(s.srt, "live/cam1,mode=request", ""),
+        8,
+        "v.ts",
+    );
+    assert!(wait_until(Duration::from_secs(5), || s
+        .log_lines_with("srt play started")
+        .len()
+        == 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let frames_before = s.frames_in("live/cam1");
+
+    // (a) ffmpeg with transtype=file, no token: it gets no answer and gives up.
+    let (out, took) = ffmpeg::run(
+        &srt::publish_args(&srt::url(s.srt, "live/x", "&transtype=file"), Some(2)),
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.success(), "a file-mode caller was served");
+    eprintln!("the file-mode caller gave up after {took:?}");
+
+    // (b) Crafted datagrams, each sent a few times.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut crafted = Vec::new();
+    for kind in [0u16, 6, 7, 8] {
+        for words in [0u16, 1] {
+            crafted.push(conclusion(&[
+                hsreq(),
+                ext(kind, words, b"b:a\0"),
+                ext(5, 1, b"x\0\0\0"),
+            ]));
+        }
+    }
+    crafted.push(conclusion(&[hsreq(), ext(5, 0, b"live")]));
+    // Hidden in the slack of an HSREQ block, where srt-protocol reads the next block.
+    let mut slack = hsreq();
+    slack[3] = 5;
+    slack.extend_from_slice(&ext(6, 1, b"live"));
+    crafted.push(conclusion(&[slack]));
+    // SRT control packets of subtypes 5 to 8 without a body word.
+    for subtype in 5u16..=8 {
+        let mut p = vec![0xff, 0xff];
+        p.extend_from_slice(&subtype.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
+        p.push(0);
+        crafted.push(p);
+    }
+    for _ in 0..3 {
+        for p in &crafted {
+            socket.send_to(p, s.srt).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    assert_recorded(viewer, &dir, "v.ts", 7);
+    assert!(publisher.running(), "publisher: {}", publisher.stderr());
+    assert!(
+        s.frames_in("live/cam1") > frames_before + 100,
+        "the publisher's frames stopped arriving"
+    );
+    assert_eq!(s.log_lines_with("srt play started").len(), 1);
+    assert!(s.log_lines_with("srt publish ended").is_empty());
+    assert!(s.log_lines_with("srt listener").is_empty());
+    assert!(s.log_lines_with("panicked").is_empty());
+    // Callers are still admitted.
+    assert_eq!(
+        call(s.srt, &format!("live/cam2,token={token}"), None),
+        CallResult::Connected
+    );
+}
+
+/// An HSv5 conclusion handshake to the listener carrying extension `blocks`.
+fn conclusion(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0];
+    p.extend_from_slice(&[0; 12]);
+    p.extend_from_slice(&5u32.to_be_bytes()); // HSv5
+    p.extend_from_slice(&[0, 0, 0, 5]); // no key; HSREQ | CONFIG
+    p.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0x05, 0xdc, 0, 0, 0x20, 0]);
+    p.extend_from_slice(&0xffff_ffffu32.to_be_bytes()); // conclusion
+    p.extend_from_slice(&[0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0, 1, 0, 0, 127]);
+    p.extend_from_slice(&[0; 12]);
+    for b in blocks {
+        p.extend_from_slice(b);
+    }
+    p
+}
+
+/// An extension block of `kind`, `words` long, its body `fill` repeated.
+fn ext(kind: u16, words: u16, fill: &[u8; 4]) -> Vec<u8> {
+    let mut b = kind.to_be_bytes().to_vec();
+    b.extend_from_slice(&words.to_be_bytes());
+    b.extend_from_slice(&fill.repeat(usize::from(words)));
+    b
+}
+
+/// libsrt's HSREQ block: version 1.4.4, its usual flags, 120 ms latency each way.
+fn hsreq() -> Vec<u8> {
+    let mut b = vec![0, 1, 0, 3];
+    b.extend_from_slice(&[0, 1, 4, 4, 0, 0, 0, 0xbf, 0, 120, 0, 120]);
+    b
+}
+
 #[test]
 fn server_wide_passphrase() {
     let pass = "server-wide-passphrase";

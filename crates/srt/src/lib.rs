@@ -18,6 +18,8 @@
 
 pub mod admit;
 pub mod feeds;
+#[cfg(target_os = "linux")]
+pub mod filter;
 pub mod key_material;
 pub mod keys;
 mod listener;

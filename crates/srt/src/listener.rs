@@ -43,6 +43,10 @@ impl SrtListener {
     /// ([`crate::key_material`]) can take that caller's datagrams on the same port for a
     /// moment. The port is first bound once without it: a port already in use still fails
     /// here, and a second server started on this one fails the same way.
+    ///
+    /// On Linux the socket drops, in the kernel, the datagrams srt-protocol would panic on
+    /// ([`crate::filter`]); the filter is attached before the socket is bound, so no datagram
+    /// ever reaches srt-tokio unfiltered.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let domain = Domain::for_address(addr);
         let addr = {
@@ -56,6 +60,7 @@ impl SrtListener {
         let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
         socket.set_reuse_port(true)?;
+        attach_filter(&socket)?;
         socket.bind(&addr.into())?;
         Ok(Self {
             socket: socket.into(),
@@ -142,6 +147,21 @@ impl SrtListener {
             .bind(local)
             .await
     }
+}
+
+/// Attaches the socket filter that keeps datagrams srt-protocol panics on away from it.
+#[cfg(target_os = "linux")]
+fn attach_filter(socket: &Socket) -> std::io::Result<()> {
+    socket.attach_filter(&crate::filter::srt_listener_filter())
+}
+
+/// No classic BPF here: srt-protocol sees every datagram.
+#[cfg(not(target_os = "linux"))]
+fn attach_filter(_socket: &Socket) -> std::io::Result<()> {
+    tracing::warn!(
+        "no SRT socket filter on this system: a malformed datagram can end every SRT session"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
