@@ -424,8 +424,13 @@ mod tests {
             .map(|i| f64::from(i) * 1000.0 + 480.0 + f64::from(i % 3) * 20.0)
             .collect();
         let o = offsets(&Marks { flashes, beeps });
-        assert_eq!(o.len(), 20);
-        assert!(o.iter().all(|(_, d)| (480.0..=520.0).contains(d)), "{o:?}");
+        // Half a period away, a beep is as near the flash after it as the one before: either
+        // neighbour will do, as long as every flash takes the same one (an end flash may then
+        // have none).
+        assert!(o.len() >= 19, "{o:?}");
+        let after = o.iter().all(|(_, d)| (480.0..=520.0).contains(d));
+        let before = o.iter().all(|(_, d)| (-520.0..=-480.0).contains(d));
+        assert!(after || before, "{o:?}");
     }
 
     #[test]
