@@ -16,14 +16,14 @@
 //!   round of the shard.
 //!
 //! Only the mode's owner writes, so chunks never interleave, and a slow viewer never holds
-//! up a shard: the shard leaves it to its own task. A push wakes the stream's shards (one per
-//! runtime worker, so that both cores write) instead of one task per viewer, and a round
-//! touches little memory per viewer: no task is scheduled or polled, no cancellation or read
-//! readiness is checked.
+//! up a shard: the shard leaves it to its own task. A push wakes the stream's shards (one for a
+//! small audience, up to one per runtime worker for a large one, so that every core writes)
+//! instead of one task per viewer, and a round touches little memory per viewer: no task is
+//! scheduled or polled, no cancellation or read readiness is checked.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -40,6 +40,9 @@ use crate::write::{send_now, unwritten, MAX_IOVECS};
 pub(crate) const MAX_EVENTS_PER_WRITE: usize = MAX_IOVECS;
 /// Viewers a shard serves before letting other tasks on its thread run.
 const VIEWERS_PER_YIELD: usize = 64;
+/// Viewers of a stream served by one shard before another one starts (while the runtime has
+/// more workers than shards).
+const VIEWERS_PER_SHARD: usize = 256;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -269,8 +272,12 @@ type ViewerList = Mutex<Arc<Vec<Arc<Viewer>>>>;
 /// One stream's shards, alive while the stream has playing viewers.
 #[derive(Debug)]
 struct Group {
-    shards: Vec<Shard>,
-    next: AtomicUsize,
+    hub: Hub,
+    name: String,
+    /// Started as the audience grows, up to one per runtime worker; never stopped before the
+    /// group.
+    shards: Mutex<Vec<Arc<Shard>>>,
+    max_shards: usize,
 }
 
 #[derive(Debug)]
@@ -279,11 +286,43 @@ struct Shard {
     driver: AbortHandle,
 }
 
-impl Drop for Group {
+impl Drop for Shard {
     fn drop(&mut self) {
-        for shard in &self.shards {
-            shard.driver.abort();
+        self.driver.abort();
+    }
+}
+
+impl Shard {
+    /// A shard of stream `name` with its driver task.
+    fn start(hub: &Hub, name: &str) -> Self {
+        let viewers: Arc<ViewerList> = Arc::default();
+        let driver = tokio::spawn(drive(Arc::clone(&viewers), hub.watch(name)));
+        Self {
+            viewers,
+            driver: driver.abort_handle(),
         }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.viewers).len()
+    }
+
+    fn add(&self, viewer: &Arc<Viewer>) {
+        let mut list = lock(&self.viewers);
+        let mut viewers = Vec::with_capacity(list.len() + 1);
+        viewers.extend(list.iter().cloned());
+        viewers.push(Arc::clone(viewer));
+        *list = Arc::new(viewers);
+    }
+
+    fn remove(&self, viewer: &Arc<Viewer>) {
+        let mut list = lock(&self.viewers);
+        let viewers: Vec<Arc<Viewer>> = list
+            .iter()
+            .filter(|v| !Arc::ptr_eq(v, viewer))
+            .cloned()
+            .collect();
+        *list = Arc::new(viewers);
     }
 }
 
@@ -294,29 +333,22 @@ pub(crate) struct FanOuts {
 }
 
 impl FanOuts {
-    /// Puts `viewer` of stream `name` in one of the stream's shards (starting them if it is
-    /// the first viewer). Must be called inside a Tokio runtime. The viewer leaves when the
-    /// membership drops.
+    /// Puts `viewer` of stream `name` in one of the stream's shards (starting one if needed).
+    /// Must be called inside a Tokio runtime. The viewer leaves when the membership drops.
     pub(crate) fn join(self: &Arc<Self>, hub: &Hub, name: &str, viewer: Arc<Viewer>) -> Membership {
         let group = {
             let mut groups = lock(&self.groups);
             match groups.get(name).and_then(Weak::upgrade) {
                 Some(group) => group,
                 None => {
-                    let group = Arc::new(Group::start(hub, name));
+                    let group = Arc::new(Group::new(hub, name));
                     groups.insert(name.to_owned(), Arc::downgrade(&group));
                     group
                 }
             }
         };
-        let shard = group.next.fetch_add(1, Ordering::Relaxed) % group.shards.len().max(1);
-        if let Some(s) = group.shards.get(shard) {
-            let mut list = lock(&s.viewers);
-            let mut viewers = Vec::with_capacity(list.len() + 1);
-            viewers.extend(list.iter().cloned());
-            viewers.push(Arc::clone(&viewer));
-            *list = Arc::new(viewers);
-        }
+        let shard = group.shard_for_one_more();
+        shard.add(&viewer);
         Membership {
             fanouts: Arc::clone(self),
             name: name.to_owned(),
@@ -328,25 +360,33 @@ impl FanOuts {
 }
 
 impl Group {
-    /// One shard per runtime worker, each with its own driver task.
-    fn start(hub: &Hub, name: &str) -> Self {
+    fn new(hub: &Hub, name: &str) -> Self {
         let workers = tokio::runtime::Handle::current()
             .metrics()
             .num_workers()
             .max(1);
-        let shards = (0..workers)
-            .map(|_| {
-                let viewers: Arc<ViewerList> = Arc::default();
-                let driver = tokio::spawn(drive(Arc::clone(&viewers), hub.watch(name)));
-                Shard {
-                    viewers,
-                    driver: driver.abort_handle(),
-                }
-            })
-            .collect();
         Self {
-            shards,
-            next: AtomicUsize::new(0),
+            hub: hub.clone(),
+            name: name.to_owned(),
+            shards: Mutex::new(Vec::new()),
+            max_shards: workers,
+        }
+    }
+
+    /// The shard a new viewer joins: the least busy one, or a new one when every shard has
+    /// [`VIEWERS_PER_SHARD`] viewers and the runtime has a worker to spare. A small audience
+    /// is served by one shard, so that a push wakes one task; a large one by one shard per
+    /// worker, so that every core writes.
+    fn shard_for_one_more(&self) -> Arc<Shard> {
+        let mut shards = lock(&self.shards);
+        let least = shards.iter().min_by_key(|s| s.len()).cloned();
+        match least {
+            Some(s) if s.len() < VIEWERS_PER_SHARD || shards.len() >= self.max_shards => s,
+            _ => {
+                let shard = Arc::new(Shard::start(&self.hub, &self.name));
+                shards.push(Arc::clone(&shard));
+                shard
+            }
         }
     }
 }
@@ -371,22 +411,14 @@ pub(crate) struct Membership {
     fanouts: Arc<FanOuts>,
     name: String,
     group: Option<Arc<Group>>,
-    shard: usize,
+    shard: Arc<Shard>,
     viewer: Arc<Viewer>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
         self.viewer.leave();
-        if let Some(shard) = self.group.as_ref().and_then(|g| g.shards.get(self.shard)) {
-            let mut list = lock(&shard.viewers);
-            let viewers: Vec<Arc<Viewer>> = list
-                .iter()
-                .filter(|v| !Arc::ptr_eq(v, &self.viewer))
-                .cloned()
-                .collect();
-            *list = Arc::new(viewers);
-        }
+        self.shard.remove(&self.viewer);
         // The last viewer's group stops its shards; its name is forgotten under the map's
         // lock, so that a viewer joining meanwhile starts a new group.
         let mut groups = lock(&self.fanouts.groups);
@@ -520,6 +552,47 @@ mod tests {
             [Event::Frame(f)] => assert_eq!(f.frame.codec, Codec::Vp8),
             other => panic!("expected the VP8 frame, got {other:?}"),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_shard_starts_only_for_a_large_audience() {
+        let hub = Hub::new();
+        let fanouts = Arc::new(FanOuts::default());
+        let (server, _client) = pair().await;
+        let (_read, write) = server.into_split();
+        let write = Arc::new(write);
+        let shards = |fanouts: &FanOuts| {
+            let groups = lock(&fanouts.groups);
+            let group = groups.get("live/s").and_then(Weak::upgrade).unwrap();
+            let sizes: Vec<usize> = lock(&group.shards).iter().map(|s| s.len()).collect();
+            sizes
+        };
+        let mut members: Vec<Membership> = (0..VIEWERS_PER_SHARD)
+            .map(|_| {
+                let viewer = Viewer::new(hub.subscribe("live/s"), Arc::clone(&write), 1);
+                fanouts.join(&hub, "live/s", Arc::new(viewer))
+            })
+            .collect();
+        assert_eq!(shards(&fanouts), vec![VIEWERS_PER_SHARD]);
+        for _ in 0..3 {
+            let viewer = Viewer::new(hub.subscribe("live/s"), Arc::clone(&write), 1);
+            members.push(fanouts.join(&hub, "live/s", Arc::new(viewer)));
+        }
+        assert_eq!(
+            shards(&fanouts),
+            vec![VIEWERS_PER_SHARD, 3],
+            "a second shard, then the least busy one"
+        );
+        // Two workers: never a third shard.
+        for _ in 0..VIEWERS_PER_SHARD {
+            let viewer = Viewer::new(hub.subscribe("live/s"), Arc::clone(&write), 1);
+            members.push(fanouts.join(&hub, "live/s", Arc::new(viewer)));
+        }
+        assert_eq!(shards(&fanouts).len(), 2);
+        members.truncate(1);
+        assert_eq!(shards(&fanouts).iter().sum::<usize>(), 1);
+        members.clear();
+        assert!(lock(&fanouts.groups).is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
