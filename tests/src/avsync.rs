@@ -162,8 +162,8 @@ pub const PAGE_PROBE: &str = r#"(async () => {
   ctx.createMediaStreamSource(video.srcObject).connect(node);
   node.connect(silent);
   silent.connect(ctx.destination);
-  // Once a second: the average time audio and video frames spent in the player's jitter
-  // buffers over that second. The player delays the earlier track to line both up.
+  // Once a second, for the report: the average time audio and video frames spent in the
+  // player's jitter buffers over that second.
   marks.buffers = [];
   const before = {};
   setInterval(async () => {
@@ -196,25 +196,26 @@ pub fn page_probe() -> String {
 pub const PAGE_MARKS: &str = "window.avsync ? { flashes: avsync.flashes, beeps: avsync.beeps, \
      frames: avsync.frames, buffers: avsync.buffers } : null";
 
-/// How close (ms) the player's audio and video buffering must come before a page counts as
-/// settled.
-pub const SETTLED_WITHIN_MS: f64 = 30.0;
+/// The player's jitter-buffer delays, audio and video (ms), of each second in
+/// [`PAGE_MARKS`]' value (`None` for a track without frames that second).
+pub fn page_buffers(v: &serde_json::Value) -> Vec<(Option<f64>, Option<f64>)> {
+    v["buffers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| (r["audio"].as_f64(), r["video"].as_f64()))
+        .collect()
+}
 
-/// When (page clock, ms) the player had lined audio and video up, from [`PAGE_MARKS`]'
-/// value: the first of two seconds in a row with the audio and video jitter buffer delays
-/// within [`SETTLED_WITHIN_MS`] of each other. A player joins with the two far apart (its
-/// audio buffer starts deep, its video buffer empty) and moves them together over seconds,
-/// or tens of seconds for bursty input; offsets measured before that are its lip-sync
-/// converging, not drift.
-pub fn page_settled_at(v: &serde_json::Value) -> Option<f64> {
-    let rows = v["buffers"].as_array()?;
-    let close = |r: &serde_json::Value| match (r["audio"].as_f64(), r["video"].as_f64()) {
-        (Some(a), Some(v)) => (a - v).abs() < SETTLED_WITHIN_MS,
-        _ => false,
-    };
-    rows.windows(2)
-        .find(|w| close(&w[0]) && close(&w[1]))
-        .and_then(|w| w[0]["t"].as_f64())
+/// The offset when a viewer joined: the median of the first `marks` offsets (an odd number
+/// keeps it one of them); `None` with fewer.
+pub fn join_offset(offsets: &[(f64, f64)], marks: usize) -> Option<f64> {
+    let mut first: Vec<f64> = offsets.iter().take(marks).map(|o| o.1).collect();
+    if first.len() < marks || marks == 0 {
+        return None;
+    }
+    first.sort_by(f64::total_cmp);
+    first.get(first.len() / 2).copied()
 }
 
 /// When flashes were shown and beeps heard, in milliseconds on one clock.
@@ -443,5 +444,17 @@ mod tests {
         assert_eq!(d.drift_ms, 55.0);
         assert_eq!(d.pairs, 60);
         assert!(drift(&o[..2], 5000.0).is_none());
+    }
+
+    #[test]
+    fn the_join_offset_is_the_median_of_the_first_marks() {
+        let o = [
+            (0.0, 700.0),
+            (1000.0, -40.0),
+            (2000.0, 30.0),
+            (3000.0, 500.0),
+        ];
+        assert_eq!(join_offset(&o, 3), Some(30.0));
+        assert_eq!(join_offset(&o[..2], 3), None);
     }
 }

@@ -3,7 +3,8 @@
 //! first WebRTC viewer and stops with the last; H.264 with B-frames is refused for WebRTC.
 //! Browsers publishing play over RTMP and SRT with AAC; RTMP and SRT viewers of a VP8 browser
 //! publish are refused with the reason. A/V drift is measured at the player in both
-//! directions (`streamgate_tests::avsync`).
+//! directions (`streamgate_tests::avsync`), and for browser viewers lip sync from the moment
+//! they join.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -318,25 +319,41 @@ fn rtmp_and_srt_viewers_of_a_vp8_browser_publish_are_refused_with_a_reason_webrt
 const DRIFT_SECONDS: u64 = 20;
 /// The most the A/V offset may move over a measurement.
 const MAX_DRIFT_MS: f64 = 100.0;
-/// How long a player may take to line audio and video up after it joins.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// The most the offset when a viewer joins may differ from the offset at the end of the
+/// measurement: lip sync is right from the start, not after the player has converged.
+const MAX_JOIN_MS: f64 = 100.0;
+/// Marks whose median is the offset at join (the first ones after the page plays).
+const JOIN_MARKS: usize = 3;
 
 /// One A/V drift measurement and what led to it.
 struct DriftReport {
     what: String,
     drift: avsync::Drift,
-    /// For a page: the offset at the first mark after joining and the seconds the player took
-    /// to line audio and video up (the measurement starts then).
-    join: Option<(f64, f64)>,
+    /// For a page: the offset when the viewer joined, and the player's jitter-buffer delays
+    /// (audio, video) over the first and the last second.
+    join: Option<Join>,
+}
+
+/// A page's start.
+struct Join {
+    offset_ms: f64,
+    first_buffers: (Option<f64>, Option<f64>),
+    last_buffers: (Option<f64>, Option<f64>),
 }
 
 impl std::fmt::Display for DriftReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.what, self.drift)?;
-        if let Some((offset, settle)) = self.join {
+        if let Some(j) = &self.join {
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
             write!(
                 f,
-                "; at join {offset:+.0} ms, player lined up after {settle:.0} s"
+                "; at join {:+.0} ms; player buffers audio/video {}/{} ms at first, {}/{} ms at last",
+                j.offset_ms,
+                ms(j.first_buffers.0),
+                ms(j.first_buffers.1),
+                ms(j.last_buffers.0),
+                ms(j.last_buffers.1)
             )?;
         }
         Ok(())
@@ -344,8 +361,8 @@ impl std::fmt::Display for DriftReport {
 }
 
 /// Publishes the marked source over `proto` (`rtmp` or `srt`, with ffmpeg's default muxing),
-/// plays it in play.html and measures the drift in the page over `seconds` once the player
-/// has lined audio and video up.
+/// plays it in play.html and measures the drift in the page over `seconds` from the first
+/// marks after the page plays.
 fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> DriftReport {
     let dir = TempDir::new("cross-drift-play");
     let stream = format!("live/marks-{proto}");
@@ -365,24 +382,23 @@ fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> D
     assert_picture_and_sound(b, &tab, proto);
     let state = b.eval(&tab, &avsync::page_probe());
     assert_eq!(state, "running", "{proto}: the page's audio context");
-    let settled = b.wait_for(&tab, avsync::PAGE_MARKS, SETTLE_TIMEOUT, |v| {
-        avsync::page_settled_at(v).is_some()
-    });
-    let settled = settled
-        .unwrap_or_else(|v| panic!("{proto}: the player did not line audio and video up: {v}"));
-    let from = avsync::page_settled_at(&settled).unwrap();
     std::thread::sleep(Duration::from_secs(seconds));
     let v = b.eval(&tab, avsync::PAGE_MARKS);
     b.close(&tab);
-    let all = avsync::offsets(&avsync::Marks::from_page(&v));
-    let measured: Vec<(f64, f64)> = all.iter().copied().filter(|o| o.0 >= from).collect();
-    let drift = avsync::drift(&measured, drift_window(seconds))
+    let offsets = avsync::offsets(&avsync::Marks::from_page(&v));
+    let drift = avsync::drift(&offsets, drift_window(seconds))
         .unwrap_or_else(|| panic!("{proto}: too few marks: {v}"));
-    let probe_start = v["buffers"][0]["t"].as_f64().unwrap_or(from) - 1000.0;
+    let buffers = avsync::page_buffers(&v);
+    let join = avsync::join_offset(&offsets, JOIN_MARKS).map(|offset_ms| Join {
+        offset_ms,
+        first_buffers: buffers.first().copied().unwrap_or_default(),
+        last_buffers: buffers.last().copied().unwrap_or_default(),
+    });
+    let join = join.unwrap_or_else(|| panic!("{proto}: too few marks at join: {v}"));
     DriftReport {
         what: format!("{proto} -> play.html"),
         drift,
-        join: all.first().map(|o| (o.1, (from - probe_start) / 1000.0)),
+        join: Some(join),
     }
 }
 
@@ -457,6 +473,12 @@ fn assert_drift(report: &DriftReport, seconds: u64) {
         d.drift_ms.abs() < MAX_DRIFT_MS,
         "drift over {MAX_DRIFT_MS} ms: {report}"
     );
+    if let Some(j) = &report.join {
+        assert!(
+            (j.offset_ms - d.end_ms).abs() < MAX_JOIN_MS,
+            "offset at join over {MAX_JOIN_MS} ms from the offset at the end: {report}"
+        );
+    }
 }
 
 #[test]

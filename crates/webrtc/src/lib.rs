@@ -7,7 +7,8 @@
 //! peer IP, and with a grant a session task starts ([`publish`], [`play`]) that owns the grant,
 //! the peer connection ([`peer`], the one module that uses the `webrtc` crate) and the relay
 //! handle. A publisher's RTP is reassembled into frames ([`inbound`]); a viewer's frames are
-//! packetized once per frame for every viewer and numbered per viewer ([`outbound`]).
+//! packetized once per frame for every viewer and numbered per viewer ([`outbound`]), and
+//! paced on the media clock so that audio and video reach the browser together ([`pace`]).
 //! AAC from RTMP and SRT publishers reaches viewers as Opus through one transcode per stream
 //! ([`opus_feed`]); a browser publisher's Opus reaches RTMP and SRT viewers as AAC, encoded
 //! in its publish session while such viewers are attached; H.264 with B-frames is refused for WebRTC playback.
@@ -21,6 +22,7 @@ pub mod message;
 pub mod name;
 pub mod opus_feed;
 pub mod outbound;
+pub mod pace;
 mod pages;
 pub mod peer;
 mod play;

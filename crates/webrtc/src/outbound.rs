@@ -140,14 +140,18 @@ impl Stamper {
     pub fn stamp(&mut self, pts: i64, last: bool) -> Stamp {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
-        let ticks = i128::from(pts) * i128::from(self.clock) / i128::from(CLOCK_HZ);
-        // RTP timestamps are modulo 2^32: the truncation is the wrap-around.
-        let timestamp = self.ts_base.wrapping_add(ticks as u32);
         Stamp {
             seq,
-            timestamp,
+            timestamp: self.rtp_time(pts),
             marker: last,
         }
+    }
+
+    /// The RTP timestamp of presentation time `pts` (in [`CLOCK_HZ`] ticks) on this track.
+    pub fn rtp_time(&self, pts: i64) -> u32 {
+        let ticks = i128::from(pts) * i128::from(self.clock) / i128::from(CLOCK_HZ);
+        // RTP timestamps are modulo 2^32: the truncation is the wrap-around.
+        self.ts_base.wrapping_add(ticks as u32)
     }
 }
 

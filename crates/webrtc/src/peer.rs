@@ -8,15 +8,22 @@
 //!
 //! In 0.17 the `on_track` handlers run one at a time, so the handler only hands the track to
 //! the session (which spawns its read loop) and returns.
+//!
+//! The crate's sender-report interceptor is left out: it maps each packet's RTP timestamp to
+//! the instant the packet was written, so audio and video written at different delays from
+//! their capture (audio in bursts, through a transcode) get mappings that disagree, and a
+//! browser lines them up wrongly. A viewer's session writes its reports itself, on the
+//! stream's media clock ([`OutgoingTrack::report`]).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use streamgate_media::Codec;
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{configure_nack, configure_twcc_receiver_only};
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
@@ -25,12 +32,14 @@ use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::interceptor::registry::Registry;
+use webrtc::interceptor::report::receiver::ReceiverReport;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
 };
@@ -125,7 +134,10 @@ fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> 
             .register_codec(spec.parameters(), spec.kind())
             .map_err(stack)?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut media).map_err(stack)?;
+    // The defaults of `register_default_interceptors` but the sender reports (see above).
+    let mut registry = configure_nack(Registry::new(), &mut media);
+    registry.add(Box::new(ReceiverReport::builder()));
+    let registry = configure_twcc_receiver_only(registry, &mut media).map_err(stack)?;
     let mut settings = SettingEngine::default();
     settings.set_ice_timeouts(
         Some(ICE_DISCONNECTED_TIMEOUT),
@@ -489,6 +501,28 @@ impl std::fmt::Debug for PlayPeer {
 #[derive(Clone)]
 pub struct OutgoingTrack {
     track: Arc<TrackLocalStaticRTP>,
+    pc: Arc<RTCPeerConnection>,
+    ssrc: u32,
+    sent: Arc<Sent>,
+}
+
+/// Packets and payload octets sent on a track, for its sender reports (both wrap, as
+/// RFC 3550 has them).
+#[derive(Debug, Default)]
+struct Sent {
+    packets: AtomicU32,
+    octets: AtomicU32,
+}
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
+
+/// A wall-clock time as a 64-bit NTP timestamp (seconds since 1900 and a binary fraction).
+pub fn ntp_timestamp(at: SystemTime) -> u64 {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs().wrapping_add(NTP_UNIX_OFFSET_SECS);
+    let frac = (u64::from(since.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
 }
 
 impl std::fmt::Debug for OutgoingTrack {
@@ -510,11 +544,38 @@ impl OutgoingTrack {
             },
             payload,
         };
+        let octets = u32::try_from(pkt.payload.len()).unwrap_or(u32::MAX);
         match self.track.write_rtp(&pkt).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.sent.packets.fetch_add(1, Ordering::Relaxed);
+                self.sent.octets.fetch_add(octets, Ordering::Relaxed);
+                Ok(())
+            }
             Err(webrtc::Error::ErrClosedPipe) => Err(PeerError::Stack("closed".into())),
             Err(e) => Err(stack(e)),
         }
+    }
+
+    /// Whether a packet has been written on this track.
+    pub fn has_sent(&self) -> bool {
+        self.sent.packets.load(Ordering::Relaxed) > 0
+    }
+
+    /// Writes a sender report: wall-clock time `at` is RTP time `rtp_time` on this track.
+    pub async fn report(&self, at: SystemTime, rtp_time: u32) -> Result<(), PeerError> {
+        let report = SenderReport {
+            ssrc: self.ssrc,
+            ntp_time: ntp_timestamp(at),
+            rtp_time,
+            packet_count: self.sent.packets.load(Ordering::Relaxed),
+            octet_count: self.sent.octets.load(Ordering::Relaxed),
+            ..Default::default()
+        };
+        self.pc
+            .write_rtcp(&[Box::new(report)])
+            .await
+            .map(|_| ())
+            .map_err(stack)
     }
 }
 
@@ -556,6 +617,13 @@ impl PlayPeer {
                 .map_err(stack)?
                 .sender()
                 .await;
+            let ssrc = sender
+                .get_parameters()
+                .await
+                .encodings
+                .first()
+                .map(|e| e.ssrc)
+                .ok_or_else(|| PeerError::Stack("a track without an SSRC".into()))?;
             let tx = events.clone();
             // RTCP must be read for the interceptors (NACK, reports) to work; keyframe
             // requests are passed on.
@@ -573,7 +641,15 @@ impl PlayPeer {
                     }
                 }
             });
-            tracks.push((kind, OutgoingTrack { track }));
+            tracks.push((
+                kind,
+                OutgoingTrack {
+                    track,
+                    pc: Arc::clone(&core.pc),
+                    ssrc,
+                    sent: Arc::default(),
+                },
+            ));
         }
         let mut video_track = None;
         let mut audio_track = None;
@@ -637,5 +713,20 @@ impl PlayPeer {
     /// Closes the connection.
     pub async fn close(&self) {
         self.core.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ntp_timestamps_count_from_1900_in_binary_fractions() {
+        assert_eq!(ntp_timestamp(UNIX_EPOCH), NTP_UNIX_OFFSET_SECS << 32);
+        let later = UNIX_EPOCH + Duration::from_millis(1_500);
+        assert_eq!(
+            ntp_timestamp(later),
+            ((NTP_UNIX_OFFSET_SECS + 1) << 32) | 0x8000_0000
+        );
     }
 }

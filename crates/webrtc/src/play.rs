@@ -1,18 +1,21 @@
 //! One browser's playback: wait for the stream (if the viewer may), choose codecs from what
 //! the stream carries, make the offer, then write the relay's frames as RTP, encoded once per
-//! frame for all viewers and numbered per viewer.
+//! frame for all viewers and numbered per viewer. Live frames go out paced on the media clock
+//! ([`crate::pace`]), and each track's RTCP sender reports map the same presentation time to
+//! the same wall-clock time, so that the browser plays audio and video in sync from the start.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use streamgate_auth::{Grant, StreamName};
-use streamgate_media::{ms_to_ticks, Codec, StreamConfig, TrackKind};
+use streamgate_media::{ms_to_ticks, Codec, StreamConfig, TrackKind, CLOCK_HZ};
 use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat};
 use tokio::sync::mpsc;
 
 use crate::message::{Definition, Reply, SdpKind};
 use crate::opus_feed::OpusFeed;
 use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
+use crate::pace::{Lane, Pacer, Pushed};
 use crate::peer::{CodecSpec, Connection, OutgoingTrack, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
 use crate::WebRtcContext;
@@ -28,6 +31,10 @@ pub const MAX_PENDING_FRAMES: usize = 512;
 /// A viewer whose backlog at connection time spans more than this skips to the next
 /// keyframe instead of receiving it in a burst (which would add that much delay).
 pub const MAX_START_BACKLOG: Duration = Duration::from_millis(1000);
+
+/// Interval of the RTCP sender reports on each of a viewer's tracks (a first one follows a
+/// track's first packet).
+pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// AAC frames seen without any Opus before a viewer's sound is taken from an AAC -> Opus
 /// transcode.
@@ -174,7 +181,10 @@ async fn play(
     let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
     tokio::pin!(deadline);
     let mut connected = false;
+    let mut reports = tokio::time::interval(SENDER_REPORT_INTERVAL);
+    reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let end = loop {
+        let due = sender.next_due();
         tokio::select! {
             () = grant.cancelled() => break Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
             c = control.recv() => match c {
@@ -237,21 +247,21 @@ async fn play(
                 Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
                 // The sound comes from the transcode.
                 Event::Frame(f) if opus.is_some() && f.frame.track == TrackKind::Audio => {}
-                Event::Frame(f) => match sender.send(&f, &config).await {
-                    Ok(()) => {}
-                    Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),
-                    Err(Stop::BFrames) => break refuse_bframes(name, stream_id, out).await,
-                },
+                Event::Frame(f) => sender.push(Instant::now(), f),
             },
             f = next_opus(&mut opus) => match f {
                 None => opus = None,
-                Some(f) if connected => {
-                    if sender.send(&f, &config).await.is_err() {
-                        break Some((Definition::PlayFinished, Some("connection lost")));
-                    }
-                }
+                Some(f) if connected => sender.push(Instant::now(), f),
                 Some(f) => push_pending(&mut opus_pending, f),
             },
+            () = sleep_until(due), if connected && due.is_some() => {
+                match sender.release(Instant::now(), &config).await {
+                    Ok(()) => {}
+                    Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),
+                    Err(Stop::BFrames) => break refuse_bframes(name, stream_id, out).await,
+                }
+            },
+            _ = reports.tick(), if connected => sender.report_all().await,
             () = &mut deadline, if !connected => {
                 out.text(Reply::error(Definition::Timeout, Some(stream_id))).await;
                 break None;
@@ -260,6 +270,14 @@ async fn play(
     };
     peer.close().await;
     end
+}
+
+/// Sleeps until `due`; never wakes without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next frame of the viewer's Opus feed; never ready without one.
@@ -311,6 +329,36 @@ struct Sender {
     /// Video is skipped until a keyframe (at start, and after a start backlog too long).
     need_keyframe: bool,
     backlog: Vec<Arc<SharedFrame>>,
+    /// Live frames, released on the media clock.
+    pacer: Pacer<Arc<SharedFrame>>,
+    /// The viewer's media clock, shared by its tracks' sender reports: presentation time
+    /// `pts` is wall-clock time `wall` (at `instant`), set by the first paced frame.
+    clock: Option<MediaClock>,
+    /// Whether each track (video, audio) has had its first sender report.
+    reported: (bool, bool),
+}
+
+/// One point of a viewer's media clock.
+#[derive(Debug, Clone, Copy)]
+struct MediaClock {
+    wall: SystemTime,
+    instant: Instant,
+    pts: i64,
+}
+
+impl MediaClock {
+    /// Wall-clock time now and the presentation time it stands for.
+    fn now(&self) -> (SystemTime, i64) {
+        let elapsed = self.instant.elapsed();
+        let ticks =
+            i64::try_from(elapsed.as_micros() * u128::from(CLOCK_HZ.unsigned_abs()) / 1_000_000)
+                .unwrap_or(i64::MAX);
+        let wall = self
+            .wall
+            .checked_add(elapsed)
+            .unwrap_or_else(SystemTime::now);
+        (wall, self.pts.saturating_add(ticks))
+    }
 }
 
 /// Why frames can no longer be written to a viewer.
@@ -340,13 +388,30 @@ impl Sender {
             }),
             need_keyframe: true,
             backlog: Vec::new(),
+            pacer: Pacer::new(Instant::now()),
+            clock: None,
+            reported: (false, false),
         }
     }
 
-    /// Takes the frames queued before the connection: from the latest keyframe on, unless
-    /// that spans more than [`MAX_START_BACKLOG`].
-    /// Opus frames from the transcode are kept from the backlog's first frame on.
+    /// Takes the frames queued before the connection: the video from the latest keyframe on,
+    /// unless that spans more than [`MAX_START_BACKLOG`]. A browser renders such a backlog
+    /// at once but would buffer a backlog of sound and play it in real time, behind the
+    /// picture: with video, sound starts with the live frames.
     fn start(&mut self, pending: Vec<Arc<SharedFrame>>, opus: Vec<Arc<SharedFrame>>) {
+        if self.video.is_some() {
+            let video: Vec<Arc<SharedFrame>> = pending
+                .into_iter()
+                .filter(|f| f.frame.track == TrackKind::Video)
+                .collect();
+            self.start_backlog(video, Vec::new());
+        } else {
+            self.start_backlog(pending, opus);
+        }
+    }
+
+    /// The backlog of [`Sender::start`]; opus frames are kept from its first frame on.
+    fn start_backlog(&mut self, pending: Vec<Arc<SharedFrame>>, opus: Vec<Arc<SharedFrame>>) {
         let last_key = pending
             .iter()
             .rposition(|f| f.frame.track == TrackKind::Video && f.frame.keyframe);
@@ -377,6 +442,72 @@ impl Sender {
             self.send(&f, config).await?;
         }
         Ok(())
+    }
+
+    /// Queues a live frame that arrived `now` for its time on the media clock.
+    fn push(&mut self, now: Instant, f: Arc<SharedFrame>) {
+        let lane = match f.frame.track {
+            TrackKind::Video if self.video.as_ref().is_some_and(|v| v.2 == f.frame.codec) => {
+                Lane::Video
+            }
+            TrackKind::Audio if self.audio.is_some() && f.frame.codec == Codec::Opus => Lane::Audio,
+            // Frames this viewer does not take.
+            _ => return,
+        };
+        let pts = f.frame.pts;
+        if self.pacer.push(now, pts, lane, f) == Pushed::Dropped {
+            let dropped = self.pacer.dropped();
+            if dropped.is_power_of_two() {
+                tracing::debug!(dropped, "late audio dropped for a WebRTC viewer");
+            }
+        }
+    }
+
+    /// When the next queued frame is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.pacer.next_due()
+    }
+
+    /// Sends the frames due at `now`.
+    async fn release(&mut self, now: Instant, config: &SharedConfig) -> Result<(), Stop> {
+        while let Some(f) = self.pacer.pop(now) {
+            if self.clock.is_none() {
+                self.clock = Some(MediaClock {
+                    wall: SystemTime::now(),
+                    instant: Instant::now(),
+                    pts: f.frame.pts,
+                });
+            }
+            self.send(&f, config).await?;
+            let first_video =
+                !self.reported.0 && self.video.as_ref().is_some_and(|v| v.0.has_sent());
+            let first_audio =
+                !self.reported.1 && self.audio.as_ref().is_some_and(|a| a.0.has_sent());
+            if first_video || first_audio {
+                self.report_all().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a sender report on each track that has sent packets, on the media clock: the
+    /// same presentation time is the same wall-clock time on both tracks, however late
+    /// either track's packets went out.
+    async fn report_all(&mut self) {
+        let Some(clock) = self.clock else { return };
+        let (wall, pts) = clock.now();
+        if let Some((track, stamper, _)) = &self.video {
+            if track.has_sent() {
+                self.reported.0 = true;
+                let _ = track.report(wall, stamper.rtp_time(pts)).await;
+            }
+        }
+        if let Some((track, stamper)) = &self.audio {
+            if track.has_sent() {
+                self.reported.1 = true;
+                let _ = track.report(wall, stamper.rtp_time(pts)).await;
+            }
+        }
     }
 
     async fn send(&mut self, shared: &SharedFrame, config: &SharedConfig) -> Result<(), Stop> {
