@@ -19,6 +19,11 @@
 //! backlog, a stall): they neither move the timeline nor wait; stale audio is dropped (a
 //! browser conceals the gap), stale video goes at once (its decoder needs every frame).
 //!
+//! A publisher's clock that jumps is followed rather than paced: a frame more than
+//! [`MAX_HOLD`] ahead of the timeline (a jump forward; holding it would freeze the picture
+//! for as long) starts the timeline again from it, and so do frames that have stayed stale
+//! for [`STALE_RESTART`] (a jump back; a stall's backlog is stale only while it drains).
+//!
 //! Sans-IO: `now` is passed in, the caller sleeps until [`Pacer::next_due`].
 
 use std::collections::VecDeque;
@@ -37,6 +42,9 @@ pub const CATCH_UP_PER_SECOND: Duration = Duration::from_millis(5);
 /// The most a frame is held back behind the earliest relative arrival; later frames are
 /// stale.
 pub const MAX_HOLD: Duration = Duration::from_millis(1000);
+
+/// How long frames may keep arriving stale before the timeline starts again from them.
+pub const STALE_RESTART: Duration = Duration::from_secs(2);
 
 /// Frames held per track. When a track's queue is full its oldest frame goes at once.
 pub const MAX_PACED_FRAMES: usize = 256;
@@ -127,6 +135,8 @@ pub struct Pacer<T> {
     video: VecDeque<(At, T)>,
     audio: VecDeque<(At, T)>,
     dropped: u64,
+    /// When the frames arriving stale began to, if the last one was.
+    stale_since: Option<Instant>,
 }
 
 fn ticks_to_micros(pts: i64) -> i64 {
@@ -150,7 +160,17 @@ impl<T> Pacer<T> {
             video: VecDeque::new(),
             audio: VecDeque::new(),
             dropped: 0,
+            stale_since: None,
         }
+    }
+
+    /// Forgets the relative arrivals and the timeline (the publisher's clock jumped); frames
+    /// already queued fall due at once.
+    fn restart(&mut self) {
+        self.earliest = Windowed::new(false);
+        self.latest = Windowed::new(true);
+        self.timeline = None;
+        self.stale_since = None;
     }
 
     /// Takes a frame that arrived `now` with presentation time `pts` (in [`CLOCK_HZ`] ticks).
@@ -158,9 +178,26 @@ impl<T> Pacer<T> {
         let pts_us = ticks_to_micros(pts);
         let arrived = micros(now.saturating_duration_since(self.origin));
         let relative = arrived.saturating_sub(pts_us);
+        if self
+            .timeline
+            .is_some_and(|(line, _)| line.saturating_sub(relative) > micros(MAX_HOLD))
+        {
+            self.restart();
+        }
         self.earliest.add(now, relative);
         let earliest = self.earliest.get().unwrap_or(relative);
-        let at = if relative.saturating_sub(earliest) > micros(MAX_HOLD) {
+        let stale = relative.saturating_sub(earliest) > micros(MAX_HOLD);
+        let since = match (stale, self.stale_since) {
+            (false, _) => None,
+            (true, None) => Some(now),
+            (true, Some(since)) => Some(since),
+        };
+        self.stale_since = since;
+        if since.is_some_and(|since| now.saturating_duration_since(since) >= STALE_RESTART) {
+            self.restart();
+            self.earliest.add(now, relative);
+        }
+        let at = if self.stale_since.is_some() {
             if lane == Lane::Audio {
                 self.dropped += 1;
                 return Pushed::Dropped;
@@ -348,6 +385,53 @@ mod tests {
         let after = push(&mut p, ms + 2020);
         assert!(before < 500 && before > 400, "{before}");
         assert_eq!(before - after, 10);
+    }
+
+    #[test]
+    fn a_clock_jumping_forward_is_followed_at_once() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        p.push(t0, 0, Lane::Video, "v0");
+        p.push(at(t0, 300), 0, Lane::Audio, "late a0");
+        drain(&mut p, at(t0, 300));
+        // The publisher's clock jumps 60 s ahead: sent on arrival, not a minute later.
+        p.push(at(t0, 340), 60_040 * MS, Lane::Video, "v1");
+        assert_eq!(p.next_due(), Some(at(t0, 340)));
+        assert_eq!(drain(&mut p, at(t0, 340)), ["v1"]);
+        p.push(at(t0, 380), 60_080 * MS, Lane::Audio, "a1");
+        assert_eq!(p.next_due(), Some(at(t0, 380)));
+    }
+
+    #[test]
+    fn a_clock_jumping_back_is_followed_after_a_while() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        p.push(at(t0, 60_000), 60_000 * MS, Lane::Video, "v0");
+        drain(&mut p, at(t0, 60_000));
+        // The clock goes back to 0: stale at first (audio dropped, as after a stall)...
+        let mut ms = 60_000;
+        let mut dropped = 0;
+        while ms < 60_000 + 2 * 1000 {
+            ms += 20;
+            let pts = i64::try_from(ms - 60_000).unwrap() * MS;
+            if p.push(at(t0, ms), pts, Lane::Audio, "a") == Pushed::Dropped {
+                dropped += 1;
+            }
+            drain(&mut p, at(t0, ms));
+        }
+        assert!(dropped >= 95, "{dropped}");
+        // ...then paced again on the new clock.
+        let pts = i64::try_from(ms + 20 - 60_000).unwrap() * MS;
+        assert_eq!(
+            p.push(at(t0, ms + 20), pts, Lane::Audio, "a"),
+            Pushed::Queued
+        );
+        assert_eq!(p.next_due(), Some(at(t0, ms + 20)));
+        let pts = i64::try_from(ms + 40 - 60_000).unwrap() * MS;
+        assert_eq!(
+            p.push(at(t0, ms + 30), pts, Lane::Audio, "a"),
+            Pushed::Queued
+        );
     }
 
     #[test]
