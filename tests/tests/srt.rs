@@ -393,20 +393,7 @@ fn a_passphrase_against_a_plain_stream_ends_no_other_session() {
         "publish",
         json!({"label": "cam", "streams": [{"streamName": "live/cam[0-9]", "isRegex": true}]}),
     );
-    let mut publisher =
-        start_srt_publisher(&s, &dir, "live/cam1", &format!("live/cam1,token={token}"));
-    let viewer = record(
-        &dir,
-        &srt::url(s.srt, "live/cam1,mode=request", ""),
-        8,
-        "v.ts",
-    );
-    assert!(wait_until(Duration::from_secs(5), || s
-        .log_lines_with("srt play started")
-        .len()
-        == 1));
-    std::thread::sleep(Duration::from_millis(500));
-    let frames_before = s.frames_in("live/cam1");
+    let session = Bystander::start(&s, &dir, &token);
 
     // An admitted publisher (ffmpeg, then srt-tokio for the code) and a viewer, each with a
     // passphrase and no key length, to streams that have none.
@@ -429,16 +416,7 @@ fn a_passphrase_against_a_plain_stream_ends_no_other_session() {
         "play with a passphrase of a stream without one",
     );
 
-    assert_recorded(viewer, &dir, "v.ts", 7);
-    assert!(publisher.running(), "publisher: {}", publisher.stderr());
-    assert!(
-        s.frames_in("live/cam1") > frames_before + 100,
-        "the publisher's frames stopped arriving"
-    );
-    assert_eq!(s.log_lines_with("srt play started").len(), 1);
-    assert!(s.log_lines_with("srt publish ended").is_empty());
-    assert!(s.log_lines_with("srt listener").is_empty());
-    assert!(s.log_lines_with("panicked").is_empty());
+    session.assert_undisturbed(&s, &dir);
     // Plain callers are still admitted.
     assert_eq!(call(s.srt, &cam2, None), CallResult::Connected);
     assert!(!s.log().contains(pass), "the passphrase appears in the log");
@@ -455,20 +433,7 @@ fn datagrams_that_panic_srt_protocol_end_no_session() {
         "publish",
         json!({"label": "cam", "streams": [{"streamName": "live/cam[0-9]", "isRegex": true}]}),
     );
-    let mut publisher =
-        start_srt_publisher(&s, &dir, "live/cam1", &format!("live/cam1,token={token}"));
-    let viewer = record(
-        &dir,
-        &srt::url(s.srt, "live/cam1,mode=request", ""),
-        8,
-        "v.ts",
-    );
-    assert!(wait_until(Duration::from_secs(5), || s
-        .log_lines_with("srt play started")
-        .len()
-        == 1));
-    std::thread::sleep(Duration::from_millis(500));
-    let frames_before = s.frames_in("live/cam1");
+    let session = Bystander::start(&s, &dir, &token);
 
     // (a) ffmpeg with transtype=file, no token: it gets no answer and gives up.
     let (out, took) = ffmpeg::run(
@@ -511,21 +476,63 @@ fn datagrams_that_panic_srt_protocol_end_no_session() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    assert_recorded(viewer, &dir, "v.ts", 7);
-    assert!(publisher.running(), "publisher: {}", publisher.stderr());
-    assert!(
-        s.frames_in("live/cam1") > frames_before + 100,
-        "the publisher's frames stopped arriving"
-    );
-    assert_eq!(s.log_lines_with("srt play started").len(), 1);
-    assert!(s.log_lines_with("srt publish ended").is_empty());
-    assert!(s.log_lines_with("srt listener").is_empty());
-    assert!(s.log_lines_with("panicked").is_empty());
+    session.assert_undisturbed(&s, &dir);
     // Callers are still admitted.
     assert_eq!(
         call(s.srt, &format!("live/cam2,token={token}"), None),
         CallResult::Connected
     );
+}
+
+/// An SRT publish of `live/cam1` and an SRT viewer recording it, running while a test sends
+/// bad callers or datagrams.
+struct Bystander {
+    publisher: Proc,
+    viewer: Proc,
+    frames_before: u64,
+}
+
+impl Bystander {
+    fn start(s: &Server, dir: &TempDir, token: &str) -> Self {
+        let publisher =
+            start_srt_publisher(s, dir, "live/cam1", &format!("live/cam1,token={token}"));
+        let viewer = record(
+            dir,
+            &srt::url(s.srt, "live/cam1,mode=request", ""),
+            8,
+            "v.ts",
+        );
+        assert!(wait_until(Duration::from_secs(5), || s
+            .log_lines_with("srt play started")
+            .len()
+            == 1));
+        std::thread::sleep(Duration::from_millis(500));
+        let frames_before = s.frames_in("live/cam1");
+        Self {
+            publisher,
+            viewer,
+            frames_before,
+        }
+    }
+
+    /// The recording is whole, the publish went on, and the listener never restarted.
+    fn assert_undisturbed(self, s: &Server, dir: &TempDir) {
+        let Self {
+            mut publisher,
+            viewer,
+            frames_before,
+        } = self;
+        assert_recorded(viewer, dir, "v.ts", 7);
+        assert!(publisher.running(), "publisher: {}", publisher.stderr());
+        assert!(
+            s.frames_in("live/cam1") > frames_before + 100,
+            "the publisher's frames stopped arriving"
+        );
+        assert_eq!(s.log_lines_with("srt play started").len(), 1);
+        assert!(s.log_lines_with("srt publish ended").is_empty());
+        assert!(s.log_lines_with("srt listener").is_empty());
+        assert!(s.log_lines_with("panicked").is_empty());
+    }
 }
 
 /// An HSv5 conclusion handshake to the listener carrying extension `blocks`.
