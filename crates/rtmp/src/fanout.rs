@@ -379,9 +379,13 @@ impl Group {
     /// worker, so that every core writes.
     fn shard_for_one_more(&self) -> Arc<Shard> {
         let mut shards = lock(&self.shards);
-        let least = shards.iter().min_by_key(|s| s.len()).cloned();
+        let least = shards
+            .iter()
+            .map(|s| (s.len(), s))
+            .min_by_key(|(len, _)| *len)
+            .map(|(len, s)| (len, Arc::clone(s)));
         match least {
-            Some(s) if s.len() < VIEWERS_PER_SHARD || shards.len() >= self.max_shards => s,
+            Some((len, s)) if len < VIEWERS_PER_SHARD || shards.len() >= self.max_shards => s,
             _ => {
                 let shard = Arc::new(Shard::start(&self.hub, &self.name));
                 shards.push(Arc::clone(&shard));
