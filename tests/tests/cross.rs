@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use streamgate_tests::browser::{Browser, Tab};
 use streamgate_tests::ffmpeg::{self, Proc};
-use streamgate_tests::{avsync, srt, wait_until, Options, Server, TempDir};
+use streamgate_tests::{avsync, cpu_ticks, srt, wait_until, Options, Server, TempDir};
 
 /// A server whose ICE candidates are on loopback only.
 fn server() -> Server {
@@ -570,12 +570,4 @@ fn benchmark_rtmp_to_webrtc_viewers() {
         (all - one) / (viewers.max(2) - 1) as f64
     );
     assert_eq!(transcodes, 1);
-}
-
-/// User + system CPU ticks (1/100 s) of a process.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
