@@ -31,10 +31,15 @@ pub const API_SECRET: &str = "test-api-secret-0123456789abcdef";
 /// How long a server may take to report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Path of the `streamgate` binary under test.
+/// Path of the `streamgate` binary under test. A relative `STREAMGATE_BIN` is taken from the
+/// workspace root, where the commands in the docs are run (cargo runs the tests from `tests/`).
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("STREAMGATE_BIN") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        if p.is_relative() {
+            return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p);
+        }
+        return p;
     }
     workspace_binary("streamgate")
 }
