@@ -12,6 +12,7 @@
 //! This crate opens no sockets and knows no wire protocol.
 
 mod decision;
+mod gate;
 pub mod jwt;
 mod name;
 mod registry;
@@ -22,6 +23,7 @@ mod service;
 pub mod store;
 mod token;
 
+pub use gate::{source_key, ConnectionGate, GatePass, GateRefusal, GateStats};
 pub use name::{StreamName, StreamNameError, MAX_STREAM_NAME_LEN};
 pub use registry::{LiveStream, Registry, SessionCounts};
 pub use request::{AccessRequest, Action, Denial, Grant, Protocol};

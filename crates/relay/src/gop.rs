@@ -5,33 +5,52 @@ use streamgate_media::TrackKind;
 
 use crate::queue::Slot;
 
-/// Most frames (video and audio together) the GOP cache holds; about 9 s of 60 fps video
-/// with AAC. When a GOP grows past it, the cache is emptied until the next keyframe, and
+/// Most frames (video and audio together) the GOP cache holds by default; about 9 s of 60 fps
+/// video with AAC. When a GOP grows past it, the cache is emptied until the next keyframe, and
 /// subscribers joining meanwhile start at that keyframe.
 pub const GOP_CACHE_MAX_FRAMES: usize = 1024;
 
-/// Most payload bytes the GOP cache holds (16 MiB, about 6.5 s at 20 Mbit/s). When a GOP
+/// Most payload bytes the GOP cache holds by default (16 MiB, about 6.5 s at 20 Mbit/s). When a GOP
 /// grows past it, the cache is emptied until the next keyframe, and subscribers joining
 /// meanwhile start at that keyframe.
 pub const GOP_CACHE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Frames from the latest video keyframe on, audio included.
 ///
-/// Bound policy: when the current GOP would exceed [`GOP_CACHE_MAX_FRAMES`] or
-/// [`GOP_CACHE_MAX_BYTES`], the cache is emptied and stays empty until the next keyframe.
+/// Bound policy: when the current GOP would exceed its frames or bytes (by default
+/// [`GOP_CACHE_MAX_FRAMES`] and [`GOP_CACHE_MAX_BYTES`]), the cache is emptied and stays empty until the next keyframe.
 /// Keeping a tail without its keyframe would be undecodable, and keeping only the head
 /// would leave a gap before live frames, so a subscriber arriving meanwhile waits for the
 /// next live keyframe instead. Audio-only streams are not cached: any audio frame is a start
 /// point, so a new subscriber starts with the next frame.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GopCache {
     slots: Vec<Slot>,
     bytes: usize,
     /// Whether `slots` starts at a keyframe and has stayed within bounds since.
     active: bool,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+impl Default for GopCache {
+    fn default() -> Self {
+        Self::new(GOP_CACHE_MAX_FRAMES, GOP_CACHE_MAX_BYTES)
+    }
 }
 
 impl GopCache {
+    /// An empty cache of at most `max_frames` and `max_bytes` of payload.
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Self {
+        Self {
+            slots: Vec::new(),
+            bytes: 0,
+            active: false,
+            max_frames,
+            max_bytes,
+        }
+    }
+
     /// Records a pushed frame.
     pub(crate) fn push(&mut self, slot: &Slot) {
         let frame = &slot.frame.frame;
@@ -43,7 +62,7 @@ impl GopCache {
             return;
         }
         let bytes = self.bytes.saturating_add(frame.payload.len());
-        if self.slots.len() >= GOP_CACHE_MAX_FRAMES || bytes > GOP_CACHE_MAX_BYTES {
+        if self.slots.len() >= self.max_frames || bytes > self.max_bytes {
             self.clear();
             return;
         }

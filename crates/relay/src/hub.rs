@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::session::{lock, Session};
 use crate::wake::Signal;
-use crate::{Publisher, RelayError, StreamWatch, Subscriber};
+use crate::{Publisher, RelayError, RelayLimits, StreamWatch, Subscriber};
 
 /// The stream hub; clones share the same streams.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +19,7 @@ pub struct Hub {
 #[derive(Debug, Default)]
 pub(crate) struct HubInner {
     streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
+    pub(crate) limits: RelayLimits,
 }
 
 /// One stream name, live or waited for. It exists while it has a publisher or a subscriber.
@@ -33,6 +34,7 @@ pub(crate) struct StreamEntry {
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
     dropped: AtomicU64,
+    oversized: AtomicU64,
 }
 
 /// What changes when publishers and subscribers come and go.
@@ -68,12 +70,32 @@ pub struct StreamStats {
     pub bytes_in: u64,
     /// Frames lost by lagging subscribers, summed over subscribers.
     pub dropped: u64,
+    /// Frames refused at the push for being larger than [`RelayLimits::max_frame_bytes`].
+    pub oversized: u64,
+    /// Payload bytes the live publish keeps for its subscribers (at most
+    /// [`RelayLimits::buffer_bytes`], or one frame).
+    pub buffered_bytes: u64,
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub with the default limits.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub whose streams are bounded by `limits`.
+    pub fn with_limits(limits: RelayLimits) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                streams: Mutex::default(),
+                limits,
+            }),
+        }
+    }
+
+    /// The limits of every stream.
+    pub fn limits(&self) -> RelayLimits {
+        self.inner.limits
     }
 
     /// Attaches the publisher of `name`; fails if one is attached already.
@@ -93,7 +115,7 @@ impl Hub {
                     name: name.to_owned(),
                 });
             }
-            let session = Arc::new(Session::new());
+            let session = Arc::new(Session::new(&self.inner.limits));
             state.session = Some(Arc::clone(&session));
             session
         };
@@ -227,6 +249,7 @@ impl StreamEntry {
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
         }
     }
 
@@ -247,6 +270,11 @@ impl StreamEntry {
             .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// Counts frames refused for their size.
+    pub(crate) fn count_oversized(&self, frames: u64) {
+        self.oversized.fetch_add(frames, Ordering::Relaxed);
+    }
+
     /// Counts frames lost by a subscriber.
     pub(crate) fn count_dropped(&self, frames: u64) {
         self.dropped.fetch_add(frames, Ordering::Relaxed);
@@ -254,17 +282,20 @@ impl StreamEntry {
 
     /// A snapshot of the counters.
     fn stats(&self) -> StreamStats {
-        let (live, subscribers) = {
+        let (session, subscribers) = {
             let state = lock(&self.state);
-            (state.session.is_some(), state.subscribers)
+            (state.session.clone(), state.subscribers)
         };
+        let buffered = session.as_ref().map_or(0, |s| s.lock().ring.bytes());
         StreamStats {
             name: self.name.clone(),
-            live,
+            live: session.is_some(),
             subscribers,
             frames_in: self.frames_in.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            oversized: self.oversized.load(Ordering::Relaxed),
+            buffered_bytes: u64::try_from(buffered).unwrap_or(u64::MAX),
         }
     }
 }

@@ -9,18 +9,21 @@
 //! task calls [`Hub::subscribe`] and loops on [`Subscriber::recv`], writing every
 //! [`Event::Frame`] in its own wire format through the shared encode cache.
 //!
-//! Queue design: each stream keeps one ring of the last [`SUBSCRIBER_QUEUE_FRAMES`] frames
-//! and each subscriber only a cursor into it, so a push does no per-subscriber queueing (one
+//! Queue design: each stream keeps one ring of the last frames (at most
+//! [`RelayLimits::buffer_frames`] and [`RelayLimits::buffer_bytes`]) and each subscriber only a cursor into it, so a push does no per-subscriber queueing (one
 //! allocation for the shared frame, one short lock, then a wake-up of the subscribers that
 //! wait). A subscriber that has read everything sees with one atomic load that nothing is
 //! new and waits in its own parking slot, so idle checks and waits take no shared lock. A subscriber whose cursor falls off the ring has lost frames: it
 //! skips to the newest video keyframe still queued (or waits for the next one), and the
 //! loss is counted, per subscriber and per stream.
-//! No lock is held across an `.await`, and no unbounded channel carries media.
+//! No lock is held across an `.await`, and no unbounded channel carries media. A frame larger
+//! than [`RelayLimits::max_frame_bytes`] is dropped at the push, so that the memory of a stream
+//! stays within its [`RelayLimits`] whatever its publisher sends.
 
 mod error;
 mod gop;
 mod hub;
+mod limits;
 mod publisher;
 mod queue;
 mod session;
@@ -32,8 +35,9 @@ mod wake;
 pub use error::RelayError;
 pub use gop::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
 pub use hub::{Hub, StreamStats};
+pub use limits::{RelayLimits, MAX_FRAME_BYTES};
 pub use publisher::Publisher;
-pub use queue::SUBSCRIBER_QUEUE_FRAMES;
+pub use queue::{SUBSCRIBER_QUEUE_BYTES, SUBSCRIBER_QUEUE_FRAMES};
 pub use shared::{SharedConfig, SharedFrame, WireFormat};
 pub use stream_watch::StreamWatch;
 pub use subscriber::{Event, Subscriber};

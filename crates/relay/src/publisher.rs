@@ -60,29 +60,37 @@ impl Publisher {
 
     /// Hands a frame to every subscriber. Never waits: the cost is one allocation for the
     /// shared frame, one short lock and a wake-up of the subscribers waiting for data,
-    /// however far behind they are.
+    /// however far behind they are. A frame larger than the hub's
+    /// [`crate::RelayLimits::max_frame_bytes`] is dropped and counted instead.
     ///
     /// A configuration change made before this call is announced to each subscriber right
     /// before this frame.
     pub fn push(&self, frame: Frame) {
-        let bytes = frame.payload.len();
-        self.session.push_all([Arc::new(SharedFrame::new(frame))]);
-        self.entry.count_in(1, bytes);
-        self.entry.signal.wake_all();
+        self.push_all([frame]);
     }
 
     /// Hands several frames to every subscriber, in order, with one wake-up for all of them:
     /// for frames that arrived together (one socket read), so that each subscriber is woken,
-    /// and writes, once. Never waits.
+    /// and writes, once. Never waits; frames over the size limit are dropped and counted.
     pub fn push_all(&self, frames: impl IntoIterator<Item = Frame>) {
+        let max = self.hub.limits.max_frame_bytes;
         let mut bytes = 0;
+        let mut oversized = 0;
         let shared: Vec<Arc<SharedFrame>> = frames
             .into_iter()
+            .filter(|frame| {
+                let fits = frame.payload.len() <= max;
+                oversized += u64::from(!fits);
+                fits
+            })
             .map(|frame| {
                 bytes += frame.payload.len();
                 Arc::new(SharedFrame::new(frame))
             })
             .collect();
+        if oversized > 0 {
+            self.entry.count_oversized(oversized);
+        }
         if shared.is_empty() {
             return;
         }

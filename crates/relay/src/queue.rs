@@ -20,7 +20,13 @@ use crate::{SharedConfig, SharedFrame};
 /// [`crate::StreamStats::dropped`]. The publisher is never slowed.
 ///
 /// 512 frames are about 7 s of 30 fps video with 44.1 kHz AAC, and about 5 s at 60 fps.
+/// This is the default of [`crate::RelayLimits::buffer_frames`].
 pub const SUBSCRIBER_QUEUE_FRAMES: usize = 512;
+
+/// How many payload bytes the same window may hold: the oldest frames are dropped (with the
+/// same consequences) when the frames queued would exceed it. 32 MiB are about 13 s at
+/// 20 Mbit/s. This is the default of [`crate::RelayLimits::buffer_bytes`].
+pub const SUBSCRIBER_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// One entry of the ring: a frame and the configuration that was in force when it was
 /// pushed, so that a reader can announce a new configuration exactly before the first frame
@@ -33,24 +39,36 @@ pub(crate) struct Slot {
     pub(crate) config: Arc<SharedConfig>,
 }
 
-/// A bounded FIFO of slots addressed by ever-increasing sequence numbers.
+/// A FIFO of slots addressed by ever-increasing sequence numbers, bounded in slots and in
+/// payload bytes.
 #[derive(Debug)]
 pub(crate) struct Ring {
     slots: VecDeque<Slot>,
     /// Sequence number of `slots.front()`.
     base: u64,
     capacity: usize,
+    /// Payload bytes held, and the most it may hold (the newest slot is always kept).
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Ring {
-    /// An empty ring holding at most `capacity` (at least 1) slots, allocated once.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An empty ring holding at most `capacity` (at least 1) slots and `max_bytes` of payload,
+    /// its slot array allocated once.
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             slots: VecDeque::with_capacity(capacity),
             base: 0,
             capacity,
+            bytes: 0,
+            max_bytes,
         }
+    }
+
+    /// Payload bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Sequence number of the oldest slot still held.
@@ -63,12 +81,19 @@ impl Ring {
         self.base + self.slots.len() as u64
     }
 
-    /// Appends a slot, overwriting the oldest one when full. O(1), never allocates.
+    /// Appends a slot, dropping the oldest ones while the ring is full in slots or bytes.
+    /// Never allocates.
     pub(crate) fn push(&mut self, slot: Slot) {
-        if self.slots.len() >= self.capacity {
-            self.slots.pop_front();
+        let len = slot.frame.frame.payload.len();
+        while !self.slots.is_empty()
+            && (self.slots.len() >= self.capacity || self.bytes + len > self.max_bytes)
+        {
+            if let Some(old) = self.slots.pop_front() {
+                self.bytes -= old.frame.frame.payload.len();
+            }
             self.base += 1;
         }
+        self.bytes += len;
         self.slots.push_back(slot);
     }
 
@@ -92,6 +117,10 @@ mod tests {
     use streamgate_media::{Codec, Frame, StreamConfig, TrackKind};
 
     fn slot(pts: i64) -> Slot {
+        sized(pts, 0)
+    }
+
+    fn sized(pts: i64, len: usize) -> Slot {
         Slot {
             frame: Arc::new(SharedFrame::new(Frame {
                 track: TrackKind::Audio,
@@ -99,7 +128,7 @@ mod tests {
                 pts,
                 dts: pts,
                 keyframe: true,
-                payload: Bytes::new(),
+                payload: Bytes::from(vec![0; len]),
             })),
             config: Arc::new(SharedConfig::new(StreamConfig::default())),
         }
@@ -107,7 +136,7 @@ mod tests {
 
     #[test]
     fn overwrites_oldest_when_full() {
-        let mut ring = Ring::new(3);
+        let mut ring = Ring::new(3, usize::MAX);
         for pts in 0..5 {
             ring.push(slot(pts));
         }
@@ -119,5 +148,19 @@ mod tests {
         assert!(ring.get(5).is_none());
         assert_eq!(ring.newest(|s| s.frame.frame.pts < 4), Some(3));
         assert_eq!(ring.newest(|_| false), None);
+    }
+
+    #[test]
+    fn drops_oldest_when_over_its_bytes() {
+        let mut ring = Ring::new(100, 1000);
+        for pts in 0..4 {
+            ring.push(sized(pts, 300));
+        }
+        assert_eq!((ring.base(), ring.head(), ring.bytes()), (1, 4, 900));
+        // One frame larger than the whole budget is kept alone.
+        ring.push(sized(9, 5000));
+        assert_eq!((ring.base(), ring.head(), ring.bytes()), (4, 5, 5000));
+        ring.push(sized(10, 10));
+        assert_eq!((ring.base(), ring.bytes()), (5, 10));
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use streamgate_media::{StreamConfig, TrackKind};
 
 use crate::gop::GopCache;
-use crate::queue::{Ring, Slot, SUBSCRIBER_QUEUE_FRAMES};
-use crate::{SharedConfig, SharedFrame};
+use crate::queue::{Ring, Slot};
+use crate::{RelayLimits, SharedConfig, SharedFrame};
 
 /// Locks a mutex, ignoring poisoning (no code here panics while holding a lock, and the
 /// guarded data stays consistent between statements).
@@ -64,12 +64,12 @@ impl JoinPoint {
 }
 
 impl Session {
-    /// A new, live session with an empty configuration.
-    pub(crate) fn new() -> Self {
+    /// A new, live session with an empty configuration, bounded by `limits`.
+    pub(crate) fn new(limits: &RelayLimits) -> Self {
         Self {
             state: Mutex::new(SessionState {
-                ring: Ring::new(SUBSCRIBER_QUEUE_FRAMES),
-                gop: GopCache::default(),
+                ring: Ring::new(limits.buffer_frames, limits.buffer_bytes),
+                gop: GopCache::new(limits.gop_frames, limits.gop_bytes),
                 config: Arc::new(SharedConfig::new(StreamConfig::default())),
                 has_video: false,
                 ended: false,

@@ -9,7 +9,7 @@ use streamgate_media::{
     ms_to_ticks, AacConfig, AvcConfig, Codec, Frame, Metadata, StreamConfig, TrackKind,
 };
 use streamgate_relay::{
-    Event, Hub, RelayError, SharedFrame, Subscriber, WireFormat, GOP_CACHE_MAX_FRAMES,
+    Event, Hub, RelayError, RelayLimits, SharedFrame, Subscriber, WireFormat, GOP_CACHE_MAX_FRAMES,
     SUBSCRIBER_QUEUE_FRAMES,
 };
 
@@ -648,4 +648,40 @@ async fn a_watch_wakes_on_every_change_and_keeps_the_name() {
     assert_eq!(hub.stream_names(), vec!["live/w".to_owned()]);
     drop(watch);
     assert!(hub.stream_names().is_empty());
+}
+
+#[test]
+fn a_stream_holds_no_more_than_its_limits() {
+    let limits = RelayLimits {
+        max_frame_bytes: 1000,
+        buffer_frames: 100,
+        buffer_bytes: 5000,
+        gop_frames: 100,
+        gop_bytes: 3000,
+    };
+    let hub = Hub::with_limits(limits);
+    let publisher = hub.publish("live/big").unwrap();
+    let mut lagging = hub.subscribe("live/big");
+    let sized = |n: i64, len: usize| Frame {
+        payload: Bytes::from(vec![0u8; len]),
+        ..video(n, n % 10 == 0)
+    };
+    // Frames over the limit are refused and counted, the others kept within the bytes.
+    publisher.push_all((0..50).map(|n| sized(n, if n % 7 == 3 { 1001 } else { 900 })));
+    let stats = hub.stream_stats("live/big").unwrap();
+    assert_eq!(stats.oversized, 7);
+    assert_eq!(stats.frames_in, 43);
+    assert!(stats.buffered_bytes <= 5000, "{stats:?}");
+    // The lagging subscriber lost what was dropped and resumes at a keyframe.
+    let mut got = Vec::new();
+    while let Some(event) = lagging.try_recv() {
+        if let Event::Frame(f) = event {
+            got.push(f.frame.payload.len());
+        }
+    }
+    assert!(got.len() <= 6, "{got:?}");
+    assert!(lagging.dropped() > 0);
+    // A new subscriber's GOP is cut at 3000 bytes: this one starts at the next keyframe.
+    let mut late = hub.subscribe("live/big");
+    assert!(late.try_recv().is_none());
 }
