@@ -50,6 +50,11 @@ impl Health {
         self.lock().insert(listener, false);
     }
 
+    /// Whether `listener` is up (`None` if it was never declared).
+    pub fn is_up(&self, listener: &str) -> Option<bool> {
+        self.lock().get(listener).copied()
+    }
+
     /// Adds a metrics source.
     pub fn add_metrics(&self, source: Arc<dyn MetricsSource>) {
         self.sources

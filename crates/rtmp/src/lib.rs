@@ -2,38 +2,91 @@
 //! ffmpeg and OBS, every one admitted by the auth decision, with media carried through the
 //! relay.
 //!
-//! Main loop, per connection ([`connection`]): the socket loop completes the handshake, then
-//! feeds every byte to the sans-IO session library (`rml_rtmp`) and to an [`watch::InboundWatch`]
-//! that bounds the client's chunk size and reads the connect command's tcUrl and flashVer.
-//! A publish or play request becomes an `AccessRequest`; with a grant, a publisher pushes FLV
-//! tags converted to frames into the relay, and a player writes the relay's frames, serialised
-//! once per frame for every viewer ([`chunk`]). A revoked grant, the end of the stream or
-//! shutdown closes the connection.
+//! Main loop, per connection: a thin socket task ([`connection`]) feeds the client's bytes, the
+//! relay's events and the time to the connection's sans-IO [`session::Session`], and writes
+//! what it produces. The session reads the handshake, then the chunk stream within a byte
+//! budget ([`dechunk`]) and commands with a bounded AMF0 decoder ([`amf0`]), so that no
+//! third-party parser sees unbounded input. A publish or play request becomes an
+//! `AccessRequest`; with a grant, a publisher pushes FLV tags converted to frames into the
+//! relay, and a player's frames are written by its stream's fan-out shard from bytes
+//! serialised once per frame for every viewer ([`chunk`]). A revoked grant, the end of the
+//! stream, a broken limit or shutdown closes the connection. The listener ([`listener`])
+//! caps connections in all and per source address before reading a byte.
 
+pub mod amf0;
 pub mod chunk;
 mod connection;
+pub mod control;
+pub mod dechunk;
 mod encode;
 mod fanout;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
+pub mod session;
 pub mod status;
 mod stop;
 pub mod target;
-pub mod watch;
 mod write;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use streamgate_auth::Auth;
 use streamgate_relay::Hub;
 
-pub use connection::{HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, PUBLISH_READ_TIMEOUT, WRITE_STALL_TIMEOUT};
-pub use listener::{RtmpListener, MAX_CONNECTIONS};
+pub use connection::WRITE_STALL_TIMEOUT;
+pub use listener::RtmpListener;
+pub use session::{Close, SessionLimits};
 
 /// What every RTMP connection needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RtmpContext {
     /// The auth service.
     pub auth: Arc<Auth>,
     /// The relay.
     pub hub: Hub,
+    /// Time limits and sizes of every session.
+    pub limits: SessionLimits,
+    /// Counts of ended connections, for metrics.
+    pub stats: RtmpStats,
+}
+
+impl RtmpContext {
+    /// A context with fresh counters.
+    pub fn new(auth: Arc<Auth>, hub: Hub, limits: SessionLimits) -> Self {
+        Self {
+            auth,
+            hub,
+            limits,
+            stats: RtmpStats::default(),
+        }
+    }
+}
+
+/// Connections ended, by [`Close::kind`].
+#[derive(Debug, Default)]
+pub struct RtmpStats {
+    closed: [AtomicU64; Close::KINDS.len()],
+}
+
+impl RtmpStats {
+    /// Counts one ended connection.
+    pub fn count(&self, close: &Close) {
+        let kind = close.kind();
+        if let Some(i) = Close::KINDS.iter().position(|k| *k == kind) {
+            if let Some(c) = self.closed.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Connections ended so far, per kind.
+    pub fn closed(&self) -> Vec<(&'static str, u64)> {
+        Close::KINDS
+            .iter()
+            .zip(&self.closed)
+            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+            .collect()
+    }
 }

@@ -2,20 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use streamgate_auth::ConnectionGate;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::serve_connection;
 use crate::fanout::FanOuts;
 use crate::RtmpContext;
 
-/// Most RTMP connections served at once; further ones are closed at accept.
-pub const MAX_CONNECTIONS: usize = 20_000;
-/// Pause after an accept error (such as running out of file descriptors).
+/// Pause after an accept error (such as running out of file descriptors), so that the loop
+/// does not spin while the sessions already running keep going.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Least time between two log lines about failing accepts.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound RTMP listener.
 #[derive(Debug)]
@@ -36,27 +37,42 @@ impl RtmpListener {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until `shutdown` fires; each is served on its own task.
-    pub async fn run(self, ctx: Arc<RtmpContext>, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    /// Accepts connections until `shutdown` fires; each one `gate` lets in is served on its own
+    /// task, the others are closed at once.
+    pub async fn run(
+        self,
+        ctx: Arc<RtmpContext>,
+        gate: ConnectionGate,
+        shutdown: CancellationToken,
+    ) {
         let fanouts = Arc::new(FanOuts::default());
         let mut tasks = tokio::task::JoinSet::new();
+        let mut last_error_log: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.listener.accept() => a,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!("an rtmp connection task panicked: {e}");
+                        }
+                    }
+                    continue;
+                }
             };
             let (socket, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "rtmp accept failed");
+                    if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                        tracing::warn!(error = %e, "rtmp accept failed; retrying every {ACCEPT_BACKOFF:?}");
+                        last_error_log = Some(Instant::now());
+                    }
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                tracing::warn!(peer = %peer, "rtmp connection refused: {MAX_CONNECTIONS} connections already");
+            let Ok(pass) = gate.try_enter(peer.ip()) else {
                 continue;
             };
             let ctx = Arc::clone(&ctx);
@@ -64,7 +80,7 @@ impl RtmpListener {
             let fanouts = Arc::clone(&fanouts);
             tasks.spawn(async move {
                 serve_connection(ctx, socket, peer, stop, fanouts).await;
-                drop(permit);
+                drop(pass);
             });
         }
         while tasks.join_next().await.is_some() {}

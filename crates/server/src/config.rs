@@ -1,11 +1,20 @@
 //! Configuration: `config/streamgate.toml`, overridden by `STREAMGATE_<SECTION>_<KEY>`
 //! environment variables, overridden by command-line flags.
+//!
+//! Each setting is declared once, as a field of its section (with its default) and a row of
+//! [`SETTINGS`] (with its help line); its flag (`--section-key`) and environment variable are
+//! derived from the row, and a value given either way is put into the file's table before the
+//! whole is deserialised, so that every value is checked by the same types.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, Command};
+use serde::{Deserialize, Serialize};
 use streamgate_auth::{MAX_SRT_PASSPHRASE_LEN, MIN_SRT_PASSPHRASE_LEN};
 
 /// The config file read when `--config` is not given (if it exists).
@@ -14,9 +23,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/streamgate.toml";
 pub const MIN_API_SECRET_LEN: usize = 16;
 /// Shortest HS256 signing key accepted, in bytes (the hash's size).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
+/// Largest media frame the relay can be configured to take: the largest RTMP message.
+pub const MAX_FRAME_BYTES_LIMIT: usize = 0xFF_FFFF;
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -27,21 +38,23 @@ pub enum LogFormat {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Directory for the token database and the generated API secret.
+    /// Directory for the token database and the generated secrets.
     pub data_dir: PathBuf,
-    /// HTTP listener (REST API, health, metrics).
-    pub http: HttpConfig,
-    /// REST API settings.
-    pub api: ApiConfig,
+    /// HTTP listener.
+    pub http: HttpSection,
+    /// REST API.
+    pub api: ApiSection,
     /// RTMP listener.
     pub rtmp: RtmpSection,
     /// SRT listener.
     pub srt: SrtSection,
-    /// WebRTC peers (ICE).
+    /// WebRTC peers and their WebSocket signaling.
     pub webrtc: WebRtcSection,
+    /// The fan-out relay's memory bounds.
+    pub relay: RelaySection,
     /// Server-wide authorization policy.
     pub auth: AuthSection,
     /// Token expiry policy.
@@ -49,35 +62,49 @@ pub struct Config {
     /// Signed tokens.
     pub jwt: JwtSection,
     /// Logging.
-    pub log: LogConfig,
+    pub log: LogSection,
 }
 
 /// `[http]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
+pub struct HttpSection {
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
+    /// Seconds a client has to send a request's head, from the connection's start or the end
+    /// of the previous response (so also the keep-alive idle time).
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout: u64,
+    /// Seconds a connection may pass with no byte in either direction (upgraded WebSockets
+    /// have their own ping and idle timeout).
+    pub idle_timeout: u64,
+    /// Most HTTP connections at once.
+    pub max_connections: usize,
+    /// Most HTTP connections from one address (IPv6: one /64) at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[rtmp]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RtmpSection {
     /// Address the RTMP listener binds.
     pub listen: SocketAddr,
-}
-
-impl Default for RtmpSection {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
-        }
-    }
+    /// Seconds from accept to a completed handshake.
+    pub handshake_timeout: u64,
+    /// Seconds from accept to a granted publish or play; bytes sent meanwhile do not extend it.
+    pub grant_timeout: u64,
+    /// Seconds a publisher may send no audio or video.
+    pub idle_timeout: u64,
+    /// Most RTMP connections at once.
+    pub max_connections: usize,
+    /// Most RTMP connections from one address (IPv6: one /64) at once.
+    pub max_connections_per_ip: usize,
 }
 
 /// `[srt]`.
-#[derive(Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SrtSection {
     /// Address (UDP) the SRT listener binds.
@@ -85,6 +112,226 @@ pub struct SrtSection {
     /// Passphrase every SRT connection must use unless its publish token sets one; empty
     /// means none.
     pub passphrase: String,
+}
+
+/// `[webrtc]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebRtcSection {
+    /// Address announced in ICE candidates instead of the local ones (1:1 NAT); empty: none.
+    pub public_ip: String,
+    /// Lowest UDP port ICE may use; 0 with `udp_port_max` 0 lets the OS choose.
+    pub udp_port_min: u16,
+    /// Highest UDP port ICE may use.
+    pub udp_port_max: u16,
+    /// Comma-separated local addresses to gather ICE candidates on; empty: every interface
+    /// but loopback.
+    pub ice_ips: String,
+    /// Most ICE candidates a browser may trickle to one session.
+    pub max_candidates: usize,
+    /// Most peer connections (publish and play sessions) from one address at once.
+    pub max_peers_per_ip: usize,
+    /// Most sessions admitted whose peer connection is not yet connected, server-wide.
+    pub max_pending: usize,
+    /// Seconds between the server's WebSocket pings.
+    pub ws_ping_interval: u64,
+    /// Seconds a WebSocket may stay without any message (pongs included) before it closes.
+    pub ws_idle_timeout: u64,
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Largest media frame taken at ingest, in bytes; larger ones close an RTMP publisher and
+    /// are dropped (and counted) elsewhere.
+    pub max_frame_bytes: usize,
+    /// Frames each stream keeps for its viewers to catch up (every viewer's queue).
+    pub buffer_frames: usize,
+    /// Bytes of frames each stream keeps for its viewers.
+    pub buffer_bytes: usize,
+    /// Most frames of the GOP cache (a new viewer's start).
+    pub gop_frames: usize,
+    /// Most bytes of the GOP cache.
+    pub gop_bytes: usize,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Bearer secret for `/api`; empty means generate one into the data dir.
+    pub secret: String,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Development mode: publishing needs no token.
+    pub open_publish: bool,
+    /// Every viewer needs a subscribe token.
+    pub require_play_token: bool,
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensSection {
+    /// Seconds of validity for tokens created without `expires`; 0 = they never expire.
+    pub default_expiry: u64,
+    /// Longest `expires` accepted, in seconds; 0 = no limit.
+    pub max_expiry: u64,
+}
+
+/// `[jwt]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSection {
+    /// HS256 signing key; empty = generate one into `<data_dir>/jwt_secret`.
+    pub hs256_secret: String,
+    /// A JWKS file with the public keys (RS256, ES256, EdDSA) of signed tokens; empty = none.
+    pub jwks_file: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `streamgate=debug,info`.
+    pub level: String,
+}
+
+/// One setting as the command line and the environment see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// `section.key` (or `key` at the top level), as in the file.
+    pub key: &'static str,
+    /// What the value is, for `--help`.
+    pub value_name: &'static str,
+    /// The help line.
+    pub help: &'static str,
+    /// Whether the value is a secret (its environment value is never shown).
+    pub secret: bool,
+}
+
+impl Setting {
+    /// The flag, without its dashes: `http.listen` -> `http-listen`.
+    pub fn flag(&self) -> String {
+        self.key.replace(['.', '_'], "-")
+    }
+
+    /// The environment variable: `http.listen` -> `STREAMGATE_HTTP_LISTEN`.
+    pub fn env(&self) -> String {
+        format!("STREAMGATE_{}", self.key.replace('.', "_").to_uppercase())
+    }
+}
+
+const fn setting(key: &'static str, value_name: &'static str, help: &'static str) -> Setting {
+    Setting {
+        key,
+        value_name,
+        help,
+        secret: false,
+    }
+}
+
+const fn secret(key: &'static str, value_name: &'static str, help: &'static str) -> Setting {
+    Setting {
+        key,
+        value_name,
+        help,
+        secret: true,
+    }
+}
+
+/// Every setting, in the order `--help` lists them.
+pub const SETTINGS: &[Setting] = &[
+    setting("data_dir", "DIR", "Data directory (token database, generated secrets)"),
+    setting("http.listen", "ADDR", "HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics"),
+    setting("http.header_timeout", "SECONDS", "Time to send a request head (also the keep-alive idle time)"),
+    setting("http.body_timeout", "SECONDS", "Time to send a request body"),
+    setting("http.idle_timeout", "SECONDS", "Time an HTTP connection may pass without a byte either way"),
+    setting("http.max_connections", "N", "Most HTTP connections at once"),
+    setting("http.max_connections_per_ip", "N", "Most HTTP connections from one address (IPv6: /64)"),
+    setting("rtmp.listen", "ADDR", "RTMP listen address"),
+    setting("rtmp.handshake_timeout", "SECONDS", "Time from accept to a completed RTMP handshake"),
+    setting("rtmp.grant_timeout", "SECONDS", "Time from accept to a granted publish or play"),
+    setting("rtmp.idle_timeout", "SECONDS", "Time an RTMP publisher may send no audio or video"),
+    setting("rtmp.max_connections", "N", "Most RTMP connections at once"),
+    setting("rtmp.max_connections_per_ip", "N", "Most RTMP connections from one address (IPv6: /64)"),
+    setting("srt.listen", "ADDR", "SRT listen address (UDP)"),
+    secret("srt.passphrase", "PASSPHRASE", "Passphrase for every SRT connection, 10 to 79 bytes; empty for none (prefer the environment variable: flags show in process lists)"),
+    setting("webrtc.public_ip", "IP", "Address announced in WebRTC ICE candidates (1:1 NAT); empty for none"),
+    setting("webrtc.udp_port_min", "PORT", "Lowest UDP port for WebRTC ICE (0 with the highest 0: any)"),
+    setting("webrtc.udp_port_max", "PORT", "Highest UDP port for WebRTC ICE"),
+    setting("webrtc.ice_ips", "IPS", "Comma-separated local IPs for WebRTC ICE candidates; empty: all but loopback"),
+    setting("webrtc.max_candidates", "N", "Most ICE candidates a browser may send to one session"),
+    setting("webrtc.max_peers_per_ip", "N", "Most WebRTC sessions from one address at once"),
+    setting("webrtc.max_pending", "N", "Most WebRTC sessions negotiating at once, server-wide"),
+    setting("webrtc.ws_ping_interval", "SECONDS", "Time between WebSocket pings"),
+    setting("webrtc.ws_idle_timeout", "SECONDS", "Time a WebSocket may stay silent (no message, no pong)"),
+    setting("relay.max_frame_bytes", "BYTES", "Largest media frame taken at ingest"),
+    setting("relay.buffer_frames", "N", "Frames each stream keeps for its viewers"),
+    setting("relay.buffer_bytes", "BYTES", "Bytes of frames each stream keeps for its viewers"),
+    setting("relay.gop_frames", "N", "Most frames of a stream's GOP cache"),
+    setting("relay.gop_bytes", "BYTES", "Most bytes of a stream's GOP cache"),
+    secret("api.secret", "SECRET", "API secret for /api (prefer the environment variable: flags show in process lists)"),
+    setting("auth.open_publish", "BOOL", "Development mode: publishing needs no token"),
+    setting("auth.require_play_token", "BOOL", "Every viewer needs a subscribe token"),
+    setting("tokens.default_expiry", "SECONDS", "Validity of tokens created without `expires` (0 = never expire)"),
+    setting("tokens.max_expiry", "SECONDS", "Longest token expiry accepted (0 = no limit)"),
+    secret("jwt.hs256_secret", "SECRET", "HS256 key for signed tokens (prefer the environment variable); empty: generated into the data dir"),
+    setting("jwt.jwks_file", "FILE", "JWKS file with the public keys of signed tokens"),
+    setting("log.format", "FORMAT", "Log format: human or json"),
+    setting("log.level", "FILTER", "Log filter, e.g. info or streamgate=debug"),
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            http: HttpSection::default(),
+            api: ApiSection::default(),
+            rtmp: RtmpSection::default(),
+            srt: SrtSection::default(),
+            webrtc: WebRtcSection::default(),
+            relay: RelaySection::default(),
+            auth: AuthSection::default(),
+            tokens: TokensSection::default(),
+            jwt: JwtSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            header_timeout: 10,
+            body_timeout: 10,
+            idle_timeout: 60,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+        }
+    }
+}
+
+impl Default for RtmpSection {
+    fn default() -> Self {
+        let session = streamgate_rtmp::SessionLimits::default();
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            handshake_timeout: session.handshake_timeout.as_secs(),
+            grant_timeout: session.grant_timeout.as_secs(),
+            idle_timeout: session.idle_timeout.as_secs(),
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+        }
+    }
 }
 
 impl Default for SrtSection {
@@ -96,10 +343,42 @@ impl Default for SrtSection {
     }
 }
 
-impl SrtSection {
-    /// The server-wide passphrase, if one is set.
-    pub fn passphrase(&self) -> Option<String> {
-        (!self.passphrase.is_empty()).then(|| self.passphrase.clone())
+impl Default for WebRtcSection {
+    fn default() -> Self {
+        let limits = streamgate_webrtc::WebRtcLimits::default();
+        Self {
+            public_ip: String::new(),
+            udp_port_min: 0,
+            udp_port_max: 0,
+            ice_ips: String::new(),
+            max_candidates: limits.max_candidates,
+            max_peers_per_ip: limits.max_peers_per_ip,
+            max_pending: limits.max_pending,
+            ws_ping_interval: limits.ws_ping_interval.as_secs(),
+            ws_idle_timeout: limits.ws_idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        let limits = streamgate_relay::RelayLimits::default();
+        Self {
+            max_frame_bytes: limits.max_frame_bytes,
+            buffer_frames: limits.buffer_frames,
+            buffer_bytes: limits.buffer_bytes,
+            gop_frames: limits.gop_frames,
+            gop_bytes: limits.gop_bytes,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
     }
 }
 
@@ -115,19 +394,38 @@ impl std::fmt::Debug for SrtSection {
     }
 }
 
-/// `[webrtc]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebRtcSection {
-    /// Address announced in ICE candidates instead of the local ones (1:1 NAT); empty: none.
-    pub public_ip: String,
-    /// Lowest UDP port ICE may use; 0 with `udp_port_max` 0 lets the OS choose.
-    pub udp_port_min: u16,
-    /// Highest UDP port ICE may use.
-    pub udp_port_max: u16,
-    /// Comma-separated local addresses to gather ICE candidates on; empty: every interface
-    /// but loopback.
-    pub ice_ips: String,
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+impl HttpSection {
+    /// The HTTP server's limits.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_timeout: secs(self.header_timeout),
+            body_timeout: secs(self.body_timeout),
+            idle_timeout: secs(self.idle_timeout),
+        }
+    }
+}
+
+impl RtmpSection {
+    /// Every RTMP session's limits.
+    pub fn session_limits(&self, relay: &RelaySection) -> streamgate_rtmp::SessionLimits {
+        streamgate_rtmp::SessionLimits {
+            handshake_timeout: secs(self.handshake_timeout),
+            grant_timeout: secs(self.grant_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            max_frame_bytes: relay.max_frame_bytes,
+        }
+    }
+}
+
+impl SrtSection {
+    /// The server-wide passphrase, if one is set.
+    pub fn passphrase(&self) -> Option<String> {
+        (!self.passphrase.is_empty()).then(|| self.passphrase.clone())
+    }
 }
 
 impl WebRtcSection {
@@ -169,56 +467,42 @@ impl WebRtcSection {
             ips,
         })
     }
+
+    /// The limits of WebRTC sessions and their sockets.
+    pub fn limits(&self) -> streamgate_webrtc::WebRtcLimits {
+        streamgate_webrtc::WebRtcLimits {
+            max_candidates: self.max_candidates,
+            max_peers_per_ip: self.max_peers_per_ip,
+            max_pending: self.max_pending,
+            ws_ping_interval: secs(self.ws_ping_interval),
+            ws_idle_timeout: secs(self.ws_idle_timeout),
+        }
+    }
 }
 
-/// `[api]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiConfig {
-    /// Bearer secret for `/api`; empty means generate one into the data dir.
-    pub secret: String,
-}
-
-/// `[auth]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthSection {
-    /// Development mode: publishing needs no token.
-    pub open_publish: bool,
-    /// Every viewer needs a subscribe token.
-    pub require_play_token: bool,
-}
-
-/// `[tokens]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokensSection {
-    /// Seconds of validity for tokens created without `expires`; 0 = they never expire.
-    pub default_expiry: u64,
-    /// Longest `expires` accepted, in seconds; 0 = no limit.
-    pub max_expiry: u64,
+impl RelaySection {
+    /// The relay's bounds.
+    pub fn limits(&self) -> streamgate_relay::RelayLimits {
+        streamgate_relay::RelayLimits {
+            max_frame_bytes: self.max_frame_bytes,
+            buffer_frames: self.buffer_frames,
+            buffer_bytes: self.buffer_bytes,
+            gop_frames: self.gop_frames,
+            gop_bytes: self.gop_bytes,
+        }
+    }
 }
 
 impl TokensSection {
     /// The default expiry, if set.
-    pub fn default_expiry(&self) -> Option<std::time::Duration> {
-        (self.default_expiry > 0).then(|| std::time::Duration::from_secs(self.default_expiry))
+    pub fn default_expiry(&self) -> Option<Duration> {
+        (self.default_expiry > 0).then(|| secs(self.default_expiry))
     }
 
     /// The longest expiry, if set.
-    pub fn max_expiry(&self) -> Option<std::time::Duration> {
-        (self.max_expiry > 0).then(|| std::time::Duration::from_secs(self.max_expiry))
+    pub fn max_expiry(&self) -> Option<Duration> {
+        (self.max_expiry > 0).then(|| secs(self.max_expiry))
     }
-}
-
-/// `[jwt]`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct JwtSection {
-    /// HS256 signing key; empty = generate one into `<data_dir>/jwt_secret`.
-    pub hs256_secret: String,
-    /// A JWKS file with the public keys (RS256, ES256, EdDSA) of signed tokens; empty = none.
-    pub jwks_file: PathBuf,
 }
 
 impl JwtSection {
@@ -233,244 +517,190 @@ impl JwtSection {
     }
 }
 
-/// `[log]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `human` or `json`.
-    pub format: LogFormat,
-    /// A tracing filter such as `info` or `streamgate=debug,info`.
-    pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./data"),
-            http: HttpConfig::default(),
-            api: ApiConfig::default(),
-            rtmp: RtmpSection::default(),
-            srt: SrtSection::default(),
-            webrtc: WebRtcSection::default(),
-            auth: AuthSection::default(),
-            tokens: TokensSection::default(),
-            jwt: JwtSection::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-        }
-    }
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Human,
-            level: "info".into(),
-        }
-    }
-}
-
-/// Command-line flags; each also reads its environment variable. Flags win over the
-/// environment, which wins over the config file.
-#[derive(Debug, Parser)]
-#[command(
-    name = "streamgate",
-    version,
-    about = "Token-guarded live-streaming ingest and signaling server"
-)]
-pub struct Cli {
-    /// Config file [default: config/streamgate.toml if it exists]
-    #[arg(long, short = 'c', env = "STREAMGATE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Data directory (token database, generated API secret) [default: ./data]
-    #[arg(long, env = "STREAMGATE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics [default: 0.0.0.0:8080]
-    #[arg(long, env = "STREAMGATE_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<SocketAddr>,
-    /// RTMP listen address [default: 0.0.0.0:1935]
-    #[arg(long, env = "STREAMGATE_RTMP_LISTEN", value_name = "ADDR")]
-    pub rtmp_listen: Option<SocketAddr>,
-    /// SRT listen address (UDP) [default: 0.0.0.0:9000]
-    #[arg(long, env = "STREAMGATE_SRT_LISTEN", value_name = "ADDR")]
-    pub srt_listen: Option<SocketAddr>,
-    /// Passphrase for every SRT connection, 10 to 79 bytes; empty for none (prefer the
-    /// environment variable: flags show in process lists)
-    #[arg(
-        long,
-        env = "STREAMGATE_SRT_PASSPHRASE",
-        value_name = "PASSPHRASE",
-        hide_env_values = true
-    )]
-    pub srt_passphrase: Option<String>,
-    /// Address announced in WebRTC ICE candidates (1:1 NAT); empty for none
-    #[arg(long, env = "STREAMGATE_WEBRTC_PUBLIC_IP", value_name = "IP")]
-    pub webrtc_public_ip: Option<String>,
-    /// Lowest UDP port for WebRTC ICE (0 with the highest 0: any) [default: 0]
-    #[arg(long, env = "STREAMGATE_WEBRTC_UDP_PORT_MIN", value_name = "PORT")]
-    pub webrtc_udp_port_min: Option<u16>,
-    /// Highest UDP port for WebRTC ICE [default: 0]
-    #[arg(long, env = "STREAMGATE_WEBRTC_UDP_PORT_MAX", value_name = "PORT")]
-    pub webrtc_udp_port_max: Option<u16>,
-    /// Comma-separated local IPs for WebRTC ICE candidates; empty: all but loopback
-    #[arg(long, env = "STREAMGATE_WEBRTC_ICE_IPS", value_name = "IPS")]
-    pub webrtc_ice_ips: Option<String>,
-    /// API secret for /api (prefer the environment variable: flags show in process lists)
-    #[arg(
-        long,
-        env = "STREAMGATE_API_SECRET",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub api_secret: Option<String>,
-    /// Development mode: publishing needs no token
-    #[arg(long, env = "STREAMGATE_AUTH_OPEN_PUBLISH", value_name = "BOOL")]
-    pub auth_open_publish: Option<bool>,
-    /// Every viewer needs a subscribe token
-    #[arg(long, env = "STREAMGATE_AUTH_REQUIRE_PLAY_TOKEN", value_name = "BOOL")]
-    pub auth_require_play_token: Option<bool>,
-    /// Seconds of validity for tokens created without `expires` (0 = never expire)
-    #[arg(long, env = "STREAMGATE_TOKENS_DEFAULT_EXPIRY", value_name = "SECONDS")]
-    pub tokens_default_expiry: Option<u64>,
-    /// Longest token expiry accepted, in seconds (0 = no limit)
-    #[arg(long, env = "STREAMGATE_TOKENS_MAX_EXPIRY", value_name = "SECONDS")]
-    pub tokens_max_expiry: Option<u64>,
-    /// HS256 key for signed tokens (prefer the environment variable) [default: generated into the data dir]
-    #[arg(
-        long,
-        env = "STREAMGATE_JWT_HS256_SECRET",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub jwt_hs256_secret: Option<String>,
-    /// JWKS file with the public keys of signed tokens
-    #[arg(long, env = "STREAMGATE_JWT_JWKS_FILE", value_name = "FILE")]
-    pub jwt_jwks_file: Option<PathBuf>,
-    /// Log format
-    #[arg(long, env = "STREAMGATE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. info or streamgate=debug
-    #[arg(long, env = "STREAMGATE_LOG_LEVEL", value_name = "FILTER")]
-    pub log_level: Option<String>,
-}
-
 /// A configuration that cannot be used; the message says what to fix.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-impl Config {
-    /// Parses a config file's text.
-    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError(format!("{}: {}", origin.display(), e.message())))
-    }
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The command line could not be parsed, or asked for help or the version.
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+    /// A value is wrong.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
 
-    /// Reads the file (the default one only if it exists), then applies the flags and environment.
-    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
-        let (path, required) = match &cli.config {
-            Some(p) => (p.clone(), true),
+/// The command line's parser: `--config` and one flag (with its variable) per setting.
+pub fn command() -> Command {
+    let defaults = defaults();
+    let mut cmd = Command::new("streamgate")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Token-guarded live-streaming ingest and signaling server")
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .short('c')
+                .env("STREAMGATE_CONFIG")
+                .value_name("FILE")
+                .help("Config file [default: config/streamgate.toml if it exists]"),
+        );
+    for s in SETTINGS {
+        let default = match lookup(&defaults, s.key) {
+            Some(toml::Value::String(v)) if v.is_empty() => "empty".to_owned(),
+            Some(toml::Value::String(v)) if s.secret => format!("{} bytes", v.len()),
+            Some(toml::Value::String(v)) => v.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        };
+        cmd = cmd.arg(
+            Arg::new(s.key)
+                .long(s.flag())
+                .env(s.env())
+                .value_name(s.value_name)
+                .action(ArgAction::Set)
+                .hide_env_values(s.secret)
+                .help(format!("{} [default: {default}]", s.help)),
+        );
+    }
+    cmd
+}
+
+/// The defaults as a TOML table.
+fn defaults() -> toml::Table {
+    match toml::Value::try_from(Config::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+/// The value at `section.key` (or top-level `key`) of `table`.
+fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    match key.split_once('.') {
+        Some((section, key)) => table.get(section)?.as_table()?.get(key),
+        None => table.get(key),
+    }
+}
+
+/// Puts `value` at `section.key` of `table`, making the section if needed.
+fn insert(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((section, key)) => {
+            let entry = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let Some(t) = entry.as_table_mut() {
+                t.insert(key.to_owned(), value);
+            }
+        }
+        None => {
+            table.insert(key.to_owned(), value);
+        }
+    }
+}
+
+/// A flag's or variable's text as the TOML value the setting's type takes.
+fn typed(text: &str, default: Option<&toml::Value>) -> Result<toml::Value, String> {
+    match default {
+        Some(toml::Value::Integer(_)) => text
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| format!("{text:?} is not a whole number")),
+        Some(toml::Value::Boolean(_)) => match text.trim() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("{text:?} is not true or false")),
+        },
+        Some(toml::Value::Float(_)) => text
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| format!("{text:?} is not a number")),
+        _ => Ok(toml::Value::String(text.to_owned())),
+    }
+}
+
+impl Config {
+    /// Reads the command line (`args`, the program name first), the environment and the file
+    /// (the default one only if it exists), and checks the result.
+    pub fn load<I, T>(args: I) -> Result<Self, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = command().try_get_matches_from(args)?;
+        let (path, required) = match matches.get_one::<String>("config") {
+            Some(p) => (PathBuf::from(p), true),
             None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         };
-        let mut config = match std::fs::read_to_string(&path) {
-            Ok(text) => Self::from_toml(&text, &path)?,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Self::default(),
-            Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(ConfigError(format!("cannot read {}: {e}", path.display())).into())
+            }
         };
-        config.apply(cli);
+        let mut table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.message())))?;
+        let defaults = defaults();
+        // Where each overridden value came from, for the error messages.
+        let mut given: HashMap<&str, String> = HashMap::new();
+        for s in SETTINGS {
+            let Some(text) = matches.get_one::<String>(s.key) else {
+                continue;
+            };
+            let from = match matches.value_source(s.key) {
+                Some(ValueSource::EnvVariable) => s.env(),
+                _ => format!("--{}", s.flag()),
+            };
+            let value = typed(text, lookup(&defaults, s.key))
+                .map_err(|e| ConfigError(format!("{} ({from}): {e}", s.key)))?;
+            insert(&mut table, s.key, value);
+            given.insert(s.key, from);
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let origin = given
+                    .get(key.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| path.display().to_string());
+                ConfigError(format!("{key} ({origin}): {}", e.inner()))
+            })?;
         config.validate()?;
         Ok(config)
     }
 
-    fn apply(&mut self, cli: &Cli) {
-        if let Some(v) = &cli.data_dir {
-            self.data_dir.clone_from(v);
-        }
-        if let Some(v) = cli.http_listen {
-            self.http.listen = v;
-        }
-        if let Some(v) = cli.rtmp_listen {
-            self.rtmp.listen = v;
-        }
-        if let Some(v) = cli.srt_listen {
-            self.srt.listen = v;
-        }
-        if let Some(v) = &cli.srt_passphrase {
-            self.srt.passphrase.clone_from(v);
-        }
-        if let Some(v) = &cli.webrtc_public_ip {
-            self.webrtc.public_ip.clone_from(v);
-        }
-        if let Some(v) = cli.webrtc_udp_port_min {
-            self.webrtc.udp_port_min = v;
-        }
-        if let Some(v) = cli.webrtc_udp_port_max {
-            self.webrtc.udp_port_max = v;
-        }
-        if let Some(v) = &cli.webrtc_ice_ips {
-            self.webrtc.ice_ips.clone_from(v);
-        }
-        if let Some(v) = &cli.api_secret {
-            self.api.secret.clone_from(v);
-        }
-        if let Some(v) = cli.auth_open_publish {
-            self.auth.open_publish = v;
-        }
-        if let Some(v) = cli.auth_require_play_token {
-            self.auth.require_play_token = v;
-        }
-        if let Some(v) = cli.tokens_default_expiry {
-            self.tokens.default_expiry = v;
-        }
-        if let Some(v) = cli.tokens_max_expiry {
-            self.tokens.max_expiry = v;
-        }
-        if let Some(v) = &cli.jwt_hs256_secret {
-            self.jwt.hs256_secret.clone_from(v);
-        }
-        if let Some(v) = &cli.jwt_jwks_file {
-            self.jwt.jwks_file.clone_from(v);
-        }
-        if let Some(v) = cli.log_format {
-            self.log.format = v;
-        }
-        if let Some(v) = &cli.log_level {
-            self.log.level.clone_from(v);
-        }
-    }
-
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: String| Err(ConfigError(msg));
         self.webrtc.ice_settings()?;
         if self.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError("data_dir: must not be empty".into()));
+            return fail("data_dir: must not be empty".into());
         }
         if !self.api.secret.is_empty() && self.api.secret.len() < MIN_API_SECRET_LEN {
-            return Err(ConfigError(format!(
+            return fail(format!(
                 "api.secret (STREAMGATE_API_SECRET): must be at least {MIN_API_SECRET_LEN} characters, or empty to generate one"
-            )));
+            ));
         }
         if self.api.secret.trim() != self.api.secret {
-            return Err(ConfigError(
+            return fail(
                 "api.secret (STREAMGATE_API_SECRET): must not start or end with spaces".into(),
-            ));
+            );
         }
         if !self.jwt.hs256_secret.is_empty() && self.jwt.hs256_secret.len() < MIN_JWT_SECRET_LEN {
-            return Err(ConfigError(format!(
+            return fail(format!(
                 "jwt.hs256_secret (STREAMGATE_JWT_HS256_SECRET): must be at least {MIN_JWT_SECRET_LEN} bytes, or empty to generate one"
-            )));
+            ));
         }
         if self.tokens.max_expiry > 0 && self.tokens.default_expiry > self.tokens.max_expiry {
-            return Err(ConfigError(
-                "tokens.default_expiry: must not exceed tokens.max_expiry".into(),
-            ));
+            return fail("tokens.default_expiry: must not exceed tokens.max_expiry".into());
         }
         if let Some(jwks) = self.jwt.jwks().map_err(ConfigError)? {
             streamgate_auth::jwt::JwtVerifier::new(None, Some(&jwks)).map_err(|e| {
@@ -484,15 +714,76 @@ impl Config {
             && !(MIN_SRT_PASSPHRASE_LEN..=MAX_SRT_PASSPHRASE_LEN)
                 .contains(&self.srt.passphrase.len())
         {
-            return Err(ConfigError(format!(
+            return fail(format!(
                 "srt.passphrase (STREAMGATE_SRT_PASSPHRASE): must be {MIN_SRT_PASSPHRASE_LEN} to {MAX_SRT_PASSPHRASE_LEN} bytes, or empty for none"
-            )));
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err(ConfigError(format!(
+            return fail(format!(
                 "log.level: {:?} is not a valid filter",
                 self.log.level
+            ));
+        }
+        self.validate_limits()
+    }
+
+    /// Checks the timeouts and bounds: none may be switched off.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let positive: [(&str, u64); 11] = [
+            ("http.header_timeout", self.http.header_timeout),
+            ("http.body_timeout", self.http.body_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+            ("rtmp.handshake_timeout", self.rtmp.handshake_timeout),
+            ("rtmp.grant_timeout", self.rtmp.grant_timeout),
+            ("rtmp.idle_timeout", self.rtmp.idle_timeout),
+            ("webrtc.ws_ping_interval", self.webrtc.ws_ping_interval),
+            ("webrtc.ws_idle_timeout", self.webrtc.ws_idle_timeout),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("rtmp.max_connections", self.rtmp.max_connections as u64),
+            ("webrtc.max_pending", self.webrtc.max_pending as u64),
+        ];
+        let counts: [(&str, usize); 6] = [
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
+            (
+                "rtmp.max_connections_per_ip",
+                self.rtmp.max_connections_per_ip,
+            ),
+            ("webrtc.max_candidates", self.webrtc.max_candidates),
+            ("webrtc.max_peers_per_ip", self.webrtc.max_peers_per_ip),
+            ("relay.gop_frames", self.relay.gop_frames),
+            ("relay.buffer_frames", self.relay.buffer_frames),
+        ];
+        let zero = positive
+            .iter()
+            .map(|(k, v)| (*k, *v == 0))
+            .chain(counts.iter().map(|(k, v)| (*k, *v == 0)))
+            .find(|(_, zero)| *zero);
+        if let Some((key, _)) = zero {
+            return Err(ConfigError(format!("{key}: must be at least 1")));
+        }
+        if self.webrtc.ws_ping_interval >= self.webrtc.ws_idle_timeout {
+            return Err(ConfigError(
+                "webrtc.ws_ping_interval: must be shorter than webrtc.ws_idle_timeout".into(),
+            ));
+        }
+        let frame = self.relay.max_frame_bytes;
+        if !(64 * 1024..=MAX_FRAME_BYTES_LIMIT).contains(&frame) {
+            return Err(ConfigError(format!(
+                "relay.max_frame_bytes: must be 65536 to {MAX_FRAME_BYTES_LIMIT}"
             )));
+        }
+        for (key, bytes) in [
+            ("relay.buffer_bytes", self.relay.buffer_bytes),
+            ("relay.gop_bytes", self.relay.gop_bytes),
+        ] {
+            if bytes < frame {
+                return Err(ConfigError(format!(
+                    "{key}: must be at least relay.max_frame_bytes ({frame})"
+                )));
+            }
         }
         Ok(())
     }
@@ -501,6 +792,46 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    impl Config {
+        /// Parses a config file's text.
+        fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+            toml::from_str(text)
+                .map_err(|e| ConfigError(format!("{}: {}", origin.display(), e.message())))
+        }
+    }
+
+    /// Every leaf key of a table, as `section.key`.
+    fn keys(table: &toml::Table) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in table {
+            match v {
+                toml::Value::Table(t) => out.extend(t.keys().map(|s| format!("{k}.{s}"))),
+                _ => out.push(k.clone()),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_setting_has_one_row_and_every_row_a_setting() {
+        let mut rows: Vec<String> = SETTINGS.iter().map(|s| s.key.to_owned()).collect();
+        rows.sort();
+        assert_eq!(rows, keys(&defaults()));
+        assert_eq!(
+            SETTINGS
+                .iter()
+                .find(|s| s.key == "http.max_connections_per_ip")
+                .map(|s| (s.flag(), s.env())),
+            Some((
+                "http-max-connections-per-ip".to_owned(),
+                "STREAMGATE_HTTP_MAX_CONNECTIONS_PER_IP".to_owned()
+            ))
+        );
+        command().debug_assert();
+    }
 
     #[test]
     fn shipped_config_loads_and_equals_the_defaults() {
@@ -513,21 +844,63 @@ mod tests {
             Config::default(),
             "the shipped file documents the defaults"
         );
+        let mut shipped = keys(&toml::from_str(&text).unwrap());
+        shipped.sort();
+        assert_eq!(
+            shipped,
+            keys(&defaults()),
+            "the shipped file shows every key"
+        );
+    }
+
+    fn load(file: &str, args: &[&str]) -> Result<Config, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "streamgate-config-{}-{}",
+            std::process::id(),
+            args.len() + file.len()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut all = vec!["streamgate", "--config", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let result = Config::load(all).map_err(|e| e.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        result
     }
 
     #[test]
-    fn unknown_keys_and_bad_values_are_refused() {
-        let p = Path::new("x.toml");
-        assert!(Config::from_toml("[http]\nlisten = \"nope\"", p).is_err());
-        assert!(Config::from_toml("[http]\nlisen = \"0.0.0.0:1\"", p)
-            .unwrap_err()
-            .0
-            .contains("lisen"));
-        assert!(Config::from_toml("colour = 1", p).is_err());
-        let mut c = Config::from_toml("[api]\nsecret = \"short\"", p).unwrap();
-        assert!(c.validate().unwrap_err().0.contains("api.secret"));
-        c.api.secret = "a".repeat(16);
-        assert!(c.validate().is_ok());
+    fn flags_override_the_file_and_errors_name_the_source() {
+        let c = load(
+            "[http]\nlisten = \"127.0.0.1:1\"\n[rtmp]\ngrant_timeout = 4",
+            &[
+                "--http-listen",
+                "127.0.0.1:9",
+                "--auth-open-publish",
+                "true",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
+        assert!(c.auth.open_publish);
+        assert_eq!(c.rtmp.grant_timeout, 4);
+        let e = load("", &["--http-listen", "nope"]).unwrap_err();
+        assert!(e.contains("http.listen (--http-listen)"), "{e}");
+        let e = load("", &["--rtmp-grant-timeout", "soon"]).unwrap_err();
+        assert!(
+            e.contains("--rtmp-grant-timeout") && e.contains("whole number"),
+            "{e}"
+        );
+        let e = load("[http]\nlisten = \"nope\"", &[]).unwrap_err();
+        assert!(e.contains("http.listen") && e.contains("c.toml"), "{e}");
+        let e = load("[http]\nlisen = \"0.0.0.0:1\"", &[]).unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        let e = load("", &["--log-format", "xml"]).unwrap_err();
+        assert!(e.contains("log.format (--log-format)"), "{e}");
+        let e = load("", &["--rtmp-grant-timeout", "0"]).unwrap_err();
+        assert!(e.contains("rtmp.grant_timeout: must be at least 1"), "{e}");
+        let e = load("", &["--relay-buffer-bytes", "1000"]).unwrap_err();
+        assert!(e.contains("relay.buffer_bytes"), "{e}");
     }
 
     #[test]
@@ -551,52 +924,32 @@ mod tests {
             "[webrtc]\nudp_port_min = 10\nudp_port_max = 5",
             "[webrtc]\nudp_port_max = 5",
             "[webrtc]\nice_ips = \"1.2.3\"",
+            "[webrtc]\nws_ping_interval = 60\nws_idle_timeout = 30",
         ] {
             let c = Config::from_toml(bad, p).unwrap();
             assert!(c.validate().unwrap_err().0.contains("webrtc"), "{bad}");
         }
-        let cli = Cli::parse_from(["streamgate", "--webrtc-ice-ips", "127.0.0.1"]);
-        let mut c = Config::default();
-        c.apply(&cli);
-        assert_eq!(c.webrtc.ice_ips, "127.0.0.1");
     }
 
     #[test]
-    fn srt_settings() {
+    fn srt_settings_and_secrets() {
         let p = Path::new("x.toml");
         let c = Config::from_toml(
             "[srt]\nlisten = \"127.0.0.1:9999\"\npassphrase = \"0123456789\"",
             p,
         )
         .unwrap();
-        assert_eq!(
-            c.srt.listen,
-            "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
-        );
         assert_eq!(c.srt.passphrase().as_deref(), Some("0123456789"));
         assert!(c.validate().is_ok());
         assert!(!format!("{c:?}").contains("0123456789"));
         let short = Config::from_toml("[srt]\npassphrase = \"short\"", p).unwrap();
         assert!(short.validate().unwrap_err().0.contains("srt.passphrase"));
-        assert_eq!(Config::default().srt.passphrase(), None);
-        let cli = Cli::parse_from(["streamgate", "--srt-listen", "127.0.0.1:7"]);
-        let mut c = Config::default();
-        c.apply(&cli);
-        assert_eq!(c.srt.listen, "127.0.0.1:7".parse::<SocketAddr>().unwrap());
-    }
-
-    #[test]
-    fn flags_override_the_file() {
-        let cli = Cli::parse_from([
-            "streamgate",
-            "--http-listen",
-            "127.0.0.1:9",
-            "--auth-open-publish",
-            "true",
-        ]);
-        let mut c = Config::from_toml("[http]\nlisten = \"127.0.0.1:1\"", Path::new("x")).unwrap();
-        c.apply(&cli);
-        assert_eq!(c.http.listen, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
-        assert!(c.auth.open_publish);
+        let mut c = Config::from_toml("[api]\nsecret = \"short\"", p).unwrap();
+        assert!(c.validate().unwrap_err().0.contains("api.secret"));
+        c.api.secret = "a".repeat(16);
+        assert!(c.validate().is_ok());
+        let help = command().render_help().to_string();
+        assert!(help.contains("STREAMGATE_API_SECRET"));
+        assert!(help.contains("STREAMGATE_RTMP_GRANT_TIMEOUT"));
     }
 }

@@ -2,8 +2,10 @@
 //! HTTP server on one runtime, and shuts everything down on SIGINT/SIGTERM.
 
 mod config;
+mod http;
 mod metrics;
 mod secret_file;
+mod supervise;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,38 +14,40 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::Parser as _;
+use clap::error::ErrorKind;
 use streamgate_api::{ApiState, Health};
 use streamgate_auth::jwt::JwtVerifier;
-use streamgate_auth::{Auth, AuthConfig, SqliteStore};
+use streamgate_auth::{Auth, AuthConfig, ConnectionGate, SqliteStore};
 use streamgate_relay::Hub;
 use streamgate_rtmp::{RtmpContext, RtmpListener};
 use streamgate_srt::{SrtContext, SrtListener};
 use streamgate_webrtc::WebRtcContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, Config, LogFormat};
+use crate::config::{Config, LoadError, LogFormat};
 use crate::secret_file::SecretSource;
+use crate::supervise::{spawn_listener, PanicCount};
 
 /// Name of the token database inside the data dir.
 const DB_FILE: &str = "streamgate.db";
 /// How long shutdown waits for sessions to end before leaving anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// File descriptors kept aside for the store, the WebRTC sockets and the like, beyond the
+/// HTTP and RTMP connection caps, when checking the descriptor limit.
+const SPARE_DESCRIPTORS: u64 = 1024;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return flag_error(e),
-    };
-    let config = match Config::load(&cli) {
+    let config = match Config::load(std::env::args_os()) {
         Ok(c) => c,
-        Err(e) => {
+        Err(LoadError::Flags(e)) => return flag_error(e),
+        Err(LoadError::Invalid(e)) => {
             eprintln!("streamgate: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
     init_logging(&config);
+    let panics = supervise::count_panics();
+    raise_descriptor_limit(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, panics)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints a flag or environment error, naming the environment variable too, and exits 2.
+/// Prints `--help` or `--version`, or a command-line error, and exits (2 for an error).
 fn flag_error(e: clap::Error) -> ExitCode {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
@@ -76,26 +80,32 @@ fn flag_error(e: clap::Error) -> ExitCode {
         .next()
         .unwrap_or("invalid arguments")
         .trim_start_matches("error: ");
-    match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg))
-            if arg.starts_with("--")
-                && matches!(
-                    e.kind(),
-                    ErrorKind::ValueValidation | ErrorKind::InvalidValue
-                ) =>
-        {
-            let flag = arg.split_whitespace().next().unwrap_or(arg);
-            let var = format!(
-                "STREAMGATE_{}",
-                flag.trim_start_matches("--")
-                    .replace('-', "_")
-                    .to_uppercase()
-            );
-            eprintln!("streamgate: invalid configuration: {first} (set by {flag} or {var})");
-        }
-        _ => eprintln!("streamgate: invalid configuration: {first}"),
-    }
+    eprintln!("streamgate: invalid configuration: {first}");
     ExitCode::from(2)
+}
+
+/// Raises the soft limit of open files to the hard limit (systemd starts services at 1024,
+/// which a thousand idle sockets would exhaust), and logs both.
+fn raise_descriptor_limit(config: &Config) {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE);
+    let raised = rlimit::increase_nofile_limit(u64::MAX);
+    match (before, raised) {
+        (Ok((soft, hard)), Ok(now)) => {
+            tracing::info!(soft_before = soft, soft = now, hard, "open file limit");
+            let wanted = (config.http.max_connections + config.rtmp.max_connections) as u64
+                + SPARE_DESCRIPTORS;
+            if now < wanted {
+                tracing::warn!(
+                    limit = now,
+                    wanted,
+                    "the open file limit is below the HTTP and RTMP connection caps; when it is reached, new connections wait while the others are served"
+                );
+            }
+        }
+        (_, Err(e)) | (Err(e), _) => {
+            tracing::warn!(error = %e, "cannot read or raise the open file limit")
+        }
+    }
 }
 
 /// Libraries whose own log lines are kept to errors unless the filter names them: the SRT
@@ -128,7 +138,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let (api_secret, source) = secret_file::resolve(
@@ -179,7 +189,7 @@ async fn run(config: Config) -> Result<(), String> {
     health.expect("http");
     health.expect("rtmp");
     health.expect("srt");
-    let hub = Hub::new();
+    let hub = Hub::with_limits(config.relay.limits());
     health.add_metrics(Arc::new(metrics::RelayMetrics(hub.clone())));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&auth).run_expiry_sweeper(shutdown.clone()));
@@ -187,12 +197,30 @@ async fn run(config: Config) -> Result<(), String> {
     let rtmp = RtmpListener::bind(config.rtmp.listen)
         .await
         .map_err(|e| format!("cannot listen for RTMP on {}: {e}", config.rtmp.listen))?;
-    tracing::info!(addr = %rtmp.local_addr().map_err(|e| e.to_string())?, "RTMP listening");
-    let rtmp_ctx = Arc::new(RtmpContext {
-        auth: Arc::clone(&auth),
-        hub: hub.clone(),
-    });
-    tasks.spawn(rtmp.run(rtmp_ctx, shutdown.clone()));
+    let rtmp_ctx = Arc::new(RtmpContext::new(
+        Arc::clone(&auth),
+        hub.clone(),
+        config.rtmp.session_limits(&config.relay),
+    ));
+    tracing::info!(
+        addr = %rtmp.local_addr().map_err(|e| e.to_string())?,
+        limits = ?rtmp_ctx.limits,
+        max_connections = config.rtmp.max_connections,
+        max_connections_per_ip = config.rtmp.max_connections_per_ip,
+        "RTMP listening"
+    );
+    let rtmp_gate = ConnectionGate::new(
+        "rtmp",
+        config.rtmp.max_connections,
+        config.rtmp.max_connections_per_ip,
+    );
+    spawn_listener(
+        &mut tasks,
+        "rtmp",
+        &health,
+        &shutdown,
+        rtmp.run(Arc::clone(&rtmp_ctx), rtmp_gate.clone(), shutdown.clone()),
+    );
     health.up("rtmp");
 
     let srt = SrtListener::bind(config.srt.listen)
@@ -209,7 +237,13 @@ async fn run(config: Config) -> Result<(), String> {
         hub: hub.clone(),
         server_passphrase,
     });
-    tasks.spawn(srt.run(srt_ctx, shutdown.clone()));
+    spawn_listener(
+        &mut tasks,
+        "srt",
+        &health,
+        &shutdown,
+        srt.run(srt_ctx, shutdown.clone()),
+    );
     health.up("srt");
 
     let state = ApiState {
@@ -221,8 +255,23 @@ async fn run(config: Config) -> Result<(), String> {
         Arc::clone(&auth),
         hub.clone(),
         config.webrtc.ice_settings().map_err(|e| e.0)?,
+        config.webrtc.limits(),
         shutdown.clone(),
     ));
+    let http_gate = ConnectionGate::new(
+        "http",
+        config.http.max_connections,
+        config.http.max_connections_per_ip,
+    );
+    health.add_metrics(Arc::new(metrics::ListenerMetrics {
+        gates: vec![
+            ("http", http_gate.clone()),
+            ("rtmp", rtmp_gate),
+            ("webrtc", webrtc_ctx.session_gate().clone()),
+        ],
+        rtmp: rtmp_ctx,
+        panics,
+    }));
     let app = streamgate_api::router(state)
         .merge(streamgate_webrtc::router(webrtc_ctx))
         .layer(axum::middleware::from_fn(log_request));
@@ -230,19 +279,22 @@ async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen for HTTP on {}: {e}", config.http.listen))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(addr = %http_addr, "HTTP listening");
+    let http_limits = config.http.limits();
+    tracing::info!(
+        addr = %http_addr,
+        limits = ?http_limits,
+        max_connections = config.http.max_connections,
+        max_connections_per_ip = config.http.max_connections_per_ip,
+        "HTTP listening"
+    );
+    spawn_listener(
+        &mut tasks,
+        "http",
+        &health,
+        &shutdown,
+        http::serve(listener, app, http_limits, http_gate, shutdown.clone()),
+    );
     health.up("http");
-    let http_stop = shutdown.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(http_stop.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
 
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -62,6 +62,8 @@ pub struct Reassembler {
 struct Partial {
     timestamp: u32,
     data: BytesMut,
+    /// Payload bytes of the packets given to the depacketizer for this frame.
+    fed: usize,
     damaged: bool,
 }
 
@@ -110,12 +112,22 @@ impl Reassembler {
             self.finish(&mut out);
         }
         let damaged_before = self.current.as_ref().is_some_and(|c| c.damaged);
-        let piece = self.depacketize(&pkt.payload);
+        let fed = self.current.as_ref().map_or(0, |c| c.fed) + pkt.payload.len();
+        // The depacketizer keeps fragments of its own until their last one: bound what it is
+        // given per frame too, and stop feeding a damaged frame.
+        let piece = if damaged_before || fed > MAX_FRAME_BYTES {
+            self.h264 = H264Packet::default();
+            Err(rtp::Error::ErrShortPacket)
+        } else {
+            self.depacketize(&pkt.payload)
+        };
         let cur = self.current.get_or_insert_with(|| Partial {
             timestamp: pkt.timestamp,
             data: BytesMut::new(),
+            fed: 0,
             damaged: false,
         });
+        cur.fed = fed;
         match piece {
             Ok(bytes) if cur.data.len() + bytes.len() <= MAX_FRAME_BYTES => {
                 cur.data.extend_from_slice(&bytes)
@@ -367,6 +379,35 @@ mod tests {
                 });
             }
         }
+    }
+
+    #[test]
+    fn an_endless_fragmented_frame_is_dropped_at_the_size_limit() {
+        let mut r = Reassembler::new(Codec::H264, 0);
+        // FU-A fragments of one IDR slice: a start, then middles that never end.
+        let fragment = |start: bool| {
+            let mut p = vec![0x7c, if start { 0x85 } else { 0x05 }];
+            p.extend(std::iter::repeat_n(0x5a, 1000));
+            Bytes::from(p)
+        };
+        let mut damaged = 0;
+        for seq in 0..(MAX_FRAME_BYTES / 1000 + 50) as u16 {
+            let out = r.push(RtpIn {
+                seq,
+                timestamp: 7,
+                marker: false,
+                payload: fragment(seq == 0),
+            });
+            damaged += usize::from(out.want_keyframe);
+            assert!(out.frame.is_none());
+        }
+        assert_eq!(damaged, 1, "the frame is damaged once, at the limit");
+        let fed = r.current.as_ref().map_or(0, |c| c.fed);
+        assert!(fed > MAX_FRAME_BYTES);
+        assert!(r
+            .current
+            .as_ref()
+            .is_some_and(|c| c.damaged && c.data.is_empty()));
     }
 
     #[test]

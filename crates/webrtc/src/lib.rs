@@ -13,11 +13,15 @@
 //! ([`opus_feed`]); a browser publisher's Opus reaches RTMP and SRT viewers as AAC, encoded
 //! in its publish session while such viewers are attached; H.264 with B-frames is refused for WebRTC playback.
 //! Keyframe requests from viewers reach the publisher through [`keyframe`], rate-limited.
+//! Every socket is pinged and closed when silent ([`WebRtcLimits::ws_idle_timeout`]); sessions
+//! per source address, candidates per session and peer connections negotiating at once are
+//! capped ([`WebRtcLimits`]).
 //! A session ends on `stop`, when its socket closes, when its peer connection fails, when
 //! the stream ends (viewers), or when its grant is cancelled (token revoked or expired).
 
 pub mod inbound;
 pub mod keyframe;
+mod limits;
 pub mod message;
 pub mod name;
 pub mod opus_feed;
@@ -40,6 +44,7 @@ use streamgate_relay::Hub;
 use tokio_util::sync::CancellationToken;
 
 pub use keyframe::{KeyframeBoard, KEYFRAME_REQUEST_INTERVAL};
+pub use limits::WebRtcLimits;
 pub use message::MAX_MESSAGE_BYTES;
 pub use opus_feed::{OpusFeeds, OPUS_FEED_CAPACITY};
 pub use peer::IceSettings;
@@ -67,20 +72,39 @@ pub struct WebRtcContext {
     pub readers: WebRtcReaders,
     /// Fires at server shutdown: every socket and session ends.
     pub shutdown: CancellationToken,
+    /// Bounds of sessions and sockets.
+    pub limits: WebRtcLimits,
+    /// What the limits are checked against.
+    counts: limits::Counts,
 }
 
 impl WebRtcContext {
     /// A context with an empty keyframe board.
-    pub fn new(auth: Arc<Auth>, hub: Hub, ice: IceSettings, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        auth: Arc<Auth>,
+        hub: Hub,
+        ice: IceSettings,
+        limits: WebRtcLimits,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             auth,
             hub,
             ice,
+            limits,
+            counts: limits::Counts::new(&limits),
             keyframes: KeyframeBoard::default(),
             opus: OpusFeeds::default(),
             readers: WebRtcReaders::default(),
             shutdown,
         }
+    }
+}
+
+impl WebRtcContext {
+    /// The count of sessions per source address (for metrics).
+    pub fn session_gate(&self) -> &streamgate_auth::ConnectionGate {
+        &self.counts.peers
     }
 }
 

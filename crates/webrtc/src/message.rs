@@ -265,6 +265,10 @@ pub enum Definition {
     PlayWaiting,
     /// The stream's H.264 has B-frames, which WebRTC playback cannot carry.
     BFramesUnsupported,
+    /// The session has been sent as many ICE candidates as it takes; this one is ignored.
+    TooManyCandidates,
+    /// The server negotiates as many peer connections as it may at once; try again.
+    ServerBusy,
 }
 
 impl Definition {
@@ -291,6 +295,8 @@ impl Definition {
             Self::PlayFinished => "play_finished",
             Self::PlayWaiting => "play_waiting",
             Self::BFramesUnsupported => "bframes_not_supported",
+            Self::TooManyCandidates => "tooManyCandidates",
+            Self::ServerBusy => "serverBusy",
         }
     }
 }

@@ -154,6 +154,14 @@ async fn play(
         Codec::Vp8 => CodecSpec::vp8(96),
         _ => CodecSpec::h264(102, &profile_level_id(&config.config)),
     });
+    // A place among the peer connections negotiating at once, until this one connects.
+    let Some(negotiating) = ctx.counts.negotiate() else {
+        tracing::warn!(stream = %name, "WebRTC play refused: too many negotiations at once");
+        out.text(Reply::error(Definition::ServerBusy, Some(stream_id)))
+            .await;
+        return None;
+    };
+    let mut negotiating = Some(negotiating);
     let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
     let peer = match PlayPeer::new(&ctx.ice, video_spec, audio, events_tx).await {
         Ok(p) => p,
@@ -214,6 +222,7 @@ async fn play(
                 Some(PeerEvent::State(Connection::Connected)) => {
                     if !connected {
                         connected = true;
+                        drop(negotiating.take());
                         out.text(Reply::notification(Definition::PlayStarted, stream_id, None)).await;
                         ctx.keyframes.request(name.as_str(), Instant::now());
                         while let Some(ev) = sub.try_recv() {

@@ -36,6 +36,14 @@ pub(crate) async fn run(
             return;
         }
     };
+    // A place among the peer connections negotiating at once, until this one connects.
+    let Some(negotiating) = ctx.counts.negotiate() else {
+        tracing::warn!(stream = %name, "WebRTC publish refused: too many negotiations at once");
+        out.text(Reply::error(Definition::ServerBusy, Some(&stream_id)))
+            .await;
+        return;
+    };
+    let mut negotiating = Some(negotiating);
     let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
     let peer = match PublishPeer::new(&ctx.ice, events_tx).await {
         Ok(p) => p,
@@ -88,6 +96,7 @@ pub(crate) async fn run(
                 Some(PeerEvent::State(Connection::Connected)) => {
                     if !connected {
                         connected = true;
+                        drop(negotiating.take());
                         out.text(Reply::notification(Definition::PublishStarted, &stream_id, None)).await;
                     }
                 }

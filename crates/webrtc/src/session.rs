@@ -45,6 +45,8 @@ pub enum Outgoing {
     Text(String),
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
+    /// A ping (the browser answers with a pong).
+    Ping,
 }
 
 /// The sending side of a socket's queue.

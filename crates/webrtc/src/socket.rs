@@ -33,6 +33,8 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 
 /// WebSocket close code for a message that is too big (RFC 6455).
 const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code for a socket closed for its silence (RFC 6455: policy violation).
+const CLOSE_IDLE: u16 = 1008;
 
 /// Who is on the other end of a socket.
 #[derive(Debug, Clone)]
@@ -96,6 +98,8 @@ struct SessionHandle {
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
     action: Action,
+    /// ICE candidates forwarded so far.
+    candidates: usize,
 }
 
 async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
@@ -119,15 +123,35 @@ async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
                         .await;
                     break;
                 }
+                Outgoing::Ping => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
             }
         }
     });
     let mut sessions: HashMap<String, SessionHandle> = HashMap::new();
+    let mut ping = tokio::time::interval(ctx.limits.ws_ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut heard = tokio::time::Instant::now();
     loop {
+        let idle_at = heard + ctx.limits.ws_idle_timeout;
         let msg = tokio::select! {
             m = stream.next() => m,
             () = ctx.shutdown.cancelled() => break,
+            _ = ping.tick() => {
+                let _ = out.0.try_send(Outgoing::Ping);
+                continue;
+            }
+            () = tokio::time::sleep_until(idle_at) => {
+                tracing::info!(peer = %client.ip, "WebSocket closed: nothing received for {:?}", ctx.limits.ws_idle_timeout);
+                let _ = out.0.try_send(Outgoing::Close(CLOSE_IDLE, "idle timeout"));
+                break;
+            }
         };
+        heard = tokio::time::Instant::now();
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
@@ -202,6 +226,18 @@ async fn handle(
             label,
             mid,
         } => {
+            if let Some(s) = sessions.get_mut(&stream_id) {
+                s.candidates += 1;
+                if s.candidates > ctx.limits.max_candidates {
+                    tracing::debug!(peer = %client.ip, "ICE candidate over the limit ignored");
+                    out.text(Reply::error(
+                        Definition::TooManyCandidates,
+                        Some(&stream_id),
+                    ))
+                    .await;
+                    return;
+                }
+            }
             let c = Control::Candidate {
                 candidate,
                 label,
@@ -286,6 +322,11 @@ async fn admit(
         user_agent: client.user_agent.as_deref(),
         protocol: Protocol::WebRtc,
     };
+    let Ok(pass) = ctx.counts.peers.try_enter(client.ip) else {
+        out.text(Reply::error(Definition::TooManySessions, Some(&stream_id)))
+            .await;
+        return;
+    };
     let grant = match ctx.auth.authorize(&request, SystemTime::now()) {
         Ok(g) => g,
         Err(denial) => {
@@ -296,23 +337,17 @@ async fn admit(
         }
     };
     let (control, rx) = mpsc::channel(CONTROL_CAPACITY);
+    let (ctx, sid, out) = (Arc::clone(ctx), stream_id.clone(), out.clone());
+    // The session holds its place among the address's sessions for its whole life.
     let task = match action {
-        Action::Publish => tokio::spawn(publish::run(
-            Arc::clone(ctx),
-            grant,
-            name,
-            stream_id.clone(),
-            out.clone(),
-            rx,
-        )),
-        Action::Play => tokio::spawn(play::run(
-            Arc::clone(ctx),
-            grant,
-            name,
-            stream_id.clone(),
-            out.clone(),
-            rx,
-        )),
+        Action::Publish => tokio::spawn(async move {
+            publish::run(ctx, grant, name, sid, out, rx).await;
+            drop(pass);
+        }),
+        Action::Play => tokio::spawn(async move {
+            play::run(ctx, grant, name, sid, out, rx).await;
+            drop(pass);
+        }),
     };
     sessions.insert(
         stream_id,
@@ -320,6 +355,7 @@ async fn admit(
             control,
             task,
             action,
+            candidates: 0,
         },
     );
 }

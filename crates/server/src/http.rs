@@ -1,0 +1,260 @@
+//! The HTTP listener: the merged router served over HTTP/1.1 by hyper, with the connection
+//! caps of a [`ConnectionGate`] and three clocks, since a client that trickles or stalls must
+//! not hold a connection for ever:
+//!
+//! - the head of each request must arrive within [`HttpLimits::header_timeout`], counted from
+//!   the connection's start or the end of the previous response, so that it bounds the
+//!   keep-alive idle time too (hyper's own header timer);
+//! - its body within [`HttpLimits::body_timeout`] ([`read_body`]);
+//! - and a connection that moves no byte either way for [`HttpLimits::idle_timeout`] is
+//!   closed ([`Watched`]). Once upgraded to a WebSocket, a connection is the WebSocket's,
+//!   which pings and has its own idle timeout.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use streamgate_auth::ConnectionGate;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+/// Largest request body read at all; routes may take less (the token API takes 64 KiB).
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// Most header lines of one request.
+const MAX_HEADERS: usize = 64;
+/// Pause after an accept error (such as running out of file descriptors), so that the loop
+/// does not spin while the connections already open keep going.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Least time between two log lines about failing accepts.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The clocks of every HTTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to send a request's head (also the keep-alive idle time).
+    pub header_timeout: Duration,
+    /// Time to send a request's body.
+    pub body_timeout: Duration,
+    /// Time a connection may move no byte either way.
+    pub idle_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    gate: ConnectionGate,
+    shutdown: CancellationToken,
+) {
+    let body_timeout = limits.body_timeout;
+    let app = app.layer(axum::middleware::from_fn(move |req, next| {
+        read_body(req, next, body_timeout)
+    }));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                    tracing::warn!(error = %e, "http accept failed; retrying every {ACCEPT_BACKOFF:?}");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(pass) = gate.try_enter(peer.ip()) else {
+            continue;
+        };
+        let app = app.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            connection(socket, peer, app, limits, stop).await;
+            drop(pass);
+        });
+    }
+    // Open connections finish their request and close (WebSockets end with the shutdown).
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Serves one connection until it closes, idles out, or the server shuts down.
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) {
+    let _ = socket.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Watched {
+        inner: socket,
+        activity: Arc::clone(&activity),
+    });
+    let service = TowerToHyperService::new(app.map_request(move |mut req: Request<_>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    }));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        let idle_at = activity.last() + limits.idle_timeout;
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %peer, error = %e, "http connection ended");
+                }
+                return;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(idle_at.into()) => {
+                if activity.last() + limits.idle_timeout <= Instant::now() {
+                    tracing::debug!(peer = %peer, "http connection closed: idle for {:?}", limits.idle_timeout);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a request's body within `timeout` and [`MAX_REQUEST_BODY`], before the route sees
+/// it; answers 408 or 413 otherwise. Requests without a body pass untouched.
+async fn read_body(req: Request, next: Next, timeout: Duration) -> Response {
+    let empty = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || (!req.headers().contains_key(header::CONTENT_LENGTH)
+            && !req.headers().contains_key(header::TRANSFER_ENCODING));
+    if empty {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_REQUEST_BODY)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response(),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time\n",
+        )
+            .into_response(),
+    }
+}
+
+/// When a connection last moved a byte, as milliseconds since its start.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A socket that notes when it last moved a byte.
+#[derive(Debug)]
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
