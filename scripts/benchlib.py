@@ -111,7 +111,10 @@ def start_streamgate(binary, workdir):
                STREAMGATE_HTTP_LISTEN=f"127.0.0.1:{http}", STREAMGATE_RTMP_LISTEN=f"127.0.0.1:{rtmp}",
                STREAMGATE_SRT_LISTEN=f"127.0.0.1:{free_port()}",
                STREAMGATE_DATA_DIR=os.path.join(workdir, f"sg-data-{http}"), STREAMGATE_API_SECRET=SECRET,
-               STREAMGATE_CONFIG="/dev/null", STREAMGATE_LOG_LEVEL="warn")
+               STREAMGATE_CONFIG="/dev/null", STREAMGATE_LOG_LEVEL="warn",
+               # every client runs on this host: lift the per-address caps
+               STREAMGATE_RTMP_MAX_CONNECTIONS_PER_IP="100000", STREAMGATE_HTTP_MAX_CONNECTIONS_PER_IP="100000",
+               STREAMGATE_RTMP_MAX_CONNECTIONS="100000")
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(workdir, "streamgate.log"), "a"))
     wait_port(http)

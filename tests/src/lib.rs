@@ -13,6 +13,7 @@
 pub mod avsync;
 pub mod browser;
 pub mod ffmpeg;
+pub mod hostile;
 pub mod http;
 pub mod rtmp;
 pub mod srt;
@@ -113,12 +114,21 @@ impl Drop for TempDir {
 pub struct Options {
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A command the server is started under (such as `prlimit --nofile=256:256 --`), which
+    /// must exec it so that the process keeps its pid.
+    pub wrapper: Vec<String>,
 }
 
 impl Options {
     /// Adds an environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the server under `command` (see [`Options::wrapper`]).
+    pub fn wrapped(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 }
@@ -171,7 +181,14 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let mut cmd = Command::new(binary());
+        let mut cmd = match self.options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("STREAMGATE_CONFIG", self.data.path().join("no-config.toml"))
@@ -365,6 +382,18 @@ impl Drop for Server {
             eprintln!("---- streamgate log ----\n{}", self.log());
         }
     }
+}
+
+/// Resident memory of a process in KiB, from `/proc/<pid>/status` (0 once it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// User + system CPU ticks (1/100 s) of a process, from `/proc/<pid>/stat`.

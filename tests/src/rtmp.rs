@@ -3,6 +3,9 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
@@ -105,6 +108,64 @@ impl RtmpClient {
         Ok((video, audio))
     }
 
+    /// Asks to publish `key` and waits for the acceptance.
+    pub fn publish(&mut self, key: &str) -> Result<(), String> {
+        let r = self
+            .session
+            .request_publishing(key.to_owned(), rml_rtmp::sessions::PublishRequestType::Live)
+            .map_err(|e| format!("{e:?}"))?;
+        self.send(vec![r])?;
+        self.wait_for(
+            |e| matches!(e, ClientSessionEvent::PublishRequestAccepted),
+            Duration::from_secs(5),
+        )
+    }
+
+    /// Writes raw bytes (chunks built by hand; the session announced chunk size 4096).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.socket.write_all(bytes)
+    }
+
+    /// Reads on a thread, noting every video and audio message, until [`MediaWatch::finish`].
+    pub fn watch(mut self) -> MediaWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let _ = self
+            .socket
+            .set_read_timeout(Some(Duration::from_millis(50)));
+        let thread = std::thread::spawn(move || {
+            let mut report = WatchReport::default();
+            let start = Instant::now();
+            let mut last_video: Option<Instant> = None;
+            while !flag.load(Ordering::Relaxed) {
+                if let Err(e) = self.read_once() {
+                    report.error = Some(e);
+                    break;
+                }
+                for e in self.pending.drain(..) {
+                    match e {
+                        ClientSessionEvent::VideoDataReceived { .. } => {
+                            let now = Instant::now();
+                            let since = now.duration_since(last_video.unwrap_or(start));
+                            report.max_gap = report.max_gap.max(since);
+                            last_video = Some(now);
+                            report.video += 1;
+                        }
+                        ClientSessionEvent::AudioDataReceived { .. } => report.audio += 1,
+                        _ => {}
+                    }
+                }
+            }
+            let tail = Instant::now().duration_since(last_video.unwrap_or(start));
+            report.max_gap = report.max_gap.max(tail);
+            report
+        });
+        MediaWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
     fn wait_for(
         &mut self,
         want: impl Fn(&ClientSessionEvent) -> bool,
@@ -179,4 +240,40 @@ pub fn closed_within(socket: &mut TcpStream, timeout: Duration) -> bool {
         }
     }
     false
+}
+
+/// A viewer reading on its own thread (see [`RtmpClient::watch`]).
+pub struct MediaWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<WatchReport>>,
+}
+
+/// What a watching viewer received.
+#[derive(Debug, Clone, Default)]
+pub struct WatchReport {
+    /// Video messages.
+    pub video: u64,
+    /// Audio messages.
+    pub audio: u64,
+    /// The longest time without a video message, the end of the watch included.
+    pub max_gap: Duration,
+    /// Why reading stopped early, if it did.
+    pub error: Option<String>,
+}
+
+impl MediaWatch {
+    /// Stops reading and reports.
+    pub fn finish(mut self) -> WatchReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for MediaWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }

@@ -529,7 +529,15 @@ fn benchmark_rtmp_to_webrtc_viewers() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let s = server();
+    // Every tab comes from this host: the per-address session cap must let them all in.
+    let s = Server::start_with(
+        Options::default()
+            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
+            .env(
+                "STREAMGATE_WEBRTC_MAX_PEERS_PER_IP",
+                &(viewers + 8).to_string(),
+            ),
+    );
     let pid = s.pid().unwrap();
     let dir = TempDir::new("cross-bench");
     let stream = "live/bench";

@@ -6,6 +6,8 @@
 mod antmedia;
 mod body;
 mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod jti;
 mod mediastream;

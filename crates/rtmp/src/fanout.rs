@@ -38,6 +38,10 @@ use crate::write::{send_now, unwritten, MAX_IOVECS};
 
 /// Most relay events taken for one viewer in one write (one vectored write).
 pub(crate) const MAX_EVENTS_PER_WRITE: usize = MAX_IOVECS;
+/// Most frame bytes taken for one viewer in one write (a larger frame goes alone): what a
+/// viewer whose socket is full keeps out of the relay's ring, so that a stalled viewer pins
+/// little memory however large the stream's frames are.
+pub(crate) const MAX_BYTES_PER_WRITE: usize = 1024 * 1024;
 /// Viewers a shard serves before letting other tasks on its thread run.
 const VIEWERS_PER_YIELD: usize = 64;
 /// Viewers of a stream served by one shard before another one starts (while the runtime has
@@ -130,10 +134,16 @@ impl Viewer {
         }
         let unsent = std::mem::take(&mut state.unsent);
         let mut events: Vec<Event> = state.held.take().into_iter().collect();
+        let mut bytes = unsent.iter().map(Bytes::len).sum::<usize>();
         if let Some(subscriber) = state.subscriber.as_mut() {
-            while events.len() < max {
+            while events.len() < max && bytes < MAX_BYTES_PER_WRITE {
                 match subscriber.try_recv() {
-                    Some(event) => events.push(event),
+                    Some(event) => {
+                        if let Event::Frame(f) = &event {
+                            bytes += f.frame.payload.len();
+                        }
+                        events.push(event);
+                    }
                     None => break,
                 }
             }
@@ -174,7 +184,8 @@ impl Viewer {
         let mut hand_off = false;
         loop {
             let mut more = false;
-            while state.batch.len() < MAX_EVENTS_PER_WRITE {
+            let mut bytes = 0;
+            while state.batch.len() < MAX_EVENTS_PER_WRITE && bytes < MAX_BYTES_PER_WRITE {
                 match subscriber.try_recv() {
                     // Refused by the connection task: RTMP cannot carry VP8.
                     Some(Event::Frame(frame)) if frame.frame.codec == Codec::Vp8 => {
@@ -183,9 +194,10 @@ impl Viewer {
                         break;
                     }
                     Some(Event::Frame(frame)) => {
-                        let bytes = frame_bytes(&frame, state.stream_id);
-                        if !bytes.is_empty() {
-                            state.batch.push(bytes);
+                        let encoded = frame_bytes(&frame, state.stream_id);
+                        bytes += encoded.len();
+                        if !encoded.is_empty() {
+                            state.batch.push(encoded);
                         }
                     }
                     Some(other) => {
@@ -195,7 +207,7 @@ impl Viewer {
                     }
                     None => break,
                 }
-                more = state.batch.len() == MAX_EVENTS_PER_WRITE;
+                more = state.batch.len() == MAX_EVENTS_PER_WRITE || bytes >= MAX_BYTES_PER_WRITE;
             }
             if state.batch.is_empty() {
                 break;
@@ -473,6 +485,36 @@ mod tests {
             }
             other => panic!("expected events, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_viewer_holds_about_a_megabyte_whatever_the_frames() {
+        let hub = Hub::new();
+        let publisher = hub.publish("live/big").unwrap();
+        let (server, _client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Viewer::new(hub.subscribe("live/big"), Arc::new(write), 1);
+        for n in 0..40 {
+            publisher.push(audio(n, 400_000));
+        }
+        // The task's share: at most a megabyte of frames (plus the one that crosses it).
+        let Work::Write { events, .. } = viewer.take_work(MAX_EVENTS_PER_WRITE) else {
+            panic!("expected events");
+        };
+        let frames = events
+            .iter()
+            .filter(|e| matches!(e, Event::Frame(_)))
+            .count();
+        assert_eq!(frames, 3, "{} events", events.len());
+        // The shard's share of a socket that takes nothing more than its buffer is as small:
+        // what it could not write is all it holds.
+        while !matches!(viewer.take_work(MAX_EVENTS_PER_WRITE), Work::Done) {}
+        for n in 40..80 {
+            publisher.push(audio(n, 400_000));
+        }
+        viewer.serve();
+        let held: usize = lock(&viewer.state).unsent.iter().map(Bytes::len).sum();
+        assert!(held <= MAX_BYTES_PER_WRITE + 400_100, "{held} bytes held");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Random and mutated client bytes through a publisher's and a viewer's session: no input may
 //! panic the session (the stable-toolchain counterpart of the `rtmp_session` fuzz target).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use proptest::prelude::*;
 use streamgate_rtmp::fuzzing::{context, drive};
 

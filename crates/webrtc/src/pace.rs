@@ -49,6 +49,11 @@ pub const STALE_RESTART: Duration = Duration::from_secs(2);
 /// Frames held per track. When a track's queue is full its oldest frame goes at once.
 pub const MAX_PACED_FRAMES: usize = 256;
 
+/// Payload bytes held per track (about 1.3 s at 50 Mbit/s). When a frame would take a track
+/// past it, its oldest frames go at once, so that a viewer holds little of the stream
+/// whatever the size of the publisher's frames.
+pub const MAX_PACED_BYTES: usize = 8 * 1024 * 1024;
+
 /// Which queue a frame is paced in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
@@ -120,6 +125,49 @@ impl Windowed {
     }
 }
 
+/// One track's frames: when each goes, the frame, its payload bytes; and their sum.
+#[derive(Debug)]
+struct Queue<T> {
+    items: VecDeque<(At, T, usize)>,
+    bytes: usize,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn front(&self) -> Option<&(At, T, usize)> {
+        self.items.front()
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let (_, item, bytes) = self.items.pop_front()?;
+        self.bytes -= bytes;
+        Some(item)
+    }
+
+    /// Queues `item`, first sending the oldest frames at once (`now`) while the queue would
+    /// be full in frames or bytes.
+    fn push(&mut self, now: Instant, at: At, item: T, bytes: usize) {
+        let mut over_frames = (self.items.len() + 1).saturating_sub(MAX_PACED_FRAMES);
+        let mut over_bytes = (self.bytes + bytes).saturating_sub(MAX_PACED_BYTES);
+        for front in self.items.iter_mut() {
+            if over_frames == 0 && over_bytes == 0 {
+                break;
+            }
+            front.0 = At::Now(now);
+            over_frames = over_frames.saturating_sub(1);
+            over_bytes = over_bytes.saturating_sub(front.2);
+        }
+        self.bytes += bytes;
+        self.items.push_back((at, item, bytes));
+    }
+}
+
 /// One viewer's pacing of its video and audio frames.
 #[derive(Debug)]
 pub struct Pacer<T> {
@@ -132,8 +180,8 @@ pub struct Pacer<T> {
     /// The timeline: release time minus presentation time, in microseconds, and when it
     /// last moved.
     timeline: Option<(i64, Instant)>,
-    video: VecDeque<(At, T)>,
-    audio: VecDeque<(At, T)>,
+    video: Queue<T>,
+    audio: Queue<T>,
     dropped: u64,
     /// When the frames arriving stale began to, if the last one was.
     stale_since: Option<Instant>,
@@ -157,8 +205,8 @@ impl<T> Pacer<T> {
             earliest: Windowed::new(false),
             latest: Windowed::new(true),
             timeline: None,
-            video: VecDeque::new(),
-            audio: VecDeque::new(),
+            video: Queue::new(),
+            audio: Queue::new(),
             dropped: 0,
             stale_since: None,
         }
@@ -173,8 +221,9 @@ impl<T> Pacer<T> {
         self.stale_since = None;
     }
 
-    /// Takes a frame that arrived `now` with presentation time `pts` (in [`CLOCK_HZ`] ticks).
-    pub fn push(&mut self, now: Instant, pts: i64, lane: Lane, item: T) -> Pushed {
+    /// Takes a frame of `bytes` payload bytes that arrived `now` with presentation time `pts`
+    /// (in [`CLOCK_HZ`] ticks).
+    pub fn push(&mut self, now: Instant, pts: i64, lane: Lane, item: T, bytes: usize) -> Pushed {
         let pts_us = ticks_to_micros(pts);
         let arrived = micros(now.saturating_duration_since(self.origin));
         let relative = arrived.saturating_sub(pts_us);
@@ -212,12 +261,7 @@ impl<T> Pacer<T> {
             Lane::Video => &mut self.video,
             Lane::Audio => &mut self.audio,
         };
-        if queue.len() >= MAX_PACED_FRAMES {
-            if let Some(front) = queue.front_mut() {
-                front.0 = At::Now(now);
-            }
-        }
-        queue.push_back((at, item));
+        queue.push(now, at, item, bytes);
         Pushed::Queued
     }
 
@@ -284,7 +328,7 @@ impl<T> Pacer<T> {
             (None, Some(_)) => &mut self.audio,
             (None, None) => return None,
         };
-        queue.pop_front().map(|f| f.1)
+        queue.pop_front()
     }
 
     /// Stale audio frames dropped so far.
@@ -309,24 +353,45 @@ mod tests {
     }
 
     #[test]
+    fn large_frames_go_at_once_past_the_byte_bound() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(t0);
+        // Frames far ahead of the timeline, 3 MiB each: the third pushes the first out.
+        p.push(t0, 0, Lane::Video, "anchor", 1);
+        assert_eq!(p.pop(t0), Some("anchor"));
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            p.push(
+                t0,
+                (i as i64 + 1) * 100 * MS,
+                Lane::Video,
+                name,
+                3 * 1024 * 1024,
+            );
+        }
+        assert_eq!(p.pop(t0), Some("a"), "over 8 MiB: the oldest goes now");
+        assert_eq!(p.pop(t0), None, "the others wait");
+        assert!(p.video.bytes <= MAX_PACED_BYTES);
+    }
+
+    #[test]
     fn late_audio_holds_video_back_by_its_delay() {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
         // Video on time (pts 0 at 0 ms), audio of pts 0 arriving 300 ms late.
-        p.push(t0, 0, Lane::Video, "v0");
+        p.push(t0, 0, Lane::Video, "v0", 1);
         assert_eq!(drain(&mut p, t0), ["v0"]);
-        assert_eq!(p.push(at(t0, 300), 0, Lane::Audio, "a0"), Pushed::Queued);
+        assert_eq!(p.push(at(t0, 300), 0, Lane::Audio, "a0", 1), Pushed::Queued);
         assert_eq!(drain(&mut p, at(t0, 300)), ["a0"]);
         // From now on both go out 300 ms after their presentation time.
-        p.push(at(t0, 333), 33 * MS, Lane::Video, "v1");
+        p.push(at(t0, 333), 33 * MS, Lane::Video, "v1", 1);
         assert_eq!(p.next_due(), Some(at(t0, 333)));
-        p.push(at(t0, 334), 34 * MS, Lane::Video, "v2");
+        p.push(at(t0, 334), 34 * MS, Lane::Video, "v2", 1);
         assert_eq!(drain(&mut p, at(t0, 333)), ["v1"]);
         assert_eq!(p.next_due(), Some(at(t0, 334)));
-        p.push(at(t0, 340), 100 * MS, Lane::Video, "v3");
+        p.push(at(t0, 340), 100 * MS, Lane::Video, "v3", 1);
         // Audio of pts 20 ms 25 ms later than the timeline: the timeline, and v2 still
         // queued, move by 25 ms.
-        p.push(at(t0, 345), 20 * MS, Lane::Audio, "a1");
+        p.push(at(t0, 345), 20 * MS, Lane::Audio, "a1", 1);
         assert_eq!(p.next_due(), Some(at(t0, 345)));
         assert_eq!(drain(&mut p, at(t0, 345)), ["a1"]);
         assert_eq!(p.next_due(), Some(at(t0, 359)));
@@ -338,16 +403,16 @@ mod tests {
     fn stale_frames_do_not_move_the_timeline() {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
-        p.push(at(t0, 2000), 2000 * MS, Lane::Video, "live");
+        p.push(at(t0, 2000), 2000 * MS, Lane::Video, "live", 1);
         // A frame two seconds behind: video goes at once, audio is dropped.
-        p.push(at(t0, 2001), 0, Lane::Video, "old video");
+        p.push(at(t0, 2001), 0, Lane::Video, "old video", 1);
         assert_eq!(
-            p.push(at(t0, 2001), 0, Lane::Audio, "old audio"),
+            p.push(at(t0, 2001), 0, Lane::Audio, "old audio", 1),
             Pushed::Dropped
         );
         assert_eq!(p.dropped(), 1);
         assert_eq!(drain(&mut p, at(t0, 2001)), ["live", "old video"]);
-        p.push(at(t0, 2033), 2033 * MS, Lane::Video, "next");
+        p.push(at(t0, 2033), 2033 * MS, Lane::Video, "next", 1);
         assert_eq!(p.next_due(), Some(at(t0, 2033)));
     }
 
@@ -355,9 +420,9 @@ mod tests {
     fn the_timeline_catches_up_slowly_once_delays_are_forgotten() {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
-        p.push(t0, 0, Lane::Video, "v");
+        p.push(t0, 0, Lane::Video, "v", 1);
         // One frame 500 ms late.
-        p.push(at(t0, 600), 100 * MS, Lane::Audio, "late");
+        p.push(at(t0, 600), 100 * MS, Lane::Audio, "late", 1);
         drain(&mut p, at(t0, 600));
         let mut ms = 600;
         let push = |p: &mut Pacer<&'static str>, ms: u64| {
@@ -366,6 +431,7 @@ mod tests {
                 i64::try_from(ms).unwrap() * MS,
                 Lane::Audio,
                 "a",
+                1,
             );
             let due = p.next_due().unwrap();
             drain(p, due);
@@ -391,14 +457,14 @@ mod tests {
     fn a_clock_jumping_forward_is_followed_at_once() {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
-        p.push(t0, 0, Lane::Video, "v0");
-        p.push(at(t0, 300), 0, Lane::Audio, "late a0");
+        p.push(t0, 0, Lane::Video, "v0", 1);
+        p.push(at(t0, 300), 0, Lane::Audio, "late a0", 1);
         drain(&mut p, at(t0, 300));
         // The publisher's clock jumps 60 s ahead: sent on arrival, not a minute later.
-        p.push(at(t0, 340), 60_040 * MS, Lane::Video, "v1");
+        p.push(at(t0, 340), 60_040 * MS, Lane::Video, "v1", 1);
         assert_eq!(p.next_due(), Some(at(t0, 340)));
         assert_eq!(drain(&mut p, at(t0, 340)), ["v1"]);
-        p.push(at(t0, 380), 60_080 * MS, Lane::Audio, "a1");
+        p.push(at(t0, 380), 60_080 * MS, Lane::Audio, "a1", 1);
         assert_eq!(p.next_due(), Some(at(t0, 380)));
     }
 
@@ -406,7 +472,7 @@ mod tests {
     fn a_clock_jumping_back_is_followed_after_a_while() {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
-        p.push(at(t0, 60_000), 60_000 * MS, Lane::Video, "v0");
+        p.push(at(t0, 60_000), 60_000 * MS, Lane::Video, "v0", 1);
         drain(&mut p, at(t0, 60_000));
         // The clock goes back to 0: stale at first (audio dropped, as after a stall)...
         let mut ms = 60_000;
@@ -414,7 +480,7 @@ mod tests {
         while ms < 60_000 + 2 * 1000 {
             ms += 20;
             let pts = i64::try_from(ms - 60_000).unwrap() * MS;
-            if p.push(at(t0, ms), pts, Lane::Audio, "a") == Pushed::Dropped {
+            if p.push(at(t0, ms), pts, Lane::Audio, "a", 1) == Pushed::Dropped {
                 dropped += 1;
             }
             drain(&mut p, at(t0, ms));
@@ -423,13 +489,13 @@ mod tests {
         // ...then paced again on the new clock.
         let pts = i64::try_from(ms + 20 - 60_000).unwrap() * MS;
         assert_eq!(
-            p.push(at(t0, ms + 20), pts, Lane::Audio, "a"),
+            p.push(at(t0, ms + 20), pts, Lane::Audio, "a", 1),
             Pushed::Queued
         );
         assert_eq!(p.next_due(), Some(at(t0, ms + 20)));
         let pts = i64::try_from(ms + 40 - 60_000).unwrap() * MS;
         assert_eq!(
-            p.push(at(t0, ms + 30), pts, Lane::Audio, "a"),
+            p.push(at(t0, ms + 30), pts, Lane::Audio, "a", 1),
             Pushed::Queued
         );
     }
@@ -438,12 +504,12 @@ mod tests {
     fn a_full_queue_releases_its_oldest_frame() {
         let t0 = Instant::now();
         let mut p = Pacer::new(t0);
-        p.push(t0, 0, Lane::Video, "first");
+        p.push(t0, 0, Lane::Video, "first", 1);
         assert_eq!(p.pop(t0), Some("first"));
-        p.push(t0, 500 * MS, Lane::Video, "held");
+        p.push(t0, 500 * MS, Lane::Video, "held", 1);
         assert_eq!(p.next_due(), Some(at(t0, 500)));
         for _ in 0..MAX_PACED_FRAMES {
-            p.push(t0, 500 * MS, Lane::Video, "x");
+            p.push(t0, 500 * MS, Lane::Video, "x", 1);
         }
         assert_eq!(p.next_due(), Some(t0));
         assert_eq!(p.pop(t0), Some("held"));

@@ -24,9 +24,13 @@ use crate::WebRtcContext;
 /// and which video codec.
 pub const CODEC_PROBE_TIME: Duration = Duration::from_millis(1500);
 
-/// Most frames held while probing or negotiating; older ones are dropped (the viewer then
-/// starts at the next keyframe).
+/// Most frames held while probing or negotiating; when a frame would pass it, or
+/// [`MAX_PENDING_BYTES`], the ones held are dropped (the viewer then starts at the next
+/// keyframe).
 pub const MAX_PENDING_FRAMES: usize = 512;
+
+/// Most payload bytes held while probing or negotiating.
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 /// A viewer whose backlog at connection time spans more than this skips to the next
 /// keyframe instead of receiving it in a burst (which would add that much delay).
@@ -316,7 +320,9 @@ async fn refuse_bframes(name: &StreamName, stream_id: &str, out: &Outbox) -> End
 }
 
 fn push_pending(pending: &mut Vec<Arc<SharedFrame>>, frame: Arc<SharedFrame>) {
-    if pending.len() >= MAX_PENDING_FRAMES {
+    let bytes: usize = pending.iter().map(|f| f.frame.payload.len()).sum();
+    if pending.len() >= MAX_PENDING_FRAMES || bytes + frame.frame.payload.len() > MAX_PENDING_BYTES
+    {
         pending.clear();
     }
     pending.push(frame);
@@ -464,7 +470,8 @@ impl Sender {
             _ => return,
         };
         let pts = f.frame.pts;
-        if self.pacer.push(now, pts, lane, f) == Pushed::Dropped {
+        let bytes = f.frame.payload.len();
+        if self.pacer.push(now, pts, lane, f, bytes) == Pushed::Dropped {
             let dropped = self.pacer.dropped();
             if dropped.is_power_of_two() {
                 tracing::debug!(dropped, "late audio dropped for a WebRTC viewer");
