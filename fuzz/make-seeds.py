@@ -103,6 +103,9 @@ def main():
     for seq in range(5):
         opus += bytes([seq, (seq * 2) << 1 | 1, 3, 0xFC, 0xFF, 0xFE])
     write("rtp_reassembly", "opus", bytes(opus))
+    # A crash this target found (a STAP-A whose last size field is cut), kept as a seed.
+    write("rtp_reassembly", "regression-cut-stap-a",
+          bytes.fromhex("000103fc18000800 03fcfffe02ffb5fe".replace(" ", "")))
 
     requests = [
         b"\x09/api/publish_token\n{\"label\":\"cam\",\"streams\":[{\"streamName\":\"live/cam1\"}],\"expires\":86400,\"allowedIpAddresses\":[\"10.0.0.0/8\"],\"maxUses\":2}",

@@ -152,6 +152,8 @@ impl Reassembler {
 
     fn depacketize(&mut self, payload: &Bytes) -> Result<Bytes, rtp::Error> {
         match self.codec {
+            // The depacketizer indexes past the end of a STAP-A whose last size field is cut.
+            Codec::H264 if !stap_a_is_whole(payload) => Err(rtp::Error::ErrShortPacket),
             Codec::H264 => self.h264.depacketize(payload),
             Codec::Vp8 => Vp8Packet::default().depacketize(payload),
             Codec::Opus | Codec::Aac => Ok(payload.clone()),
@@ -239,6 +241,31 @@ impl Reassembler {
         self.last_ts = Some(ts);
         self.offset + self.ts_ext * CLOCK_HZ / i64::from(self.clock)
     }
+}
+
+/// NAL unit type of an aggregation packet (RFC 6184, 5.7.1).
+const STAP_A: u8 = 24;
+
+/// Whether `payload`, if it is a STAP-A, is a whole sequence of size-prefixed NAL units (any
+/// other packet passes).
+fn stap_a_is_whole(payload: &[u8]) -> bool {
+    let Some((&header, mut rest)) = payload.split_first() else {
+        return true;
+    };
+    if header & 0x1F != STAP_A {
+        return true;
+    }
+    while !rest.is_empty() {
+        let [hi, lo, tail @ ..] = rest else {
+            return false;
+        };
+        let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+        let Some(next) = tail.get(size..) else {
+            return false;
+        };
+        rest = next;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -379,6 +406,25 @@ mod tests {
                 });
             }
         }
+    }
+
+    #[test]
+    fn a_cut_stap_a_is_damage_not_a_panic() {
+        // Found by the rtp_reassembly fuzz target: a STAP-A whose last size field has one byte.
+        let mut r = Reassembler::new(Codec::H264, 0);
+        let out = r.push(RtpIn {
+            seq: 1,
+            timestamp: 1,
+            marker: true,
+            payload: Bytes::from_static(&[
+                0x18, 0x00, 0x08, 0x00, 0x03, 0xfc, 0xff, 0xfe, 0x02, 0xff, 0xb5, 0xfe,
+            ]),
+        });
+        assert!(out.frame.is_none() && out.want_keyframe);
+        assert!(stap_a_is_whole(&[0x18, 0, 1, 0x65, 0, 2, 0x41, 0]));
+        assert!(!stap_a_is_whole(&[0x18, 0, 1, 0x65, 0]));
+        assert!(!stap_a_is_whole(&[0x18, 0, 9, 0x65]));
+        assert!(stap_a_is_whole(&[0x65, 1]));
     }
 
     #[test]
