@@ -334,6 +334,19 @@ fn slow_http_clients_are_cut_off() {
         String::from_utf8_lossy(&answer[..n])
     );
 
+    // A request head larger than the read buffer is refused, not buffered.
+    let mut big = TcpStream::connect(s.http).unwrap();
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    head.resize(head.len() + 100 * 1024, b'a');
+    let _ = big.write_all(&head);
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = big.read(&mut answer).unwrap_or(0);
+    assert!(
+        n == 0 || String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
     // An idle keep-alive connection is closed at the header timeout too.
     let mut idle = TcpStream::connect(s.http).unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

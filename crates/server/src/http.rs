@@ -35,6 +35,9 @@ use tower::ServiceExt as _;
 pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
 /// Most header lines of one request.
 const MAX_HEADERS: usize = 64;
+/// Largest read buffer of a connection, and so of a request's head (hyper's default is about
+/// 400 KB, which ten thousand connections would multiply).
+const MAX_READ_BUFFER: usize = 64 * 1024;
 /// Pause after an accept error (such as running out of file descriptors), so that the loop
 /// does not spin while the connections already open keep going.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -120,6 +123,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);

@@ -556,3 +556,31 @@ fn pings_and_acknowledgements_are_answered() {
         .iter()
         .any(|e| matches!(e, ClientSessionEvent::AcknowledgementReceived { .. })));
 }
+
+#[test]
+fn every_close_reason_is_counted_under_its_kind() {
+    let closes = [
+        Close::PeerClosed,
+        Close::Io(std::io::Error::other("x")),
+        Close::Handshake("x".into()),
+        Close::Chunk(ChunkError::TooManyChunkStreams),
+        Close::Amf0(Amf0Error::TooDeep),
+        Close::Protocol("x"),
+        Close::Limit("x"),
+        Close::HandshakeTimeout,
+        Close::GrantTimeout,
+        Close::PublisherIdle,
+        Close::Refused,
+        Close::Revoked,
+        Close::Shutdown,
+        Close::StreamEnded,
+        Close::Stalled,
+    ];
+    let ctx = context(AuthConfig::default());
+    for c in &closes {
+        ctx.stats.count(c);
+    }
+    let counted = ctx.stats.closed();
+    assert_eq!(counted.len(), closes.len());
+    assert!(counted.iter().all(|(_, n)| *n == 1), "{counted:?}");
+}
