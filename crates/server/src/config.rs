@@ -135,7 +135,8 @@ pub struct WebRtcSection {
     pub max_pending: usize,
     /// Seconds between the server's WebSocket pings.
     pub ws_ping_interval: u64,
-    /// Seconds a WebSocket may stay without any message (pongs included) before it closes.
+    /// Seconds a WebSocket may stay without any message (pongs included), or leave what the
+    /// server writes unread, before it closes.
     pub ws_idle_timeout: u64,
 }
 
@@ -272,7 +273,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("webrtc.max_peers_per_ip", "N", "Most WebRTC sessions from one address at once"),
     setting("webrtc.max_pending", "N", "Most WebRTC sessions negotiating at once, server-wide"),
     setting("webrtc.ws_ping_interval", "SECONDS", "Time between WebSocket pings"),
-    setting("webrtc.ws_idle_timeout", "SECONDS", "Time a WebSocket may stay silent (no message, no pong)"),
+    setting("webrtc.ws_idle_timeout", "SECONDS", "Time a WebSocket may stay silent (no message, no pong) or unread"),
     setting("relay.max_frame_bytes", "BYTES", "Largest media frame taken at ingest"),
     setting("relay.buffer_frames", "N", "Frames each stream keeps for its viewers"),
     setting("relay.buffer_bytes", "BYTES", "Bytes of frames each stream keeps for its viewers"),

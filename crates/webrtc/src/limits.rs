@@ -21,7 +21,8 @@ pub struct WebRtcLimits {
     pub max_pending: usize,
     /// Time between the server's WebSocket pings.
     pub ws_ping_interval: Duration,
-    /// A WebSocket that sends nothing (pongs included) for this long is closed.
+    /// A WebSocket that sends nothing (pongs included) for this long is closed, and so is one
+    /// that takes none of what the server writes for this long.
     pub ws_idle_timeout: Duration,
 }
 

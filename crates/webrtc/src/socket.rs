@@ -106,31 +106,36 @@ async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
     let out = Outbox(tx);
-    let writer = tokio::spawn(async move {
+    // A browser that takes nothing we write for the idle timeout is gone as well: the
+    // writer gives up, and the socket closes.
+    let write_timeout = ctx.limits.ws_idle_timeout;
+    let mut writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            match msg {
-                Outgoing::Text(t) => {
-                    if sink.send(Message::Text(Utf8Bytes::from(t))).await.is_err() {
-                        break;
-                    }
-                }
-                Outgoing::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from_static(reason),
-                        })))
-                        .await;
+            let (message, last) = match msg {
+                Outgoing::Text(t) => (Message::Text(Utf8Bytes::from(t)), false),
+                Outgoing::Close(code, reason) => (
+                    Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    })),
+                    true,
+                ),
+                Outgoing::Ping => (Message::Ping(Default::default()), false),
+            };
+            match tokio::time::timeout(write_timeout, sink.send(message)).await {
+                Ok(Ok(())) if !last => {}
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!(
+                        "WebSocket closed: nothing written was taken for {write_timeout:?}"
+                    );
                     break;
-                }
-                Outgoing::Ping => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
                 }
             }
         }
     });
+    let mut writer_done = false;
     let mut sessions: HashMap<String, SessionHandle> = HashMap::new();
     let mut ping = tokio::time::interval(ctx.limits.ws_ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,6 +149,10 @@ async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
             _ = ping.tick() => {
                 let _ = out.0.try_send(Outgoing::Ping);
                 continue;
+            }
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                break;
             }
             () = tokio::time::sleep_until(idle_at) => {
                 tracing::info!(peer = %client.ip, "WebSocket closed: nothing received for {:?}", ctx.limits.ws_idle_timeout);
@@ -188,7 +197,9 @@ async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
         }
     }
     drop(out);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
     let _ = MAX_MESSAGE_BYTES;
 }
 
