@@ -3,9 +3,10 @@
 //! The publisher appends each frame once to one ring; each subscriber keeps only a cursor
 //! (the sequence number of the next frame it will read). A subscriber's queue is therefore
 //! the window between its cursor and the ring's head, and it is full when that window
-//! exceeds [`SUBSCRIBER_QUEUE_FRAMES`]: the oldest frame is then overwritten for it, the
-//! publisher does no per-subscriber work at all, and the lagging reader notices at its next
-//! read (see [`crate::Subscriber`]).
+//! exceeds the ring's frames or bytes ([`crate::RelayLimits`]; by default
+//! [`SUBSCRIBER_QUEUE_FRAMES`] and [`SUBSCRIBER_QUEUE_BYTES`]): the oldest frame is then
+//! overwritten for it, the publisher does no per-subscriber work at all, and the lagging
+//! reader notices at its next read (see [`crate::Subscriber`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;

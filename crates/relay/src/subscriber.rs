@@ -27,9 +27,10 @@ pub enum Event {
 ///
 /// Joining a live stream, it starts at the latest video keyframe from the GOP cache (an
 /// audio-only stream starts with the next frame); waiting for a stream, it starts with the
-/// first frame of the publish. Its queue holds at most [`crate::SUBSCRIBER_QUEUE_FRAMES`]
-/// frames; a subscriber that falls further behind loses frames and, at its next read,
-/// skips to the newest video keyframe still queued (or waits for the next one), so that
+/// first frame of the publish. Its queue holds at most the hub's
+/// [`crate::RelayLimits::buffer_frames`] frames and [`crate::RelayLimits::buffer_bytes`]
+/// bytes; a subscriber that falls further behind loses frames and, at its next read, skips
+/// to the newest video keyframe still queued (or waits for the next one), so that
 /// decoding resumes cleanly and as close to live as possible. Every frame skipped that way
 /// is counted in [`Subscriber::dropped`].
 #[derive(Debug)]
