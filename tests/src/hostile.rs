@@ -297,10 +297,7 @@ pub fn keyframe_body(len: usize) -> Vec<u8> {
 impl Server {
     /// The value of the `/metrics` line that starts with `series` (0 when absent).
     pub fn metric(&self, series: &str) -> f64 {
-        let Ok(m) = self.get("/metrics") else {
-            return 0.0;
-        };
-        m.body
+        self.metrics_text()
             .lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())

@@ -327,16 +327,27 @@ impl Server {
         }
     }
 
+    /// `/metrics` as a scraper reads it (with the API secret).
+    pub fn metrics_text(&self) -> String {
+        let auth = format!("Bearer {API_SECRET}");
+        http::request(
+            self.http,
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            None,
+        )
+        .map(|r| r.body)
+        .unwrap_or_default()
+    }
+
     /// Frames the publisher of live `stream` has pushed so far (0 when it is not live), from
     /// `/metrics`.
     pub fn frames_in(&self, stream: &str) -> u64 {
-        let Ok(m) = self.get("/metrics") else {
-            return 0;
-        };
+        let m = self.metrics_text();
         let prefix =
             format!("streamgate_stream_frames_total{{stream=\"{stream}\",live=\"true\"}} ");
-        m.body
-            .lines()
+        m.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)

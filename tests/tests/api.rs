@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use serde_json::{json, Value};
-use streamgate_tests::{http, Server, API_SECRET};
+use streamgate_tests::{http, Options, Server, API_SECRET};
 
 fn data(v: &Value) -> &Value {
     &v["data"]
@@ -391,4 +391,113 @@ fn srt_passphrase_is_shown_only_when_set() {
         Some(r#"{"srtPassphrase":null}"#),
     );
     assert_eq!(cleared.json()["data"]["hasSrtPassphrase"], false);
+}
+
+#[test]
+fn millicast_update_shapes_and_empty_stream_lists() {
+    let s = Server::start();
+    // An empty list is neither "no stream" nor "every stream": refused.
+    let r = s.api(
+        "POST",
+        "/api/publish_token",
+        Some(r#"{"label":"x","streams":[]}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("streams"), "{}", r.body);
+    let (id, _) = s.create_token(
+        "publish",
+        json!({"label": "c", "streams": [
+            {"streamName": "container1/.+", "isRegex": true},
+            {"streamName": "container2/cam"}
+        ]}),
+    );
+    let r = s.api(
+        "PUT",
+        &format!("/api/publish_token/{id}"),
+        Some(r#"{"streams":[]}"#),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // Millicast's OpenAPI example: stream names as strings, on the v2 route.
+    let r = s.api(
+        "PUT",
+        &format!("/api/v2/publish_token/{id}"),
+        Some(r#"{"removeTokenStreams":["container1/.+"],"addTokenStreams":[{"streamName":"container3/x"}]}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<String> = r.json()["data"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["streamName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["container2/cam", "container3/x"]);
+    let (sub, _) = s.create_token("subscribe", json!({"label": "v"}));
+    let r = s.api(
+        "PUT",
+        &format!("/api/v2/subscribe_token/{sub}"),
+        Some(r#"{"label":"renamed"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["data"]["label"], "renamed");
+}
+
+#[test]
+fn metrics_need_a_credential_and_failed_secrets_are_delayed() {
+    let s = Server::start();
+    let open = s.get("/metrics").unwrap();
+    assert_eq!(open.status, 401, "metrics are not public by default");
+    assert!(s.metrics_text().contains("streamgate_refusals_total"));
+    // A wrong API secret is answered late, later each time, and counted.
+    let wrong = |path: &str| {
+        let start = std::time::Instant::now();
+        let r = streamgate_tests::http::request(
+            s.http,
+            "GET",
+            path,
+            &[("Authorization", "Bearer not-the-secret")],
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.status, 401);
+        start.elapsed()
+    };
+    let first = wrong("/api/publish_token/list");
+    let second = wrong("/metrics");
+    assert!(first >= std::time::Duration::from_millis(250), "{first:?}");
+    assert!(
+        second >= std::time::Duration::from_millis(500),
+        "{second:?}"
+    );
+    let m = s.metrics_text();
+    assert!(
+        m.lines().any(|l| l == "streamgate_auth_failures_total 3"),
+        "the unauthenticated read, and two wrong secrets:\n{m}"
+    );
+    assert!(m.contains("streamgate_auth_failures_recent{source=\"127.0.0.1\"} 3"));
+    // A scraper token, and a listener of its own.
+    let port = streamgate_tests::free_tcp_port();
+    let s = Server::start_with(
+        Options::default()
+            .env("STREAMGATE_METRICS_TOKEN", "scraper-token-0123456789")
+            .env("STREAMGATE_METRICS_LISTEN", &format!("127.0.0.1:{port}")),
+    );
+    let r = streamgate_tests::http::request(
+        s.http,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer scraper-token-0123456789")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let own = streamgate_tests::http::request(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "GET",
+        "/metrics",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(own.status, 200);
+    assert!(own.body.contains("streamgate_tokens"));
 }

@@ -25,15 +25,16 @@ fn publish_token(s: &Server, stream: &str, extra: Value) -> (i64, String) {
     s.create_token("publish", body)
 }
 
-/// (publishers, viewers) as /metrics reports them.
+/// (publishers, viewers) as /metrics reports them, over every protocol.
 fn sessions(s: &Server) -> (u64, u64) {
-    let m = s.get("/metrics").unwrap().body;
+    let m = s.metrics_text();
     let read = |action: &str| {
-        let prefix = format!("streamgate_sessions{{action=\"{action}\"}} ");
+        let label = format!(",action=\"{action}\"}} ");
         m.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
+            .filter(|l| l.starts_with("streamgate_sessions{protocol="))
+            .filter_map(|l| l.split_once(&label).map(|(_, v)| v))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum()
     };
     (read("publish"), read("play"))
 }

@@ -29,6 +29,9 @@ pub fn router() -> Option<Router> {
         auth: Arc::new(auth),
         api_secret: Arc::new(Secret::from_string(API_SECRET.into())),
         health: Health::default(),
+        // No delay here: the fuzzer calls without a peer address, which nothing delays.
+        failures: Arc::new(streamgate_auth::AuthFailures::default()),
+        metrics: crate::MetricsAccess::default(),
     }))
 }
 

@@ -68,10 +68,20 @@ impl Health {
     }
 }
 
-pub fn routes() -> Router<ApiState> {
+pub fn routes(state: &ApiState) -> Router<ApiState> {
+    let access =
+        axum::middleware::from_fn_with_state(state.clone(), crate::secret::require_metrics_access);
     Router::new()
+        .route("/metrics", get(metrics).route_layer(access))
         .route("/healthz", get(healthz))
+}
+
+/// `/metrics` alone and without credentials, for a listener of its own
+/// (`metrics.listen`): an address only the scraper reaches.
+pub fn metrics_router(state: ApiState) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {
@@ -98,27 +108,53 @@ async fn healthz(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// Sources listed by `streamgate_auth_failures_recent`.
+pub const TOP_FAILURE_SOURCES: usize = 10;
+
 async fn metrics(State(state): State<ApiState>) -> Response {
     let mut out = String::new();
-    let counts = state.auth.registry().counts();
     let _ = writeln!(out, "# HELP streamgate_tokens Tokens in the store.");
     let _ = writeln!(out, "# TYPE streamgate_tokens gauge");
     let _ = writeln!(out, "streamgate_tokens {}", state.auth.token_count());
     let _ = writeln!(
         out,
-        "# HELP streamgate_sessions Live sessions admitted by the auth decision."
+        "# HELP streamgate_sessions Live sessions admitted by the auth decision, by protocol and action."
     );
     let _ = writeln!(out, "# TYPE streamgate_sessions gauge");
+    for (protocol, action, n) in state.auth.registry().counts_by_protocol() {
+        let action = match action {
+            streamgate_auth::Action::Publish => "publish",
+            streamgate_auth::Action::Play => "play",
+        };
+        let _ = writeln!(
+            out,
+            "streamgate_sessions{{protocol=\"{}\",action=\"{action}\"}} {n}",
+            protocol.as_str()
+        );
+    }
+    let now = std::time::Instant::now();
+    let _ = writeln!(out, "# HELP streamgate_auth_failures_total Failed authentications (tokens and the API secret), delayed before their answer.");
+    let _ = writeln!(out, "# TYPE streamgate_auth_failures_total counter");
     let _ = writeln!(
         out,
-        "streamgate_sessions{{action=\"publish\"}} {}",
-        counts.publishers
+        "streamgate_auth_failures_total {}",
+        state.failures.total()
     );
+    let _ = writeln!(out, "# HELP streamgate_auth_failure_sources Source addresses (IPv6: /64) with a failed authentication in the last minute.");
+    let _ = writeln!(out, "# TYPE streamgate_auth_failure_sources gauge");
     let _ = writeln!(
         out,
-        "streamgate_sessions{{action=\"play\"}} {}",
-        counts.viewers
+        "streamgate_auth_failure_sources {}",
+        state.failures.active_sources(now)
     );
+    let _ = writeln!(out, "# HELP streamgate_auth_failures_recent Failed authentications in the last minute of the sources with the most.");
+    let _ = writeln!(out, "# TYPE streamgate_auth_failures_recent gauge");
+    for (source, n) in state.failures.top(TOP_FAILURE_SOURCES, now) {
+        let _ = writeln!(
+            out,
+            "streamgate_auth_failures_recent{{source=\"{source}\"}} {n}"
+        );
+    }
     let sources = state
         .health
         .sources

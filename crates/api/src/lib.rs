@@ -19,12 +19,12 @@ use std::sync::Arc;
 
 use axum::middleware;
 use axum::Router;
-use streamgate_auth::{Auth, Secret};
+use streamgate_auth::{Auth, AuthFailures, Secret};
 
 pub use antmedia::MAX_LIST_SIZE;
 pub use body::MAX_BODY_BYTES;
 pub use envelope::ApiError;
-pub use health::{Health, MetricsSource};
+pub use health::{metrics_router, Health, MetricsSource};
 pub use time::iso8601;
 
 /// What the HTTP handlers share.
@@ -36,6 +36,20 @@ pub struct ApiState {
     pub api_secret: Arc<Secret>,
     /// Readiness and metrics.
     pub health: Health,
+    /// Failed authentications per source, shared with the listeners: a wrong API secret
+    /// is delayed and counted like a wrong token.
+    pub failures: Arc<AuthFailures>,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics` on the main HTTP listener.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsAccess {
+    /// Anyone (the operator chose to publish it).
+    pub public: bool,
+    /// A bearer token for scrapers, besides the API secret.
+    pub token: Option<Arc<Secret>>,
 }
 
 /// The router for `/api/...`, the Ant Media routes (`/{app}/rest/v2/...`), `/healthz` and
@@ -54,6 +68,6 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .nest("/api", api)
         .merge(antmedia)
-        .merge(health::routes())
+        .merge(health::routes(&state))
         .with_state(state)
 }

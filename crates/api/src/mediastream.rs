@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -31,6 +33,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn issue(
     State(state): State<ApiState>,
+    extensions: axum::http::Extensions,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
@@ -40,6 +43,9 @@ async fn issue(
         .get("token")
         .is_some_and(|t| secrets_match(t, &state.api_secret))
     {
+        if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+            crate::secret::delay_failure_from(&state, peer.ip()).await;
+        }
         return error(StatusCode::UNAUTHORIZED, "invalid or missing API token");
     }
     let Some(id) = q.get("id") else {

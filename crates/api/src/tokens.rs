@@ -58,6 +58,20 @@ pub fn routes() -> Router<ApiState> {
                     .delete(move |s: State<ApiState>, id: Path<String>| remove(kind, s, id)),
             );
     }
+    // Millicast's v2 update routes.
+    for (path, kind) in [
+        ("publish_token", TokenKind::Publish),
+        ("subscribe_token", TokenKind::Subscribe),
+    ] {
+        router = router.route(
+            &format!("/v2/{path}/{{id}}"),
+            axum::routing::put(
+                move |s: State<ApiState>, id: Path<String>, h: HeaderMap, b: Body| {
+                    update(kind, s, id, h, b)
+                },
+            ),
+        );
+    }
     router
 }
 
@@ -87,6 +101,13 @@ impl<'de> Deserialize<'de> for Streams {
                 let mut rules = Vec::new();
                 while let Some(rule) = seq.next_element::<StreamRule>()? {
                     rules.push(rule);
+                }
+                if rules.is_empty() {
+                    // An empty list reads as "no stream" to some and "every stream" to others:
+                    // neither is taken.
+                    return Err(de::Error::custom(
+                        "must not be empty: give \"*\" (or leave streams out) for every stream",
+                    ));
                 }
                 Ok(Streams(rules))
             }
@@ -145,11 +166,29 @@ struct UpdateBody {
     #[serde(default, deserialize_with = "nullable")]
     update_bind_ips_on_usage: Option<Option<u32>>,
     add_token_streams: Option<Vec<StreamRule>>,
-    remove_token_streams: Option<Vec<StreamRuleText>>,
+    remove_token_streams: Option<Vec<RemoveStream>>,
     #[serde(default)]
     refresh_token: bool,
     #[serde(default, deserialize_with = "nullable")]
     srt_passphrase: Option<Option<String>>,
+}
+
+/// One entry of `removeTokenStreams`: a stream name or regex source as a string (Millicast's
+/// shape: every rule with that text goes), or a `{streamName, isRegex}` object (that rule).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RemoveStream {
+    Text(String),
+    Rule(StreamRuleText),
+}
+
+impl RemoveStream {
+    fn removes(&self, rule: &StreamRule) -> bool {
+        match self {
+            Self::Text(t) => t == rule.name(),
+            Self::Rule(r) => r.stream_name == rule.name() && r.is_regex == rule.is_regex(),
+        }
+    }
 }
 
 /// A token as the API shows it; `token` only right after creation or rotation.
@@ -384,11 +423,7 @@ async fn update(
         }
         if let Some(remove) = b.remove_token_streams {
             let was_scoped = !s.streams.is_empty();
-            s.streams.retain(|r| {
-                !remove
-                    .iter()
-                    .any(|t| t.stream_name == r.name() && t.is_regex == r.is_regex())
-            });
+            s.streams.retain(|r| !remove.iter().any(|t| t.removes(r)));
             if was_scoped
                 && s.streams.is_empty()
                 && b.add_token_streams.as_ref().is_none_or(Vec::is_empty)

@@ -20,7 +20,8 @@ const SEEDS: &[&[u8]] = &[
     b"\x0b/LiveApp/rest/v2/broadcasts/cam1/tokens\n",
     b"\x01/api/access/issue?id=live/cam1&type=live&token=fuzzing-api-secret-0123456789&ip=1.2.3.4&time_limit=60\n",
     b"\x00/healthz\n",
-    b"\x00/metrics\n",
+    b"\x08/metrics\n",
+    b"\x0a/api/v2/publish_token/1\n{\"removeTokenStreams\":[\"a/b\"],\"addTokenStreams\":[{\"streamName\":\"live/c\"}]}",
 ];
 
 fn mutated() -> impl Strategy<Value = Vec<u8>> {

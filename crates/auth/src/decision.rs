@@ -8,17 +8,44 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::jwt::looks_like_jwt;
-use crate::registry::Admission;
+use crate::jwt::{looks_like_jwt, VerifiedClaims};
+use crate::registry::{Admission, AdmitError, SessionFacts};
 use crate::rules::{canonical_ip, host_of, HostPattern};
 use crate::service::{unix_millis, Entry};
 use crate::token::TokenKind;
 use crate::{AccessRequest, Action, Auth, Denial, Grant, SecretHash};
 
+/// How often a decision is taken again when its token changed while it was being taken.
+const MAX_DECISION_ATTEMPTS: usize = 8;
+
 impl Auth {
     /// Decides one publish or play request. A `Grant` must be kept for as long as the session
     /// lives; a `Denial` says why not.
     pub fn authorize(&self, req: &AccessRequest<'_>, now: SystemTime) -> Result<Grant, Denial> {
+        for _ in 0..MAX_DECISION_ATTEMPTS {
+            match self.decide(req, now) {
+                Ok(grant) => return Ok(grant),
+                Err(AdmitError::Denied(d)) => return Err(d),
+                Err(AdmitError::Retry) => {}
+            }
+        }
+        // The token changed under every attempt: refuse rather than admit on stale rules.
+        Err(Denial::Unavailable)
+    }
+
+    /// Whether granting `token` writes to the store (a `maxUses` or `bindIpsOnUsage` token):
+    /// callers on an async runtime decide such requests off its workers.
+    pub fn grant_writes(&self, token: Option<&str>) -> bool {
+        let Some(secret) = token.filter(|t| !looks_like_jwt(t)) else {
+            return false;
+        };
+        self.read_index()
+            .by_hash
+            .get(&SecretHash::of(secret))
+            .is_some_and(|e| e.spec.max_uses.is_some() || e.spec.bind_ips_on_usage.is_some())
+    }
+
+    fn decide(&self, req: &AccessRequest<'_>, now: SystemTime) -> Result<Grant, AdmitError> {
         match req.token {
             None => self.authorize_anonymous(req),
             Some(token) if looks_like_jwt(token) => self.authorize_jwt(req, token, now),
@@ -34,29 +61,25 @@ impl Auth {
         }
     }
 
-    fn authorize_anonymous(&self, req: &AccessRequest<'_>) -> Result<Grant, Denial> {
+    fn authorize_anonymous(&self, req: &AccessRequest<'_>) -> Result<Grant, AdmitError> {
         match req.action {
-            Action::Publish if !self.config.open_publish => return Err(Denial::Missing),
-            Action::Publish => {}
-            Action::Play => {
-                if self.config.require_play_token {
-                    return Err(Denial::Missing);
-                }
-                match self.registry.live(req.stream) {
-                    None => return Err(Denial::StreamNotLive),
-                    Some(live) if live.subscribe_requires_auth => return Err(Denial::Missing),
-                    Some(_) => {}
-                }
-            }
+            Action::Publish if !self.config.open_publish => return Err(Denial::Missing.into()),
+            Action::Play if self.config.require_play_token => return Err(Denial::Missing.into()),
+            // A viewer is bound to the live publish by the registry, which refuses it when
+            // there is none or the publish needs subscribe tokens.
+            Action::Publish | Action::Play => {}
         }
-        let guard = self.registry.admit(Admission {
-            token: None,
-            jti: None,
-            action: req.action,
-            stream: req.stream.clone(),
-            expires_on: None,
-            subscribe_requires_auth: false,
-        })?;
+        let guard = self.registry.admit(
+            Admission {
+                token: None,
+                jti: None,
+                facts: SessionFacts::of(req),
+                expires_on: None,
+                subscribe_requires_auth: false,
+                anonymous: true,
+            },
+            None,
+        )?;
         Ok(Grant {
             guard,
             token: None,
@@ -70,52 +93,24 @@ impl Auth {
         req: &AccessRequest<'_>,
         entry: &Arc<Entry>,
         now: SystemTime,
-    ) -> Result<Grant, Denial> {
+    ) -> Result<Grant, AdmitError> {
+        let facts = SessionFacts::of(req);
+        entry.check(&facts, now)?;
         let spec = &entry.spec;
-        let wanted = match req.action {
-            Action::Publish => TokenKind::Publish,
-            Action::Play => TokenKind::Subscribe,
-        };
-        if entry.kind != wanted {
-            return Err(Denial::WrongKind);
-        }
-        if !spec.is_active {
-            return Err(Denial::Disabled);
-        }
-        if spec.expires_on.is_some_and(|e| unix_millis(now) >= e) {
-            return Err(Denial::Expired);
-        }
-        if !spec.admits_stream(req.stream.as_str()) {
-            return Err(Denial::StreamNotAllowed);
-        }
-        let ip = canonical_ip(req.peer_ip);
-        if !spec.allowed_ip_addresses.is_empty()
-            && !spec.allowed_ip_addresses.iter().any(|r| r.contains(ip))
-        {
-            return Err(Denial::IpNotAllowed);
-        }
-        if !host_allowed(&spec.allowed_origins, req.origin) {
-            return Err(Denial::OriginNotAllowed);
-        }
-        if !host_allowed(&spec.allowed_referers, req.referer) {
-            return Err(Denial::RefererNotAllowed);
-        }
-        if !spec.allowed_user_agents.is_empty()
-            && !req
-                .user_agent
-                .is_some_and(|ua| spec.allowed_user_agents.iter().any(|a| a == ua))
-        {
-            return Err(Denial::UserAgentNotAllowed);
-        }
-        let subscribe_requires_auth = spec.subscribe_requires_auth && wanted == TokenKind::Publish;
-        let guard = self.registry.admit(Admission {
-            token: Some(entry.id),
-            jti: None,
-            action: req.action,
-            stream: req.stream.clone(),
-            expires_on: spec.expires_on,
-            subscribe_requires_auth,
-        })?;
+        let subscribe_requires_auth =
+            spec.subscribe_requires_auth && entry.kind == TokenKind::Publish;
+        let ip = facts.peer_ip;
+        let guard = self.registry.admit(
+            Admission {
+                token: Some(entry.id),
+                jti: None,
+                facts,
+                expires_on: spec.expires_on,
+                subscribe_requires_auth,
+                anonymous: false,
+            },
+            Some(entry),
+        )?;
         // Counted last, once every other rule has passed, so a refused attempt spends nothing;
         // on failure `guard` drops and releases what it took.
         self.consume(entry, ip)?;
@@ -134,42 +129,31 @@ impl Auth {
         req: &AccessRequest<'_>,
         token: &str,
         now: SystemTime,
-    ) -> Result<Grant, Denial> {
+    ) -> Result<Grant, AdmitError> {
         let verifier = self.jwt.as_ref().ok_or(Denial::Unknown)?;
         let now_secs = unix_millis(now).div_euclid(1000);
         let claims = verifier.verify(token, now_secs)?;
-        let wanted = match req.action {
-            Action::Publish => TokenKind::Publish,
-            Action::Play => TokenKind::Subscribe,
-        };
-        if claims.kind != wanted {
-            return Err(Denial::WrongKind);
-        }
+        let facts = SessionFacts::of(req);
+        claims.check(&facts)?;
         if claims.jti.as_ref().is_some_and(|j| self.is_revoked(j)) {
-            return Err(Denial::Revoked);
+            return Err(Denial::Revoked.into());
         }
-        if !claims
-            .streams
-            .iter()
-            .any(|r| r.matches(req.stream.as_str()))
-        {
-            return Err(Denial::StreamNotAllowed);
+        let guard = self.registry.admit(
+            Admission {
+                token: None,
+                jti: claims.jti.clone(),
+                facts,
+                expires_on: Some(claims.expires_on),
+                subscribe_requires_auth: claims.subscribe_requires_auth,
+                anonymous: false,
+            },
+            None,
+        )?;
+        // A revocation records the id before it ends the id's sessions: one that came after
+        // the check above either ended this session or is seen here.
+        if claims.jti.as_ref().is_some_and(|j| self.is_revoked(j)) {
+            return Err(Denial::Revoked.into());
         }
-        let ip = canonical_ip(req.peer_ip);
-        if !claims.ips.is_empty() && !claims.ips.iter().any(|r| r.contains(ip)) {
-            return Err(Denial::IpNotAllowed);
-        }
-        if !host_allowed(&claims.origins, req.origin) {
-            return Err(Denial::OriginNotAllowed);
-        }
-        let guard = self.registry.admit(Admission {
-            token: None,
-            jti: claims.jti,
-            action: req.action,
-            stream: req.stream.clone(),
-            expires_on: Some(claims.expires_on),
-            subscribe_requires_auth: claims.subscribe_requires_auth,
-        })?;
         Ok(Grant {
             guard,
             token: None,
@@ -215,6 +199,95 @@ impl Auth {
             usage.bound_ips = ips;
         }
         Ok(())
+    }
+}
+
+impl Entry {
+    /// Whether this token admits what a session asked for, at `now`: the rules of
+    /// [`Auth::authorize`] but the use counts, which are spent at admission only.
+    pub(crate) fn check(&self, facts: &SessionFacts, now: SystemTime) -> Result<(), Denial> {
+        let spec = &self.spec;
+        let wanted = match facts.action {
+            Action::Publish => TokenKind::Publish,
+            Action::Play => TokenKind::Subscribe,
+        };
+        if self.kind != wanted {
+            return Err(Denial::WrongKind);
+        }
+        if !spec.is_active {
+            return Err(Denial::Disabled);
+        }
+        if spec.expires_on.is_some_and(|e| unix_millis(now) >= e) {
+            return Err(Denial::Expired);
+        }
+        if !spec.admits_stream(facts.stream.as_str()) {
+            return Err(Denial::StreamNotAllowed);
+        }
+        if !spec.allowed_ip_addresses.is_empty()
+            && !spec
+                .allowed_ip_addresses
+                .iter()
+                .any(|r| r.contains(facts.peer_ip))
+        {
+            return Err(Denial::IpNotAllowed);
+        }
+        if !host_allowed(&spec.allowed_origins, facts.origin.as_deref()) {
+            return Err(Denial::OriginNotAllowed);
+        }
+        if !host_allowed(&spec.allowed_referers, facts.referer.as_deref()) {
+            return Err(Denial::RefererNotAllowed);
+        }
+        if !spec.allowed_user_agents.is_empty()
+            && !facts
+                .user_agent
+                .as_deref()
+                .is_some_and(|ua| spec.allowed_user_agents.iter().any(|a| a == ua))
+        {
+            return Err(Denial::UserAgentNotAllowed);
+        }
+        Ok(())
+    }
+}
+
+impl VerifiedClaims {
+    /// Whether a verified signed token admits what a session asked for.
+    fn check(&self, facts: &SessionFacts) -> Result<(), Denial> {
+        let wanted = match facts.action {
+            Action::Publish => TokenKind::Publish,
+            Action::Play => TokenKind::Subscribe,
+        };
+        if self.kind != wanted {
+            return Err(Denial::WrongKind);
+        }
+        if !self
+            .streams
+            .iter()
+            .any(|r| r.matches(facts.stream.as_str()))
+        {
+            return Err(Denial::StreamNotAllowed);
+        }
+        if !self.ips.is_empty() && !self.ips.iter().any(|r| r.contains(facts.peer_ip)) {
+            return Err(Denial::IpNotAllowed);
+        }
+        if !host_allowed(&self.origins, facts.origin.as_deref()) {
+            return Err(Denial::OriginNotAllowed);
+        }
+        Ok(())
+    }
+}
+
+impl SessionFacts {
+    /// What `req` asks for, kept for the session's life.
+    pub(crate) fn of(req: &AccessRequest<'_>) -> Self {
+        Self {
+            action: req.action,
+            stream: req.stream.clone(),
+            peer_ip: canonical_ip(req.peer_ip),
+            origin: req.origin.map(str::to_owned),
+            referer: req.referer.map(str::to_owned),
+            user_agent: req.user_agent.map(str::to_owned),
+            protocol: req.protocol,
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 //!
 //! Claims: `type` (`publish` or `play`), `streamId` or `streams` (names, or `{streamName,
 //! isRegex}` objects), `exp` (required), `nbf`, and optionally `ip` and `origin` (a string or a
-//! list), `subscribeRequiresAuth`, `jti` (checked against the revoked list).
+//! list), `subscribeRequiresAuth`, `jti` (checked against the revoked list). A [`JwtPolicy`]
+//! may also require an issuer, an audience, a longest lifetime and a `jti`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -104,8 +105,23 @@ pub struct SignClaims {
     pub jti: String,
 }
 
+/// What the server asks of a signed token beyond its signature and time claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtPolicy {
+    /// When set, `iss` must be exactly this.
+    pub issuer: Option<String>,
+    /// When set, `aud` (a string or a list) must hold this.
+    pub audience: Option<String>,
+    /// When set, a token may be valid for at most this long: `exp - iat`, or `exp - now`
+    /// without `iat`.
+    pub max_lifetime: Option<std::time::Duration>,
+    /// Whether `jti` is required (so that every signed token can be revoked).
+    pub require_jti: bool,
+}
+
 /// Verifies signed tokens with the configured keys.
 pub struct JwtVerifier {
+    policy: JwtPolicy,
     hs256: Option<(DecodingKey, EncodingKey)>,
     public: Vec<PublicKey>,
     regexes: Mutex<HashMap<String, Arc<StreamRule>>>,
@@ -169,10 +185,22 @@ impl JwtVerifier {
             }
         }
         Ok(Self {
+            policy: JwtPolicy::default(),
             hs256,
             public,
             regexes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The verifier with `policy` in force.
+    pub fn with_policy(mut self, policy: JwtPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &JwtPolicy {
+        &self.policy
     }
 
     /// Whether the server can sign tokens (it has an HS256 key).
@@ -239,6 +267,7 @@ impl JwtVerifier {
                 return Err(Denial::NotYetValid);
             }
         }
+        self.check_policy(&raw, exp, now, skew)?;
         let c: Claims = serde_json::from_value(raw).map_err(|_| Denial::Unknown)?;
         let kind = match c.kind.as_deref() {
             Some("publish") => TokenKind::Publish,
@@ -290,6 +319,49 @@ impl JwtVerifier {
             subscribe_requires_auth: c.subscribe_requires_auth && kind == TokenKind::Publish,
             jti: c.jti,
         })
+    }
+
+    /// The issuer, audience, lifetime and `jti` rules of [`JwtPolicy`].
+    fn check_policy(
+        &self,
+        raw: &serde_json::Value,
+        exp: i64,
+        now: i64,
+        skew: i64,
+    ) -> Result<(), Denial> {
+        let p = &self.policy;
+        let text = |key: &str| raw.get(key).and_then(serde_json::Value::as_str);
+        if let Some(iss) = &p.issuer {
+            if text("iss") != Some(iss.as_str()) {
+                return Err(Denial::ClaimsRefused);
+            }
+        }
+        if let Some(aud) = &p.audience {
+            let holds = match raw.get("aud") {
+                Some(serde_json::Value::String(a)) => a == aud,
+                Some(serde_json::Value::Array(list)) => {
+                    list.iter().any(|a| a.as_str() == Some(aud.as_str()))
+                }
+                _ => false,
+            };
+            if !holds {
+                return Err(Denial::ClaimsRefused);
+            }
+        }
+        if let Some(max) = p.max_lifetime {
+            let from = match raw.get("iat") {
+                Some(iat) => iat.as_i64().ok_or(Denial::ClaimsRefused)?,
+                None => now,
+            };
+            let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+            if exp.saturating_sub(from) > max.saturating_add(skew) {
+                return Err(Denial::ClaimsRefused);
+            }
+        }
+        if p.require_jti && text("jti").is_none_or(str::is_empty) {
+            return Err(Denial::ClaimsRefused);
+        }
+        Ok(())
     }
 
     fn rule(&self, text: StreamRuleText) -> Result<Arc<StreamRule>, Denial> {

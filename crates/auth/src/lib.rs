@@ -12,6 +12,8 @@
 //! This crate opens no sockets and knows no wire protocol.
 
 mod decision;
+mod end;
+mod failures;
 mod gate;
 pub mod jwt;
 mod name;
@@ -23,16 +25,18 @@ mod service;
 pub mod store;
 mod token;
 
+pub use end::{Revocation, SessionEnd};
+pub use failures::{AuthFailures, FailurePolicy, MAX_FAILURE_SOURCES};
 pub use gate::{source_key, ConnectionGate, GatePass, GateRefusal, GateStats};
 pub use name::{StreamName, StreamNameError, MAX_STREAM_NAME_LEN};
-pub use registry::{LiveStream, Registry, SessionCounts};
+pub use registry::{LiveStream, Registry, SessionCounts, SessionFacts};
 pub use request::{AccessRequest, Action, Denial, Grant, Protocol};
 pub use secret::{random_urlsafe, secrets_match, Secret, SecretHash};
 pub use service::{
     unix_millis, Auth, AuthConfig, AuthError, ListQuery, SortBy, SpecChange, EXPIRY_SWEEP_INTERVAL,
     MAX_ITEMS_ON_PAGE,
 };
-pub use store::{MemoryStore, SqliteStore, StoreError, TokenStore};
+pub use store::{BoundIps, MemoryStore, SqliteStore, StoreError, TokenStore, TokenUpdate};
 pub use token::{
     SpecError, SrtPassphrase, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis,
     MAX_LABEL_CHARS, MAX_SRT_PASSPHRASE_LEN, MIN_SRT_PASSPHRASE_LEN,

@@ -1,17 +1,27 @@
-//! The live-session registry: which sessions are live, which token admitted each, and the
-//! publish lease of every live stream name.
+//! The live-session registry: which sessions are live, what each asked for and which token
+//! admitted it, and the publish lease of every live stream name.
 //!
 //! A publish session holds its stream's lease from grant to drop, so a name is live once at a
-//! time. Every session has a cancellation token: revoking, disabling, rotating or the expiry of
-//! its token fires it. The registry only signals; listeners end their sessions.
+//! time. An anonymous viewer is bound to the publish session that admitted it and ends with
+//! it. Every session has a [`SessionEnd`]: deleting, disabling, rotating or the expiry of its
+//! token fires it, and so does any change after which its token no longer admits it (the
+//! registry re-checks every session a change governs, with what the session asked for).
+//!
+//! Registration and the end of a token are one step: a token is retired and its sessions
+//! re-checked under the registry's lock, and a session is registered under the same lock only
+//! if the token it was decided with is not retired. A decision that loses that race is taken
+//! again with the token as it now is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
-use tokio_util::sync::CancellationToken;
-
+use crate::end::{Revocation, SessionEnd};
+use crate::service::Entry;
 use crate::token::UnixMillis;
-use crate::{Action, Denial, StreamName, TokenId};
+use crate::{Action, Denial, Protocol, StreamName, TokenId};
 
 /// The registry of live sessions and publish leases.
 #[derive(Debug, Default)]
@@ -26,14 +36,35 @@ struct Inner {
     leases: HashMap<StreamName, Lease>,
 }
 
+/// What a session asked for and from where: kept so that a change to its token can be
+/// decided again for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionFacts {
+    /// Publish or play.
+    pub action: Action,
+    /// The stream.
+    pub stream: StreamName,
+    /// The peer's address (IPv4-mapped addresses as IPv4).
+    pub peer_ip: IpAddr,
+    /// The request's Origin header.
+    pub origin: Option<String>,
+    /// The request's Referer header.
+    pub referer: Option<String>,
+    /// The peer's user agent.
+    pub user_agent: Option<String>,
+    /// The protocol.
+    pub protocol: Protocol,
+}
+
 #[derive(Debug)]
 struct Session {
     token: Option<TokenId>,
     jti: Option<String>,
-    action: Action,
-    stream: StreamName,
+    facts: SessionFacts,
     expires_on: Option<UnixMillis>,
-    cancel: CancellationToken,
+    /// For an anonymous viewer: the publish session that admitted it.
+    bound_to: Option<u64>,
+    end: SessionEnd,
 }
 
 #[derive(Debug)]
@@ -41,6 +72,8 @@ struct Lease {
     session: u64,
     token: Option<TokenId>,
     subscribe_requires_auth: bool,
+    /// Anonymous viewers admitted while this publish runs.
+    bound: HashSet<u64>,
 }
 
 /// What the registry knows of a live stream.
@@ -57,10 +90,40 @@ pub struct LiveStream {
 pub(crate) struct Admission {
     pub token: Option<TokenId>,
     pub jti: Option<String>,
-    pub action: Action,
-    pub stream: StreamName,
+    pub facts: SessionFacts,
     pub expires_on: Option<UnixMillis>,
+    /// For a publish: whether its viewers need a subscribe token.
     pub subscribe_requires_auth: bool,
+    /// Admitted without a token: a viewer is bound to the live publish.
+    pub anonymous: bool,
+}
+
+/// Why a session was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdmitError {
+    /// Refused.
+    Denied(Denial),
+    /// The token was changed or deleted since it was read: decide again.
+    Retry,
+}
+
+impl From<Denial> for AdmitError {
+    fn from(d: Denial) -> Self {
+        Self::Denied(d)
+    }
+}
+
+/// What happened to a token, for [`Registry::token_changed`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TokenChange<'a> {
+    /// It was deleted.
+    Deleted,
+    /// It was replaced by `new`; `rotated` when its secret changed.
+    Updated {
+        new: &'a Entry,
+        rotated: bool,
+        now: SystemTime,
+    },
 }
 
 /// Counts of live sessions, for metrics and tests.
@@ -74,54 +137,97 @@ pub struct SessionCounts {
 
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the maps half-updated (every update is a
-        // single insert or remove), so a poisoned lock is still consistent.
+        // Every update leaves the maps consistent before anything that may panic, so a
+        // poisoned lock is still consistent.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a session; for a publish, takes the stream's lease or fails with `StreamInUse`.
-    pub(crate) fn admit(self: &Arc<Self>, a: Admission) -> Result<SessionGuard, Denial> {
+    /// Registers a session decided with `entry` (none for anonymous and signed tokens). A
+    /// publish takes the stream's lease or fails with `StreamInUse`; an anonymous viewer is
+    /// bound to the live publish, or refused if there is none or it needs a subscribe token.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        a: Admission,
+        entry: Option<&Entry>,
+    ) -> Result<SessionGuard, AdmitError> {
         let mut inner = self.lock();
-        if a.action == Action::Publish && inner.leases.contains_key(&a.stream) {
-            return Err(Denial::StreamInUse);
+        if entry.is_some_and(|e| e.retired.load(Ordering::Relaxed)) {
+            return Err(AdmitError::Retry);
+        }
+        let anonymous = a.anonymous;
+        let mut bound_to = None;
+        match a.facts.action {
+            Action::Publish => {
+                if inner.leases.contains_key(&a.facts.stream) {
+                    return Err(Denial::StreamInUse.into());
+                }
+            }
+            Action::Play if anonymous => match inner.leases.get(&a.facts.stream) {
+                None => return Err(Denial::StreamNotLive.into()),
+                Some(l) if l.subscribe_requires_auth => return Err(Denial::Missing.into()),
+                Some(l) => bound_to = Some(l.session),
+            },
+            Action::Play => {}
         }
         inner.next_id += 1;
         let id = inner.next_id;
-        let cancel = CancellationToken::new();
-        if a.action == Action::Publish {
+        let end = SessionEnd::default();
+        if a.facts.action == Action::Publish {
             let lease = Lease {
                 session: id,
                 token: a.token,
                 subscribe_requires_auth: a.subscribe_requires_auth,
+                bound: HashSet::new(),
             };
-            inner.leases.insert(a.stream.clone(), lease);
+            inner.leases.insert(a.facts.stream.clone(), lease);
+        }
+        if let Some(publish) = bound_to {
+            if let Some(l) = inner.leases.get_mut(&a.facts.stream) {
+                l.bound.insert(id);
+            }
+            tracing::trace!(
+                session = id,
+                publish,
+                "anonymous viewer bound to its publish"
+            );
         }
         let session = Session {
             token: a.token,
             jti: a.jti,
-            action: a.action,
-            stream: a.stream,
+            facts: a.facts,
             expires_on: a.expires_on,
-            cancel: cancel.clone(),
+            bound_to,
+            end: end.clone(),
         };
         inner.sessions.insert(id, session);
         Ok(SessionGuard {
             registry: Arc::clone(self),
             id,
-            cancel,
+            end,
+            bound_to,
         })
     }
 
     fn release(&self, id: u64) {
         let mut inner = self.lock();
-        if let Some(session) = inner.sessions.remove(&id) {
-            if session.action == Action::Publish
-                && inner
-                    .leases
-                    .get(&session.stream)
-                    .is_some_and(|l| l.session == id)
+        let Some(session) = inner.sessions.remove(&id) else {
+            return;
+        };
+        let stream = &session.facts.stream;
+        if let Some(publish) = session.bound_to {
+            if let Some(l) = inner
+                .leases
+                .get_mut(stream)
+                .filter(|l| l.session == publish)
             {
-                inner.leases.remove(&session.stream);
+                l.bound.remove(&id);
+            }
+        }
+        if session.facts.action == Action::Publish
+            && inner.leases.get(stream).is_some_and(|l| l.session == id)
+        {
+            if let Some(lease) = inner.leases.remove(stream) {
+                end_all(&inner, lease.bound.iter(), Revocation::PublisherEnded);
             }
         }
     }
@@ -134,62 +240,76 @@ impl Registry {
         })
     }
 
-    /// Ends every session admitted by `token`; returns how many were told.
-    pub fn cancel_token(&self, token: TokenId) -> usize {
+    /// Ends every session admitted by `token` for `why`; returns how many were told.
+    #[cfg(test)]
+    pub(crate) fn cancel_token(&self, token: TokenId, why: Revocation) -> usize {
         let inner = self.lock();
-        let mut n = 0;
-        for s in inner.sessions.values().filter(|s| s.token == Some(token)) {
-            s.cancel.cancel();
-            n += 1;
-        }
-        n
+        end_where(&inner, |s| s.token == Some(token), why)
     }
 
     /// Ends every session admitted by a signed token with this `jti`; returns how many.
     pub fn cancel_jti(&self, jti: &str) -> usize {
         let inner = self.lock();
-        let mut n = 0;
-        for s in inner
-            .sessions
-            .values()
-            .filter(|s| s.jti.as_deref() == Some(jti))
-        {
-            s.cancel.cancel();
-            n += 1;
-        }
-        n
+        end_where(
+            &inner,
+            |s| s.jti.as_deref() == Some(jti),
+            Revocation::JtiRevoked,
+        )
     }
 
     /// Ends every session whose token has expired at `now`; returns how many were told.
     pub fn cancel_expired(&self, now: UnixMillis) -> usize {
         let inner = self.lock();
-        let mut n = 0;
-        for s in inner.sessions.values() {
-            if s.expires_on.is_some_and(|e| now >= e) && !s.cancel.is_cancelled() {
-                s.cancel.cancel();
-                n += 1;
-            }
-        }
-        n
+        end_where(
+            &inner,
+            |s| s.expires_on.is_some_and(|e| now >= e) && !s.end.is_ended(),
+            Revocation::Expired,
+        )
     }
 
-    /// Applies a token's changed expiry and `subscribeRequiresAuth` to its live sessions.
-    pub(crate) fn update_token(
-        &self,
-        token: TokenId,
-        expires_on: Option<UnixMillis>,
-        subscribe_requires_auth: bool,
-    ) {
+    /// Retires `old` (sessions decided with it are decided again) and applies `change` to
+    /// the live sessions of its token, in one step under the lock: a deleted or rotated
+    /// token ends them all; an updated one ends those it no longer admits, and when it now
+    /// makes its stream need subscribe tokens, the anonymous viewers of its publish. Returns
+    /// how many sessions were told to end.
+    pub(crate) fn token_changed(&self, old: &Entry, change: TokenChange<'_>) -> usize {
         let mut inner = self.lock();
-        for s in inner
-            .sessions
-            .values_mut()
-            .filter(|s| s.token == Some(token))
-        {
-            s.expires_on = expires_on;
-        }
-        for l in inner.leases.values_mut().filter(|l| l.token == Some(token)) {
-            l.subscribe_requires_auth = subscribe_requires_auth;
+        old.retired.store(true, Ordering::Relaxed);
+        let token = old.id;
+        match change {
+            TokenChange::Deleted => {
+                end_where(&inner, |s| s.token == Some(token), Revocation::Deleted)
+            }
+            TokenChange::Updated { rotated: true, .. } => {
+                end_where(&inner, |s| s.token == Some(token), Revocation::Rotated)
+            }
+            TokenChange::Updated { new, now, .. } => {
+                let mut ended = 0;
+                for s in inner
+                    .sessions
+                    .values_mut()
+                    .filter(|s| s.token == Some(token))
+                {
+                    s.expires_on = new.spec.expires_on;
+                    if let Err(d) = new.check(&s.facts, now) {
+                        let why = match d {
+                            Denial::Disabled => Revocation::Disabled,
+                            Denial::Expired => Revocation::Expired,
+                            d => Revocation::NotAllowed(d),
+                        };
+                        ended += usize::from(s.end.end(why));
+                    }
+                }
+                let protect = new.spec.subscribe_requires_auth;
+                let mut newly_protected = Vec::new();
+                for l in inner.leases.values_mut().filter(|l| l.token == Some(token)) {
+                    if protect && !l.subscribe_requires_auth {
+                        newly_protected.extend(l.bound.iter().copied());
+                    }
+                    l.subscribe_requires_auth = protect;
+                }
+                ended + end_all(&inner, newly_protected.iter(), Revocation::NowProtected)
+            }
         }
     }
 
@@ -199,9 +319,40 @@ impl Registry {
         let publishers = inner.leases.len();
         SessionCounts {
             publishers,
-            viewers: inner.sessions.len() - publishers,
+            viewers: inner.sessions.len().saturating_sub(publishers),
         }
     }
+
+    /// Live sessions by protocol and action, for metrics.
+    pub fn counts_by_protocol(&self) -> Vec<(Protocol, Action, usize)> {
+        let inner = self.lock();
+        let mut counts: HashMap<(Protocol, Action), usize> = HashMap::new();
+        for s in inner.sessions.values() {
+            *counts
+                .entry((s.facts.protocol, s.facts.action))
+                .or_default() += 1;
+        }
+        let mut v: Vec<_> = counts.into_iter().map(|((p, a), n)| (p, a, n)).collect();
+        v.sort_by_key(|(p, a, _)| (p.as_str(), matches!(a, Action::Play)));
+        v
+    }
+}
+
+/// Ends the sessions with these ids; returns how many were not ended before.
+fn end_all<'a>(inner: &Inner, ids: impl Iterator<Item = &'a u64>, why: Revocation) -> usize {
+    ids.filter_map(|id| inner.sessions.get(id))
+        .map(|s| usize::from(s.end.end(why)))
+        .sum()
+}
+
+/// Ends the sessions `which` selects; returns how many were not ended before.
+fn end_where(inner: &Inner, which: impl Fn(&Session) -> bool, why: Revocation) -> usize {
+    inner
+        .sessions
+        .values()
+        .filter(|s| which(s))
+        .map(|s| usize::from(s.end.end(why)))
+        .sum()
 }
 
 /// Keeps a session registered; dropping it ends the session and releases its lease.
@@ -209,7 +360,8 @@ impl Registry {
 pub(crate) struct SessionGuard {
     registry: Arc<Registry>,
     id: u64,
-    cancel: CancellationToken,
+    end: SessionEnd,
+    bound_to: Option<u64>,
 }
 
 impl SessionGuard {
@@ -217,8 +369,12 @@ impl SessionGuard {
         self.id
     }
 
-    pub(crate) fn cancellation(&self) -> CancellationToken {
-        self.cancel.clone()
+    pub(crate) fn end(&self) -> &SessionEnd {
+        &self.end
+    }
+
+    pub(crate) fn bound_to(&self) -> Option<u64> {
+        self.bound_to
     }
 }
 
@@ -232,32 +388,46 @@ impl Drop for SessionGuard {
 mod tests {
     use super::*;
 
+    fn facts(action: Action, stream: &str) -> SessionFacts {
+        SessionFacts {
+            action,
+            stream: StreamName::new(stream).unwrap(),
+            peer_ip: IpAddr::from([127, 0, 0, 1]),
+            origin: None,
+            referer: None,
+            user_agent: None,
+            protocol: Protocol::Rtmp,
+        }
+    }
+
     fn admission(action: Action, stream: &str, token: Option<i64>) -> Admission {
         Admission {
             token: token.map(TokenId),
             jti: None,
-            action,
-            stream: StreamName::new(stream).unwrap(),
+            facts: facts(action, stream),
             expires_on: None,
-            subscribe_requires_auth: true,
+            subscribe_requires_auth: false,
+            anonymous: token.is_none(),
         }
     }
 
     #[test]
     fn lease_is_exclusive_and_released_on_drop() {
         let reg = Arc::new(Registry::default());
-        let first = reg
-            .admit(admission(Action::Publish, "live/a", Some(1)))
-            .unwrap();
+        let mut protected = admission(Action::Publish, "live/a", Some(1));
+        protected.subscribe_requires_auth = true;
+        let first = reg.admit(protected, None).unwrap();
         assert_eq!(
-            reg.admit(admission(Action::Publish, "live/a", Some(2)))
+            reg.admit(admission(Action::Publish, "live/a", Some(2)), None)
                 .unwrap_err(),
-            Denial::StreamInUse
+            AdmitError::Denied(Denial::StreamInUse)
         );
         let other = reg
-            .admit(admission(Action::Publish, "live/b", Some(2)))
+            .admit(admission(Action::Publish, "live/b", Some(2)), None)
             .unwrap();
-        let viewer = reg.admit(admission(Action::Play, "live/a", None)).unwrap();
+        let viewer = reg
+            .admit(admission(Action::Play, "live/a", Some(5)), None)
+            .unwrap();
         let live = reg.live(&StreamName::new("live/a").unwrap()).unwrap();
         assert!(live.subscribe_requires_auth);
         assert_eq!(live.session, first.id());
@@ -270,10 +440,44 @@ mod tests {
         );
         drop(first);
         assert!(reg.live(&StreamName::new("live/a").unwrap()).is_none());
+        assert!(
+            !viewer.end().is_ended(),
+            "a viewer with a token waits for the next publish"
+        );
         let again = reg
-            .admit(admission(Action::Publish, "live/a", Some(3)))
+            .admit(admission(Action::Publish, "live/a", Some(3)), None)
             .unwrap();
         drop((again, other, viewer));
+        assert_eq!(reg.counts(), SessionCounts::default());
+    }
+
+    #[test]
+    fn anonymous_viewers_are_bound_to_their_publish() {
+        let reg = Arc::new(Registry::default());
+        assert_eq!(
+            reg.admit(admission(Action::Play, "live/a", None), None)
+                .unwrap_err(),
+            AdmitError::Denied(Denial::StreamNotLive)
+        );
+        let public = reg
+            .admit(admission(Action::Publish, "live/a", Some(1)), None)
+            .unwrap();
+        let anon = reg
+            .admit(admission(Action::Play, "live/a", None), None)
+            .unwrap();
+        drop(public);
+        assert_eq!(anon.end().reason(), Some(Revocation::PublisherEnded));
+
+        // The next publish, protected, neither carries the old viewer nor admits new ones.
+        let mut protected = admission(Action::Publish, "live/a", Some(2));
+        protected.subscribe_requires_auth = true;
+        let protected = reg.admit(protected, None).unwrap();
+        assert_eq!(
+            reg.admit(admission(Action::Play, "live/a", None), None)
+                .unwrap_err(),
+            AdmitError::Denied(Denial::Missing)
+        );
+        drop((anon, protected));
         assert_eq!(reg.counts(), SessionCounts::default());
     }
 
@@ -281,25 +485,24 @@ mod tests {
     fn cancel_by_token_and_by_expiry() {
         let reg = Arc::new(Registry::default());
         let a = reg
-            .admit(admission(Action::Publish, "live/a", Some(1)))
+            .admit(admission(Action::Publish, "live/a", Some(1)), None)
             .unwrap();
         let b = reg
-            .admit(admission(Action::Play, "live/a", Some(1)))
+            .admit(admission(Action::Play, "live/a", Some(1)), None)
             .unwrap();
-        let c = reg
-            .admit(admission(Action::Play, "live/a", Some(2)))
-            .unwrap();
-        assert_eq!(reg.cancel_token(TokenId(1)), 2);
-        assert!(a.cancellation().is_cancelled() && b.cancellation().is_cancelled());
-        assert!(!c.cancellation().is_cancelled());
-
-        reg.update_token(TokenId(2), Some(1_000), false);
+        let mut expiring = admission(Action::Play, "live/a", Some(2));
+        expiring.expires_on = Some(1_000);
+        let c = reg.admit(expiring, None).unwrap();
+        assert_eq!(reg.cancel_token(TokenId(1), Revocation::Disabled), 2);
+        assert_eq!(a.end().reason(), Some(Revocation::Disabled));
+        assert!(b.end().is_ended());
+        assert!(!c.end().is_ended());
         assert_eq!(reg.cancel_expired(999), 0);
         assert_eq!(
             reg.cancel_expired(1_000),
             1,
             "expiry exactly at now ends the session"
         );
-        assert!(c.cancellation().is_cancelled());
+        assert_eq!(c.end().reason(), Some(Revocation::Expired));
     }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::end::{Revocation, SessionEnd};
 use crate::registry::SessionGuard;
 use crate::{StreamName, TokenId};
 
@@ -126,6 +127,9 @@ pub enum Denial {
     /// The signed token's id (`jti`) has been revoked.
     #[error("token revoked")]
     Revoked,
+    /// A signed token's issuer, audience, lifetime or missing `jti` is not accepted here.
+    #[error("signed token's claims not accepted")]
+    ClaimsRefused,
     /// The decision could not be recorded durably (the store failed); nothing was admitted.
     #[error("authorization temporarily unavailable")]
     Unavailable,
@@ -150,8 +154,40 @@ impl Denial {
             Self::StreamNotLive => "stream_not_live",
             Self::Disabled => "disabled",
             Self::Revoked => "revoked",
+            Self::ClaimsRefused => "claims_refused",
             Self::Unavailable => "unavailable",
         }
+    }
+
+    /// Every code, for metrics.
+    pub const CODES: [&'static str; 17] = [
+        "missing",
+        "unknown",
+        "expired",
+        "not_yet_valid",
+        "wrong_kind",
+        "stream_not_allowed",
+        "ip_not_allowed",
+        "origin_not_allowed",
+        "referer_not_allowed",
+        "user_agent_not_allowed",
+        "uses_exhausted",
+        "stream_in_use",
+        "stream_not_live",
+        "disabled",
+        "revoked",
+        "claims_refused",
+        "unavailable",
+    ];
+
+    /// Whether this is a failed authentication (a token missing, wrong or refused by its
+    /// rules), which is delayed and counted per source; a busy or not-live stream and a
+    /// store failure are not.
+    pub fn is_auth_failure(self) -> bool {
+        !matches!(
+            self,
+            Self::StreamInUse | Self::StreamNotLive | Self::Unavailable
+        )
     }
 }
 
@@ -174,6 +210,12 @@ impl Grant {
         self.guard.id()
     }
 
+    /// For an anonymous viewer: the registry's id of the publish session it is bound to
+    /// (it ends with that one).
+    pub fn bound_to(&self) -> Option<u64> {
+        self.guard.bound_to()
+    }
+
     /// The token that admitted the session, if one did.
     pub fn token_id(&self) -> Option<TokenId> {
         self.token
@@ -193,17 +235,27 @@ impl Grant {
 
     /// Fires when the session must end; clone it into the session's task.
     pub fn cancellation(&self) -> CancellationToken {
-        self.guard.cancellation()
+        self.guard.end().token()
+    }
+
+    /// The signal that ends the session, with the reason.
+    pub fn end(&self) -> &SessionEnd {
+        self.guard.end()
+    }
+
+    /// Why the server ended the session, once it has.
+    pub fn end_reason(&self) -> Option<Revocation> {
+        self.guard.end().reason()
     }
 
     /// Whether the session has been told to end.
     pub fn is_cancelled(&self) -> bool {
-        self.guard.cancellation().is_cancelled()
+        self.guard.end().is_ended()
     }
 
-    /// Resolves when the session must end.
-    pub async fn cancelled(&self) {
-        self.guard.cancellation().cancelled().await
+    /// Resolves when the session must end, with the reason.
+    pub async fn cancelled(&self) -> Revocation {
+        self.guard.end().ended().await
     }
 }
 

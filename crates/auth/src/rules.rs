@@ -320,12 +320,17 @@ impl TryFrom<StreamRuleText> for StreamRule {
                 format!("must be 1 to {MAX_REGEX_LEN} bytes"),
             ));
         }
-        let anchored = format!("^(?:{})$", t.stream_name);
-        let regex = regex::RegexBuilder::new(&anchored)
-            .size_limit(MAX_REGEX_COMPILED_BYTES)
-            .dfa_size_limit(MAX_REGEX_COMPILED_BYTES)
-            .build()
-            .map_err(|e| RuleError::BadRegex(t.stream_name.clone(), first_line(&e.to_string())))?;
+        let build = |source: &str| {
+            regex::RegexBuilder::new(source)
+                .size_limit(MAX_REGEX_COMPILED_BYTES)
+                .dfa_size_limit(MAX_REGEX_COMPILED_BYTES)
+                .build()
+                .map_err(|e| RuleError::BadRegex(t.stream_name.clone(), first_line(&e.to_string())))
+        };
+        // The source must be a regex by itself: otherwise a group it closes early, such as
+        // `x)|(.*`, would reach outside the anchoring group below and match any name.
+        build(&t.stream_name)?;
+        let regex = build(&format!("^(?:{})$", t.stream_name))?;
         Ok(Self {
             name: t.stream_name,
             regex: Some(regex),
@@ -504,6 +509,21 @@ mod tests {
         assert!(exact.matches("live/cam1") && !exact.matches("live/cam10"));
         assert!(StreamRule::exact("*").unwrap().is_any());
         assert!(!StreamRule::regex(".*").unwrap().is_any());
+    }
+
+    #[test]
+    fn a_regex_cannot_close_its_anchoring_group() {
+        for escape in ["x)|(.*", "x)|(?:.*", "a)|.*|(b", ")(", "x\\"] {
+            assert!(
+                StreamRule::regex(escape).is_err(),
+                "{escape:?} is not a regex by itself"
+            );
+        }
+        // Groups and flags of their own stay inside the anchoring.
+        let grouped = StreamRule::regex("(live|test)/(?i:cam)[0-9]+").unwrap();
+        assert!(grouped.matches("test/CAM7"));
+        assert!(!grouped.matches("other/live/cam1"));
+        assert!(!grouped.matches("live/cam1/x"));
     }
 
     #[test]

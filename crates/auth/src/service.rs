@@ -3,14 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::jwt::JwtVerifier;
-use crate::registry::Registry;
-use crate::store::{NewToken, StoreError, TokenStore};
+use crate::registry::{Registry, TokenChange};
+use crate::store::{BoundIps, NewToken, StoreError, TokenStore, TokenUpdate};
 use crate::token::{SpecError, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
 use crate::{Secret, SecretHash};
 
@@ -70,6 +71,9 @@ pub(crate) struct Entry {
     pub spec: TokenSpec,
     pub added_on: UnixMillis,
     pub usage: Arc<Mutex<Usage>>,
+    /// Set (under the registry's lock) once a newer version replaced this one or the token
+    /// was deleted: a decision taken with it is taken again.
+    pub retired: AtomicBool,
 }
 
 impl Entry {
@@ -85,6 +89,7 @@ impl Entry {
             spec: r.spec,
             added_on: r.added_on,
             usage: Arc::new(Mutex::new(usage)),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -403,8 +408,14 @@ impl Auth {
             .collect()
     }
 
-    /// Changes a token. `change` edits the spec; `refresh` rotates the secret. Disabling,
-    /// rotating or moving the expiry into the past ends the token's live sessions.
+    /// Changes a token. `change` edits the spec; `refresh` rotates the secret. The live
+    /// sessions of the token are decided again under the new rules, and those it no longer
+    /// admits are told to end (all of them when the secret is rotated).
+    ///
+    /// The store gets only what changed (the policy, the secret's hash, the bound IPs when
+    /// `bindIpsOnUsage` shrank or went), never the use count, in one transaction; the token's
+    /// usage lock is held meanwhile, so that a concurrent grant's use is neither lost nor
+    /// written back stale.
     pub fn update(
         &self,
         kind: TokenKind,
@@ -422,46 +433,56 @@ impl Auth {
         } else {
             None
         };
-        let mut record = old.record();
-        record.spec = spec;
-        if let Some(s) = &secret {
-            record.secret_hash = s.hash();
-        }
-        match record.spec.bind_ips_on_usage {
-            None => record.bound_ips.clear(),
-            Some(n) => record
-                .bound_ips
-                .truncate(usize::try_from(n).unwrap_or(usize::MAX)),
-        }
-        if !self.store.update(&record)? {
-            return Err(AuthError::NotFound);
-        }
-        {
+        let bound_ips = match spec.bind_ips_on_usage {
+            None => BoundIps::Clear,
+            Some(n) => BoundIps::Truncate(n),
+        };
+        let record = {
             let mut usage = old.usage();
-            usage.bound_ips.clone_from(&record.bound_ips);
-        }
-        let entry = Entry {
+            let delta = TokenUpdate {
+                id,
+                secret_hash: secret.as_ref().map(Secret::hash),
+                spec: spec.clone(),
+                bound_ips,
+            };
+            if !self.store.update(&delta)? {
+                return Err(AuthError::NotFound);
+            }
+            bound_ips.apply(&mut usage.bound_ips);
+            TokenRecord {
+                id,
+                kind,
+                secret_hash: delta.secret_hash.unwrap_or(old.secret_hash),
+                spec,
+                added_on: old.added_on,
+                uses: usage.uses,
+                bound_ips: usage.bound_ips.clone(),
+            }
+        };
+        let entry = Arc::new(Entry {
             id,
             kind,
             secret_hash: record.secret_hash,
             spec: record.spec.clone(),
             added_on: record.added_on,
             usage: Arc::clone(&old.usage),
-        };
+            retired: AtomicBool::new(false),
+        });
         {
             let mut index = self.write_index();
             index.remove(id);
-            index.insert(Arc::new(entry));
+            index.insert(Arc::clone(&entry));
         }
-        let disabled = old.spec.is_active && !record.spec.is_active;
-        if refresh || disabled {
-            self.registry.cancel_token(id);
-        } else {
-            self.registry.update_token(
-                id,
-                record.spec.expires_on,
-                record.spec.subscribe_requires_auth,
-            );
+        let ended = self.registry.token_changed(
+            &old,
+            TokenChange::Updated {
+                new: &entry,
+                rotated: refresh,
+                now: SystemTime::now(),
+            },
+        );
+        if ended > 0 {
+            tracing::info!(token = %id, sessions = ended, "token change ended live sessions");
         }
         Ok((record, secret))
     }
@@ -469,10 +490,10 @@ impl Auth {
     /// Deletes a token and ends its live sessions.
     pub fn delete(&self, kind: TokenKind, id: TokenId) -> Result<(), AuthError> {
         let _serial = self.lock_mutations();
-        self.entry(kind, id)?;
+        let old = self.entry(kind, id)?;
         self.store.delete(id)?;
         self.write_index().remove(id);
-        self.registry.cancel_token(id);
+        self.registry.token_changed(&old, TokenChange::Deleted);
         Ok(())
     }
 

@@ -852,3 +852,249 @@ fn delete_disable_refresh_and_expiry_cancel_sessions() {
         Denial::Disabled
     );
 }
+
+fn edit(auth: &Auth, kind: TokenKind, id: TokenId, f: fn(&mut TokenSpec)) {
+    auth.update(
+        kind,
+        id,
+        Box::new(move |s| {
+            f(s);
+            Ok(())
+        }),
+        false,
+    )
+    .unwrap();
+}
+
+#[test]
+fn narrowing_a_token_ends_the_sessions_it_no_longer_admits() {
+    let auth = mem_auth(AuthConfig::default());
+    let (tok, secret) = auth
+        .create(TokenKind::Subscribe, spec(|_| {}), SystemTime::now())
+        .unwrap();
+    let now = SystemTime::now();
+    let a = Req::new(Action::Play, "live/a", Some(&secret))
+        .run(&auth, now)
+        .unwrap();
+    let b = Req::new(Action::Play, "live/b", Some(&secret))
+        .run(&auth, now)
+        .unwrap();
+    let mut from_other = Req::new(Action::Play, "live/a", Some(&secret)).ip("10.1.2.3");
+    from_other.ua = Some("ffmpeg");
+    let c = from_other.run(&auth, now).unwrap();
+
+    edit(&auth, TokenKind::Subscribe, tok.id, |s| {
+        s.streams = vec![StreamRule::exact("live/a").unwrap()];
+    });
+    assert_eq!(
+        b.end_reason(),
+        Some(Revocation::NotAllowed(Denial::StreamNotAllowed))
+    );
+    assert!(!a.is_cancelled() && !c.is_cancelled(), "still admitted");
+
+    edit(&auth, TokenKind::Subscribe, tok.id, |s| {
+        s.streams = vec![StreamRule::exact("live/a").unwrap()];
+        s.allowed_ip_addresses = vec![IpRule::parse("10.0.0.0/8").unwrap()];
+    });
+    assert_eq!(
+        a.end_reason(),
+        Some(Revocation::NotAllowed(Denial::IpNotAllowed))
+    );
+    assert!(!c.is_cancelled());
+
+    edit(&auth, TokenKind::Subscribe, tok.id, |s| {
+        s.allowed_user_agents = vec!["OBS".into()];
+    });
+    assert_eq!(
+        c.end_reason(),
+        Some(Revocation::NotAllowed(Denial::UserAgentNotAllowed))
+    );
+}
+
+#[test]
+fn subscribe_requires_auth_ends_anonymous_viewers_only() {
+    let auth = mem_auth(AuthConfig::default());
+    let (publish, p) = auth
+        .create(TokenKind::Publish, spec(|_| {}), SystemTime::now())
+        .unwrap();
+    let (_, viewer_token) = auth
+        .create(TokenKind::Subscribe, spec(|_| {}), SystemTime::now())
+        .unwrap();
+    let now = SystemTime::now();
+    let publisher = Req::new(Action::Publish, "live/a", Some(&p))
+        .run(&auth, now)
+        .unwrap();
+    let anonymous = Req::new(Action::Play, "live/a", None)
+        .run(&auth, now)
+        .unwrap();
+    let with_token = Req::new(Action::Play, "live/a", Some(&viewer_token))
+        .run(&auth, now)
+        .unwrap();
+    edit(&auth, TokenKind::Publish, publish.id, |s| {
+        s.subscribe_requires_auth = true;
+    });
+    assert_eq!(anonymous.end_reason(), Some(Revocation::NowProtected));
+    assert!(!with_token.is_cancelled() && !publisher.is_cancelled());
+    assert_eq!(
+        Req::new(Action::Play, "live/a", None)
+            .run(&auth, now)
+            .unwrap_err(),
+        Denial::Missing
+    );
+    // The publish ends: the subscribe-token viewer stays for the next one.
+    drop(publisher);
+    assert!(!with_token.is_cancelled());
+}
+
+#[test]
+fn an_anonymous_viewer_ends_with_its_publish_and_is_not_carried_over() {
+    let auth = mem_auth(AuthConfig::default());
+    let (_, public) = auth
+        .create(TokenKind::Publish, spec(|_| {}), SystemTime::now())
+        .unwrap();
+    let (_, protected) = auth
+        .create(
+            TokenKind::Publish,
+            spec(|s| s.subscribe_requires_auth = true),
+            SystemTime::now(),
+        )
+        .unwrap();
+    let now = SystemTime::now();
+    let first = Req::new(Action::Publish, "live/a", Some(&public))
+        .run(&auth, now)
+        .unwrap();
+    let anonymous = Req::new(Action::Play, "live/a", None)
+        .run(&auth, now)
+        .unwrap();
+    drop(first);
+    assert_eq!(anonymous.end_reason(), Some(Revocation::PublisherEnded));
+    let _second = Req::new(Action::Publish, "live/a", Some(&protected))
+        .run(&auth, now)
+        .unwrap();
+    assert_eq!(
+        Req::new(Action::Play, "live/a", None)
+            .run(&auth, now)
+            .unwrap_err(),
+        Denial::Missing
+    );
+}
+
+#[test]
+fn no_session_survives_the_delete_of_its_token_whatever_the_interleaving() {
+    for round in 0..50 {
+        let auth = Arc::new(mem_auth(AuthConfig::default()));
+        let (tok, secret) = auth
+            .create(TokenKind::Subscribe, spec(|_| {}), SystemTime::now())
+            .unwrap();
+        let start = Arc::new(std::sync::Barrier::new(5));
+        let mut admitting = Vec::new();
+        for i in 0..4 {
+            let (auth, secret, start) = (Arc::clone(&auth), secret.clone(), Arc::clone(&start));
+            admitting.push(std::thread::spawn(move || {
+                start.wait();
+                let mut grants = Vec::new();
+                for _ in 0..200 {
+                    let r = Req::new(Action::Play, &format!("live/{i}"), Some(&secret));
+                    match r.run(&auth, SystemTime::now()) {
+                        Ok(g) => grants.push(g),
+                        Err(d) => assert_eq!(d, Denial::Unknown),
+                    }
+                }
+                grants
+            }));
+        }
+        start.wait();
+        std::thread::yield_now();
+        auth.delete(TokenKind::Subscribe, tok.id).unwrap();
+        for t in admitting {
+            for g in t.join().unwrap() {
+                assert_eq!(
+                    g.end_reason(),
+                    Some(Revocation::Deleted),
+                    "round {round}: a session outlived the delete of its token"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_update_during_a_decision_is_decided_with_the_new_rules() {
+    for _ in 0..50 {
+        let auth = Arc::new(mem_auth(AuthConfig::default()));
+        let (tok, secret) = auth
+            .create(TokenKind::Subscribe, spec(|_| {}), SystemTime::now())
+            .unwrap();
+        let worker = {
+            let (auth, secret) = (Arc::clone(&auth), secret.clone());
+            std::thread::spawn(move || {
+                (0..300)
+                    .filter_map(|_| {
+                        Req::new(Action::Play, "live/b", Some(&secret))
+                            .run(&auth, SystemTime::now())
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        edit(&auth, TokenKind::Subscribe, tok.id, |s| {
+            s.streams = vec![StreamRule::exact("live/a").unwrap()];
+        });
+        for g in worker.join().unwrap() {
+            assert!(
+                g.is_cancelled(),
+                "a session of live/b was admitted on the old rules and kept"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_update_keeps_uses_spent_meanwhile_and_writes_only_the_change() {
+    let dir = TempDir::new("delta");
+    let auth = sqlite_auth(&dir);
+    let (tok, secret) = auth
+        .create(
+            TokenKind::Subscribe,
+            spec(|s| {
+                s.max_uses = Some(10);
+                s.bind_ips_on_usage = Some(3);
+            }),
+            SystemTime::now(),
+        )
+        .unwrap();
+    let mut grants = Vec::new();
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        grants.push(
+            Req::new(Action::Play, "live/a", Some(&secret))
+                .ip(ip)
+                .run(&auth, SystemTime::now())
+                .unwrap(),
+        );
+    }
+    edit(&auth, TokenKind::Subscribe, tok.id, |s| {
+        s.label = "renamed".into();
+        s.bind_ips_on_usage = Some(2);
+    });
+    let after = auth.get(TokenKind::Subscribe, tok.id).unwrap();
+    assert_eq!(after.uses, 3, "the update did not write back an old count");
+    assert_eq!(after.bound_ips.len(), 2);
+    grants.push(
+        Req::new(Action::Play, "live/a", Some(&secret))
+            .ip("10.0.0.1")
+            .run(&auth, SystemTime::now())
+            .unwrap(),
+    );
+    drop(auth);
+    let again = sqlite_auth(&dir);
+    let stored = again.get(TokenKind::Subscribe, tok.id).unwrap();
+    assert_eq!(stored.uses, 4);
+    assert_eq!(stored.spec.label, "renamed");
+    assert_eq!(
+        stored.bound_ips,
+        vec![
+            "10.0.0.1".parse::<IpAddr>().unwrap(),
+            "10.0.0.2".parse().unwrap()
+        ]
+    );
+}

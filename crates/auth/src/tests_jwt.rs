@@ -373,3 +373,68 @@ fn live_once_subscribe_requires_auth_and_revocation() {
     assert_eq!(a.sweep_expired(now() + Duration::from_secs(65)), 1);
     assert!(watching.is_cancelled());
 }
+
+#[test]
+fn issuer_audience_lifetime_and_jti_are_enforced_when_configured() {
+    let verifier = JwtVerifier::new(Some(&Secret::from_string(HS_SECRET.into())), None)
+        .unwrap()
+        .with_policy(crate::jwt::JwtPolicy {
+            issuer: Some("https://backend.example".into()),
+            audience: Some("streamgate".into()),
+            max_lifetime: Some(Duration::from_secs(3600)),
+            require_jti: true,
+        });
+    let a = Auth::open(Arc::new(MemoryStore::default()), AuthConfig::default())
+        .unwrap()
+        .with_jwt(verifier);
+    let good = |c: &mut Value| {
+        c["iss"] = "https://backend.example".into();
+        c["aud"] = json!(["other", "streamgate"]);
+        c["iat"] = NOW.into();
+        c["jti"] = "one".into();
+    };
+    let run = |edit: &dyn Fn(&mut Value)| {
+        let c = claims(|c| {
+            good(c);
+            edit(c);
+        });
+        decide(&a, &hs256(&c), Action::Publish, "live/cam1").map(drop)
+    };
+    assert_eq!(run(&|_| {}), Ok(()));
+    assert_eq!(
+        run(&|c| c["aud"] = "streamgate".into()),
+        Ok(()),
+        "aud as a string"
+    );
+    let refused = Err(Denial::ClaimsRefused);
+    assert_eq!(run(&|c| c["iss"] = "https://evil.example".into()), refused);
+    assert_eq!(
+        run(&|c| {
+            c.as_object_mut().unwrap().remove("iss");
+        }),
+        refused
+    );
+    assert_eq!(run(&|c| c["aud"] = json!(["other"])), refused);
+    assert_eq!(
+        run(&|c| {
+            c["iat"] = (NOW - 10).into();
+            c["exp"] = (NOW - 10 + 7200).into();
+        }),
+        refused,
+        "valid for two hours"
+    );
+    assert_eq!(
+        run(&|c| {
+            c.as_object_mut().unwrap().remove("iat");
+            c["exp"] = (NOW + 7200).into();
+        }),
+        refused,
+        "without iat the lifetime counts from now"
+    );
+    assert_eq!(
+        run(&|c| {
+            c.as_object_mut().unwrap().remove("jti");
+        }),
+        refused
+    );
+}

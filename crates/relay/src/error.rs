@@ -11,4 +11,10 @@ pub enum RelayError {
         /// The stream name.
         name: String,
     },
+    /// The stream is not live (under the tag asked for).
+    #[error("stream {name:?} is not live")]
+    NotLive {
+        /// The stream name.
+        name: String,
+    },
 }

@@ -102,6 +102,12 @@ impl Hub {
     ///
     /// Subscribers waiting for `name` are woken and start with the first frames.
     pub fn publish(&self, name: &str) -> Result<Publisher, RelayError> {
+        self.publish_tagged(name, 0)
+    }
+
+    /// Attaches the publisher of `name` with a tag of the caller's (the admission's session
+    /// id), which [`Hub::subscribe_bound`] asks for; fails if a publisher is attached already.
+    pub fn publish_tagged(&self, name: &str, tag: u64) -> Result<Publisher, RelayError> {
         let mut streams = lock(&self.inner.streams);
         let entry = Arc::clone(
             streams
@@ -115,7 +121,7 @@ impl Hub {
                     name: name.to_owned(),
                 });
             }
-            let session = Arc::new(Session::new(&self.inner.limits));
+            let session = Arc::new(Session::new(&self.inner.limits, tag));
             state.session = Some(Arc::clone(&session));
             session
         };
@@ -142,6 +148,29 @@ impl Hub {
         };
         drop(streams);
         Subscriber::new(Arc::clone(&self.inner), entry, session)
+    }
+
+    /// Attaches a subscriber to the live publish of `name` tagged `tag`, and to it only: it
+    /// joins with the GOP cache, gets `Ended` when that publish ends, and never reads a later
+    /// publish of the name. Fails if `name` is not live under that tag.
+    pub fn subscribe_bound(&self, name: &str, tag: u64) -> Result<Subscriber, RelayError> {
+        let not_live = || RelayError::NotLive {
+            name: name.to_owned(),
+        };
+        let streams = lock(&self.inner.streams);
+        let entry = Arc::clone(streams.get(name).ok_or_else(not_live)?);
+        let session = {
+            let mut state = lock(&entry.state);
+            let session = state
+                .session
+                .clone()
+                .filter(|s| s.tag == tag)
+                .ok_or_else(not_live)?;
+            state.subscribers += 1;
+            session
+        };
+        drop(streams);
+        Subscriber::new_bound(Arc::clone(&self.inner), entry, session).ok_or_else(not_live)
     }
 
     /// Watches `name`, live or not, for changes without reading frames: for a listener that

@@ -20,6 +20,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub(crate) struct Session {
     state: Mutex<SessionState>,
+    /// The publisher's tag (see [`crate::Hub::publish_tagged`]).
+    pub(crate) tag: u64,
 }
 
 /// Everything behind the session lock.
@@ -65,8 +67,9 @@ impl JoinPoint {
 
 impl Session {
     /// A new, live session with an empty configuration, bounded by `limits`.
-    pub(crate) fn new(limits: &RelayLimits) -> Self {
+    pub(crate) fn new(limits: &RelayLimits, tag: u64) -> Self {
         Self {
+            tag,
             state: Mutex::new(SessionState {
                 ring: Ring::new(limits.buffer_frames, limits.buffer_bytes),
                 gop: GopCache::new(limits.gop_frames, limits.gop_bytes),

@@ -44,6 +44,20 @@ pub struct Subscriber {
     /// The stream's epoch when this subscriber last had everything read, or [`NEVER`]: while
     /// the epoch stays there, nothing is new (see [`crate::wake`]).
     seen: u64,
+    /// Bound to the publish it joined (see [`crate::Hub::subscribe_bound`]): once that one is
+    /// read to its end, nothing more comes.
+    bound: Bound,
+}
+
+/// Whether a subscriber follows later publishes of its stream name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Every publish of the name, one after the other.
+    No,
+    /// Only the publish it joined, still being read.
+    Reading,
+    /// Only the publish it joined, which is over.
+    Finished,
 }
 
 /// Where a subscriber stands in one publish session.
@@ -103,7 +117,22 @@ impl Subscriber {
             dropped: 0,
             parking,
             seen: NEVER,
+            bound: Bound::No,
         }
+    }
+
+    /// A subscriber counted in `entry` that reads `session` only; `None` (and uncounted) if
+    /// the session has ended meanwhile.
+    pub(crate) fn new_bound(
+        hub: Arc<HubInner>,
+        entry: Arc<StreamEntry>,
+        session: Arc<Session>,
+    ) -> Option<Self> {
+        let mut sub = Self::new(hub, entry, None);
+        let join = session.join()?;
+        sub.reader = Some(Reader::new(session, join));
+        sub.bound = Bound::Reading;
+        Some(sub)
     }
 
     /// The stream name.
@@ -161,6 +190,9 @@ impl Subscriber {
     fn read(&mut self) -> (Option<Event>, bool) {
         loop {
             if self.reader.is_none() {
+                if self.bound != Bound::No {
+                    return (None, true);
+                }
                 // Waiting, or done with the previous publish: a new one is read from its
                 // start (the entry never holds a session that has ended).
                 let Some(session) = self.entry.session() else {
@@ -176,6 +208,9 @@ impl Subscriber {
                 Step::Empty => return (None, true),
                 Step::Finished { started } => {
                     self.reader = None;
+                    if self.bound == Bound::Reading {
+                        self.bound = Bound::Finished;
+                    }
                     if started {
                         return (Some(Event::Ended), false);
                     }

@@ -685,3 +685,41 @@ fn a_stream_holds_no_more_than_its_limits() {
     let mut late = hub.subscribe("live/big");
     assert!(late.try_recv().is_none());
 }
+
+#[tokio::test]
+async fn a_bound_subscriber_reads_its_publish_only() {
+    let hub = Hub::new();
+    assert!(matches!(
+        hub.subscribe_bound("live/a", 1),
+        Err(RelayError::NotLive { .. })
+    ));
+    let first = hub.publish_tagged("live/a", 1).unwrap();
+    assert!(
+        matches!(
+            hub.subscribe_bound("live/a", 2),
+            Err(RelayError::NotLive { .. })
+        ),
+        "another publish's tag"
+    );
+    let mut bound = hub.subscribe_bound("live/a", 1).unwrap();
+    let mut follower = hub.subscribe("live/a");
+    first.push(video(0, true));
+    assert!(matches!(recv(&mut bound).await, Event::Started(_)));
+    assert!(matches!(recv(&mut bound).await, Event::Frame(_)));
+    drop(first);
+    assert!(matches!(recv(&mut bound).await, Event::Ended));
+
+    let second = hub.publish_tagged("live/a", 2).unwrap();
+    second.push(video(1, true));
+    assert_pending(&mut bound).await;
+    // A subscriber that is not bound goes on to the next publish.
+    let mut saw_second = false;
+    for _ in 0..5 {
+        if let Event::Frame(f) = recv(&mut follower).await {
+            saw_second |= f.frame.pts == ms_to_ticks(40);
+        }
+    }
+    assert!(saw_second);
+    drop(bound);
+    assert_eq!(hub.stream_stats("live/a").unwrap().subscribers, 1);
+}

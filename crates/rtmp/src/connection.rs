@@ -24,6 +24,8 @@ use crate::RtmpContext;
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Read buffer of a publisher; other connections send little and get [`SMALL_READ_BUFFER`].
 const READ_BUFFER: usize = 64 * 1024;
+/// How long the status telling a client that its session was ended may take to write.
+const REVOKED_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Read buffer of a connection that is not publishing.
 const SMALL_READ_BUFFER: usize = 4 * 1024;
 
@@ -50,7 +52,7 @@ pub(crate) async fn serve_connection(
     let stop = StopSignal::default();
     let _shutdown = watch(shutdown, StopReason::Shutdown, &stop);
     let mut conn = Connection {
-        session: Session::new(Arc::clone(&ctx), peer, Instant::now()),
+        session: Session::new(&ctx, peer, Instant::now()),
         ctx: Arc::clone(&ctx),
         reader,
         writer: Arc::new(writer),
@@ -68,6 +70,10 @@ pub(crate) async fn serve_connection(
         },
         Err(r) = conn.run() => r,
     };
+    if matches!(reason, Close::Revoked) {
+        conn.tell_revoked().await;
+    }
+    let ended = conn.session.finish(&reason);
     ctx.stats.count(&reason);
     match &reason {
         r if r.is_violation() => {
@@ -75,8 +81,8 @@ pub(crate) async fn serve_connection(
         }
         r => tracing::debug!(peer = %peer, reason = %r, "rtmp connection closed"),
     }
-    if let Some((what, stream)) = conn.session.granted() {
-        tracing::info!(peer = %peer, stream = %stream, reason = ?reason, "rtmp {what} ended");
+    if let (Some((what, stream)), Some(ended)) = (conn.session.granted(), ended) {
+        tracing::info!(peer = %peer, stream = %stream, close = ?reason, reason = ended.code(), "rtmp {what} ended: {ended}");
     }
 }
 
@@ -171,7 +177,7 @@ impl Connection {
             Err(e) => Err(Close::Io(e)),
             Ok(0) => Err(Close::PeerClosed),
             Ok(_) => {
-                let result = self.session.receive(buf, Instant::now());
+                let mut result = self.session.receive(buf, Instant::now());
                 buf.clear();
                 let want = if self.session.is_publishing() {
                     READ_BUFFER
@@ -181,7 +187,10 @@ impl Connection {
                 if buf.capacity() < want {
                     buf.reserve(want);
                 }
-                self.apply_actions();
+                if result.is_ok() {
+                    // A refusal's status is written below, before the close.
+                    result = self.apply_actions().await;
+                }
                 let flushed = self.flush().await;
                 result?;
                 flushed
@@ -189,10 +198,32 @@ impl Connection {
         }
     }
 
-    /// Carries out what the session asked for.
-    fn apply_actions(&mut self) {
+    /// Carries out what the session asked for, deciding its publish and play requests.
+    async fn apply_actions(&mut self) -> Result<(), Close> {
         while let Some(action) = self.session.poll_action() {
             match action {
+                Action::Admit(request) => {
+                    // The admission's own delays are bounded (a failure's delay, a durable
+                    // write); the grant deadline bounds them all the same.
+                    let decision = match self.session.timeout() {
+                        Some(deadline) => {
+                            match tokio::time::timeout_at(
+                                deadline.into(),
+                                self.ctx.admission.admit(request),
+                            )
+                            .await
+                            {
+                                Ok(d) => d,
+                                Err(_) => {
+                                    self.session.handle_timeout(Instant::now())?;
+                                    return Err(Close::GrantTimeout);
+                                }
+                            }
+                        }
+                        None => self.ctx.admission.admit(request).await,
+                    };
+                    self.session.admitted(decision, Instant::now())?;
+                }
                 Action::Granted { revoked } => {
                     self.revocation = Some(watch(revoked, StopReason::Revoked, &self.stop));
                 }
@@ -215,6 +246,25 @@ impl Connection {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Tells the client why the server ended its session, without waiting long: a viewer's
+    /// socket is taken back from its shard, what the shard left half-written is finished,
+    /// then the status goes out.
+    async fn tell_revoked(&mut self) {
+        if self.session.revoked().is_none() {
+            return;
+        }
+        if let Some(p) = &self.play {
+            p.viewer.take_over();
+            if let Work::Write { unsent, .. } = p.viewer.take_work(MAX_EVENTS_PER_WRITE) {
+                let mut queued = std::mem::take(&mut self.out);
+                self.out.extend(unsent);
+                self.out.append(&mut queued);
+            }
+        }
+        let _ = tokio::time::timeout(REVOKED_STATUS_TIMEOUT, self.flush()).await;
     }
 
     /// Writes what is queued and what the session produced with vectored writes, giving up on

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use streamgate_auth::{Auth, AuthConfig, MemoryStore};
+use streamgate_admission::Admission;
+use streamgate_auth::{Auth, AuthConfig, FailurePolicy, MemoryStore};
 use streamgate_relay::{Hub, Subscriber};
 
 use crate::session::{Action, Session};
@@ -30,9 +31,9 @@ pub fn context() -> Option<Arc<RtmpContext>> {
         ..AuthConfig::default()
     };
     let auth = Auth::open(Arc::new(MemoryStore::default()), config).ok()?;
+    let admission = Admission::new(Arc::new(auth), Hub::new(), FailurePolicy::default());
     Some(Arc::new(RtmpContext::new(
-        Arc::new(auth),
-        Hub::new(),
+        Arc::new(admission),
         SessionLimits {
             max_frame_bytes: 256 * 1024,
             ..SessionLimits::default()
@@ -43,6 +44,7 @@ pub fn context() -> Option<Arc<RtmpContext>> {
 /// One side: its session, whether it has closed, and its subscriber once playing.
 struct Side {
     session: Session,
+    session_ctx: Arc<RtmpContext>,
     closed: bool,
     subscriber: Option<Subscriber>,
     /// Relay events given to the session.
@@ -63,12 +65,13 @@ pub struct Report {
 impl Side {
     fn new(ctx: &Arc<RtmpContext>, port: u16, now: Instant, handshake: bool) -> Self {
         let peer = SocketAddr::from(([192, 0, 2, 1], port));
-        let mut session = Session::new(Arc::clone(ctx), peer, now);
+        let mut session = Session::new(ctx, peer, now);
         if handshake {
             complete_handshake(&mut session, now);
         }
         Self {
             session,
+            session_ctx: Arc::clone(ctx),
             closed: false,
             subscriber: None,
             events: 0,
@@ -87,6 +90,12 @@ impl Side {
         };
         while let Some(action) = self.session.poll_action() {
             match action {
+                Action::Admit(request) => {
+                    let decision = self.session_ctx.admission.admit_now(&request);
+                    if result.is_ok() {
+                        result = self.session.admitted(decision, now);
+                    }
+                }
                 Action::Play { subscriber, .. } => self.subscriber = Some(subscriber),
                 Action::Ended => self.subscriber = None,
                 Action::Granted { .. } => {}

@@ -32,7 +32,7 @@ mod write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use streamgate_auth::Auth;
+use streamgate_admission::Admission;
 use streamgate_relay::Hub;
 
 pub use connection::WRITE_STALL_TIMEOUT;
@@ -42,8 +42,8 @@ pub use session::{Close, SessionLimits};
 /// What every RTMP connection needs.
 #[derive(Debug)]
 pub struct RtmpContext {
-    /// The auth service.
-    pub auth: Arc<Auth>,
+    /// The admission path (the auth decision and the relay attachment).
+    pub admission: Arc<Admission>,
     /// The relay.
     pub hub: Hub,
     /// Time limits and sizes of every session.
@@ -54,10 +54,10 @@ pub struct RtmpContext {
 
 impl RtmpContext {
     /// A context with fresh counters.
-    pub fn new(auth: Arc<Auth>, hub: Hub, limits: SessionLimits) -> Self {
+    pub fn new(admission: Arc<Admission>, limits: SessionLimits) -> Self {
         Self {
-            auth,
-            hub,
+            hub: admission.hub().clone(),
+            admission,
             limits,
             stats: RtmpStats::default(),
         }

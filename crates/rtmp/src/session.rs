@@ -14,16 +14,16 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use streamgate_auth::{AccessRequest, Action as AuthAction, Grant, Protocol, StreamName};
+use streamgate_admission::{AdmitRequest, Admitted, EndReason, PlaySession, PublishSession};
+use streamgate_auth::{Action as AuthAction, Denial, Protocol, StreamName};
 use streamgate_media::flv::{self, FlvAudio, FlvVideo};
 use streamgate_media::{Codec, Frame};
-use streamgate_relay::{Event, Publisher, Subscriber};
+use streamgate_relay::{Event, Subscriber};
 use tokio_util::sync::CancellationToken;
 
 use crate::amf0::{self, Amf0Error};
@@ -167,6 +167,26 @@ impl Close {
         "stalled",
     ];
 
+    /// What the admission path records for a session that ends with this close (the
+    /// server's revocation, when there was one, stands over it).
+    pub fn end_reason(&self) -> EndReason {
+        match self {
+            Close::PeerClosed | Close::Revoked | Close::Refused => EndReason::ClientClosed,
+            Close::Io(_) => EndReason::ConnectionError,
+            Close::Handshake(_)
+            | Close::Chunk(_)
+            | Close::Amf0(_)
+            | Close::Protocol(_)
+            | Close::Limit(_)
+            | Close::HandshakeTimeout
+            | Close::GrantTimeout => EndReason::ProtocolError,
+            Close::PublisherIdle => EndReason::Idle,
+            Close::Shutdown => EndReason::Shutdown,
+            Close::StreamEnded => EndReason::StreamEnded,
+            Close::Stalled => EndReason::Stalled,
+        }
+    }
+
     /// Whether the client broke a rule or a limit (logged at info, as a reason).
     pub fn is_violation(&self) -> bool {
         matches!(
@@ -186,6 +206,10 @@ impl Close {
 /// What the socket task must do besides writing.
 #[derive(Debug)]
 pub enum Action {
+    /// A publish or play must be decided: run the admission for this request and hand the
+    /// result to [`Session::admitted`]. Until then the session takes no further message
+    /// (what has arrived stays buffered).
+    Admit(AdmitRequest),
     /// A publish or play was granted: the connection must close when `revoked` fires.
     Granted {
         /// Cancelled when the grant is revoked.
@@ -209,13 +233,12 @@ enum Role {
     /// Not publishing or playing.
     Idle,
     Publishing(Box<Publishing>),
-    Playing(Playing),
+    Playing(Box<Playing>),
 }
 
 struct Publishing {
-    /// Held while publishing: the stream's publish lease and the live-session registration.
-    _grant: Grant,
-    publisher: Publisher,
+    /// The admitted publish: the relay's publisher, the stream's lease and the registration.
+    session: PublishSession,
     stream_id: u32,
     /// Frames parsed from the current input, handed to the relay together (one wake-up of
     /// the viewers) at the end of the input or before a configuration change.
@@ -225,14 +248,22 @@ struct Publishing {
 impl Publishing {
     fn push_frames(&mut self) {
         if !self.frames.is_empty() {
-            self.publisher.push_all(self.frames.drain(..));
+            self.session.publisher().push_all(self.frames.drain(..));
         }
     }
 }
 
 struct Playing {
-    /// Held while playing: the live-session registration.
-    _grant: Grant,
+    /// The admitted play (its subscriber went to the socket task).
+    session: PlaySession,
+    stream_id: u32,
+}
+
+/// A publish or play handed to the socket task to decide.
+#[derive(Debug)]
+struct Pending {
+    action: AuthAction,
+    stream: StreamName,
     stream_id: u32,
 }
 
@@ -255,7 +286,6 @@ enum Deadline {
 
 /// One connection's protocol state (see the module documentation).
 pub struct Session {
-    ctx: Arc<RtmpContext>,
     peer: SocketAddr,
     limits: SessionLimits,
     /// Until the handshake completes.
@@ -283,6 +313,8 @@ pub struct Session {
     client_window: u32,
     /// Publish or play, and the stream, while granted (for log lines).
     granted: Option<(&'static str, StreamName)>,
+    /// The request being decided, if one is.
+    pending: Option<Pending>,
 }
 
 impl std::fmt::Debug for Session {
@@ -296,11 +328,10 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// A session for a connection from `peer` accepted at `now`.
-    pub fn new(ctx: Arc<RtmpContext>, peer: SocketAddr, now: Instant) -> Self {
+    pub fn new(ctx: &RtmpContext, peer: SocketAddr, now: Instant) -> Self {
         let limits = ctx.limits;
         let grant_by = now + limits.grant_timeout;
         Self {
-            ctx,
             peer,
             limits,
             handshake: Some(Handshake::new(PeerType::Server)),
@@ -322,6 +353,7 @@ impl Session {
             acked: 0,
             client_window: 0,
             granted: None,
+            pending: None,
         }
     }
 
@@ -406,14 +438,99 @@ impl Session {
         }
         self.received += bytes.len() as u64;
         self.chunks.push(bytes);
-        while let Some(m) = self.chunks.next_message()? {
-            self.message(m, now)?;
-        }
+        self.take_messages(now)?;
         if self.client_window > 0 && self.received - self.acked >= u64::from(self.client_window) {
             self.acked = self.received;
             self.out.push(control::acknowledgement(self.received));
         }
         Ok(())
+    }
+
+    /// Handles the buffered messages, until one waits for an admission.
+    fn take_messages(&mut self, now: Instant) -> Result<(), Close> {
+        while self.pending.is_none() {
+            let Some(m) = self.chunks.next_message()? else {
+                break;
+            };
+            self.message(m, now)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a publish or play is being decided (see [`Action::Admit`]); the socket task
+    /// reads nothing meanwhile.
+    pub fn is_deciding(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Takes the decision of the request of the last [`Action::Admit`], then the messages
+    /// that arrived after it. An error means the connection must close once the output is
+    /// written (a refusal's status, for instance).
+    pub fn admitted(
+        &mut self,
+        decision: Result<Admitted, Denial>,
+        now: Instant,
+    ) -> Result<(), Close> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        match (pending.action, decision) {
+            (AuthAction::Publish, Ok(Admitted::Publish(session))) => {
+                self.start_publish(session, pending.stream, pending.stream_id, now)
+            }
+            (AuthAction::Play, Ok(Admitted::Play(session))) => {
+                self.start_play(session, pending.stream, pending.stream_id)
+            }
+            // The admission answers a publish with a publish and a play with a play.
+            (_, Ok(_)) => {
+                return Err(self.refuse(pending.stream_id, "NetStream.Play.Failed", "refused"));
+            }
+            (AuthAction::Publish, Err(d)) => {
+                let (code, text) = publish_denied(d);
+                return Err(self.refuse(pending.stream_id, code, &text));
+            }
+            (AuthAction::Play, Err(d)) => {
+                let (code, text) = play_denied(d);
+                return Err(self.refuse(pending.stream_id, code, &text));
+            }
+        }
+        let result = self.take_messages(now);
+        if let Role::Publishing(p) = &mut self.role {
+            p.push_frames();
+        }
+        result
+    }
+
+    /// Records why the connection closes with the admitted session, if there is one, and
+    /// returns the reason that stands (the server's revocation wins over the close).
+    pub fn finish(&mut self, close: &Close) -> Option<EndReason> {
+        let reason = close.end_reason();
+        match &mut self.role {
+            Role::Idle => None,
+            Role::Publishing(p) => Some(p.session.set_end_reason(reason)),
+            Role::Playing(p) => Some(p.session.set_end_reason(reason)),
+        }
+    }
+
+    /// For a session the server ended: the status that tells the client why, queued for
+    /// writing (publishers get `NetStream.Publish.Unauthorized`, viewers
+    /// `NetStream.Play.Failed`, both with the reason as description).
+    pub fn revoked(&mut self) -> Option<EndReason> {
+        let (stream_id, code, reason) = match &self.role {
+            Role::Idle => return None,
+            Role::Publishing(p) => (
+                p.stream_id,
+                "NetStream.Publish.Unauthorized",
+                p.session.end_reason(),
+            ),
+            Role::Playing(p) => (p.stream_id, "NetStream.Play.Failed", p.session.end_reason()),
+        };
+        self.out.push(on_error_status(
+            stream_id,
+            code,
+            &format!("session ended: {reason}"),
+        ));
+        Some(reason)
     }
 
     fn is_granted(&self) -> bool {
@@ -496,11 +613,11 @@ impl Session {
             "createStream" => self.create_stream(txn),
             "publish" => {
                 let key = first_string().unwrap_or_default().to_owned();
-                self.publish(&key, stream_id, now)
+                self.ask(AuthAction::Publish, &key, stream_id)
             }
             "play" => {
                 let key = first_string().unwrap_or_default().to_owned();
-                self.play(&key, stream_id)
+                self.ask(AuthAction::Play, &key, stream_id)
             }
             "deleteStream" => {
                 let id = match args.first() {
@@ -579,33 +696,40 @@ impl Session {
         Ok(())
     }
 
-    fn request(
-        &self,
-        action: AuthAction,
-        stream: &StreamName,
-        token: Option<&str>,
-    ) -> Result<Grant, streamgate_auth::Denial> {
-        let flash_ver = self.connected.as_ref().and_then(|c| c.flash_ver.as_deref());
-        let req = AccessRequest {
-            action,
-            stream,
-            token,
-            peer_ip: self.peer.ip(),
-            origin: None,
-            referer: None,
-            user_agent: flash_ver,
-            protocol: Protocol::Rtmp,
+    /// Hands a publish or play of `key` to the socket task to decide.
+    fn ask(&mut self, action: AuthAction, key: &str, stream_id: u32) -> Result<(), Close> {
+        let (refused, not_found) = match action {
+            AuthAction::Publish => ("NetStream.Publish.BadName", "NetStream.Publish.BadName"),
+            AuthAction::Play => ("NetStream.Play.Failed", "NetStream.Play.StreamNotFound"),
         };
-        self.ctx.auth.authorize(&req, SystemTime::now())
+        if let Err(why) = self.check_request(stream_id) {
+            return Err(self.refuse(stream_id, refused, why));
+        }
+        let target = match self.target(key) {
+            Ok(t) => t,
+            Err(e) => return Err(self.refuse(stream_id, not_found, &e.to_string())),
+        };
+        let flash_ver = self.connected.as_ref().and_then(|c| c.flash_ver.clone());
+        let request = AdmitRequest::new(
+            Protocol::Rtmp,
+            action,
+            target.stream.clone(),
+            target.token,
+            self.peer.ip(),
+        )
+        .with_headers(None, None, flash_ver);
+        self.pending = Some(Pending {
+            action,
+            stream: target.stream,
+            stream_id,
+        });
+        self.actions.push_back(Action::Admit(request));
+        Ok(())
     }
 
     fn refuse(&mut self, stream_id: u32, code: &str, text: &str) -> Close {
         self.out.push(on_error_status(stream_id, code, text));
         Close::Refused
-    }
-
-    fn log_denial(&self, action: AuthAction, stream: &StreamName, reason: &str) {
-        tracing::info!(peer = %self.peer, stream = %stream, action = ?action, reason, "rtmp request refused");
     }
 
     fn target(&self, key: &str) -> Result<crate::target::Target, crate::target::TargetError> {
@@ -617,76 +741,39 @@ impl Session {
         )
     }
 
-    fn publish(&mut self, key: &str, stream_id: u32, now: Instant) -> Result<(), Close> {
-        const BAD_NAME: &str = "NetStream.Publish.BadName";
-        if let Err(why) = self.check_request(stream_id) {
-            return Err(self.refuse(stream_id, BAD_NAME, why));
-        }
-        let target = match self.target(key) {
-            Ok(t) => t,
-            Err(e) => return Err(self.refuse(stream_id, BAD_NAME, &e.to_string())),
-        };
-        let grant = match self.request(AuthAction::Publish, &target.stream, target.token.as_deref())
-        {
-            Ok(g) => g,
-            Err(d) => {
-                self.log_denial(AuthAction::Publish, &target.stream, d.code());
-                let (code, text) = publish_denied(d);
-                return Err(self.refuse(stream_id, code, &text));
-            }
-        };
-        let publisher = match self.ctx.hub.publish(target.stream.as_str()) {
-            Ok(p) => p,
-            Err(_) => {
-                let d = streamgate_auth::Denial::StreamInUse;
-                self.log_denial(AuthAction::Publish, &target.stream, d.code());
-                let (code, text) = publish_denied(d);
-                return Err(self.refuse(stream_id, code, &text));
-            }
-        };
-        tracing::info!(peer = %self.peer, stream = %target.stream, token = ?grant.token_id(), "rtmp publish started");
+    fn start_publish(
+        &mut self,
+        session: PublishSession,
+        stream: StreamName,
+        stream_id: u32,
+        now: Instant,
+    ) {
+        tracing::info!(peer = %self.peer, stream = %stream, token = ?session.grant().token_id(), "rtmp publish started");
         self.out
             .push(control::user_control(user_event::STREAM_BEGIN, stream_id));
         self.out.push(on_status(
             stream_id,
             "NetStream.Publish.Start",
-            &format!("{} is now published", target.stream),
+            &format!("{stream} is now published"),
         ));
         self.actions.push_back(Action::Granted {
-            revoked: grant.cancellation(),
+            revoked: session.end_signal().token(),
         });
-        self.granted = Some(("publish", target.stream));
+        self.granted = Some(("publish", stream));
         self.role = Role::Publishing(Box::new(Publishing {
-            _grant: grant,
-            publisher,
+            session,
             stream_id,
             frames: Vec::new(),
         }));
         self.requests += 1;
         self.deadline = Deadline::Idle(now + self.limits.idle_timeout);
-        Ok(())
     }
 
-    fn play(&mut self, key: &str, stream_id: u32) -> Result<(), Close> {
-        if let Err(why) = self.check_request(stream_id) {
-            return Err(self.refuse(stream_id, "NetStream.Play.Failed", why));
-        }
-        let target = match self.target(key) {
-            Ok(t) => t,
-            Err(e) => {
-                return Err(self.refuse(stream_id, "NetStream.Play.StreamNotFound", &e.to_string()))
-            }
+    fn start_play(&mut self, mut session: PlaySession, stream: StreamName, stream_id: u32) {
+        let Some(subscriber) = session.take_subscriber() else {
+            return;
         };
-        let grant = match self.request(AuthAction::Play, &target.stream, target.token.as_deref()) {
-            Ok(g) => g,
-            Err(d) => {
-                self.log_denial(AuthAction::Play, &target.stream, d.code());
-                let (code, text) = play_denied(d);
-                return Err(self.refuse(stream_id, code, &text));
-            }
-        };
-        let subscriber = self.ctx.hub.subscribe(target.stream.as_str());
-        tracing::info!(peer = %self.peer, stream = %target.stream, token = ?grant.token_id(), "rtmp play started");
+        tracing::info!(peer = %self.peer, stream = %stream, token = ?session.grant().token_id(), "rtmp play started");
         self.out.push(on_status(
             stream_id,
             "NetStream.Play.Reset",
@@ -697,24 +784,20 @@ impl Session {
         self.out.push(on_status(
             stream_id,
             "NetStream.Play.Start",
-            &format!("Started playing {}", target.stream),
+            &format!("Started playing {stream}"),
         ));
         self.out.extend(status::play_data_start(stream_id));
         self.actions.push_back(Action::Granted {
-            revoked: grant.cancellation(),
+            revoked: session.end_signal().token(),
         });
         self.actions.push_back(Action::Play {
             subscriber,
             stream_id,
         });
-        self.granted = Some(("play", target.stream));
-        self.role = Role::Playing(Playing {
-            _grant: grant,
-            stream_id,
-        });
+        self.granted = Some(("play", stream));
+        self.role = Role::Playing(Box::new(Playing { session, stream_id }));
         self.requests += 1;
         self.deadline = Deadline::None;
-        Ok(())
     }
 
     /// Ends the publish or play on message stream `stream_id`, if there is one.
@@ -753,7 +836,7 @@ impl Session {
         };
         if let Some(meta) = metadata_from_amf(amf0::decode_all(body)?) {
             p.push_frames();
-            p.publisher.set_metadata(meta);
+            p.session.publisher().set_metadata(meta);
         }
         Ok(())
     }
@@ -779,7 +862,7 @@ impl Session {
                             if let Ok(values) = amf0::decode_all(&body) {
                                 if let Some(meta) = metadata_from_amf(values) {
                                     p.push_frames();
-                                    p.publisher.set_metadata(meta);
+                                    p.session.publisher().set_metadata(meta);
                                 }
                             }
                         }
@@ -805,6 +888,9 @@ impl Session {
                 self.out.push(config_bytes(&config, stream_id));
             }
             Event::Frame(shared) if shared.frame.codec == Codec::Vp8 => {
+                if let Role::Playing(p) = &mut self.role {
+                    p.session.set_end_reason(EndReason::Unsupported);
+                }
                 let name = self.granted.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
                 tracing::warn!(peer = %self.peer, stream = %name, "rtmp play refused: {VP8_NOT_PLAYABLE}");
                 self.out.push(on_error_status(
@@ -834,7 +920,7 @@ fn ingest(p: &mut Publishing, type_id: u8, timestamp: u32, body: Bytes, peer: &S
         match flv::parse_video(timestamp, body) {
             Ok(FlvVideo::Config(c)) => {
                 p.push_frames();
-                p.publisher.set_video_config(c);
+                p.session.publisher().set_video_config(c);
             }
             Ok(FlvVideo::Frame(f)) => p.frames.push(f),
             Ok(_) => {}
@@ -846,7 +932,7 @@ fn ingest(p: &mut Publishing, type_id: u8, timestamp: u32, body: Bytes, peer: &S
         match flv::parse_audio(timestamp, body) {
             Ok(FlvAudio::Config(c)) => {
                 p.push_frames();
-                p.publisher.set_audio_config(c);
+                p.session.publisher().set_audio_config(c);
             }
             Ok(FlvAudio::Frame(f)) => p.frames.push(f),
             Ok(FlvAudio::Unsupported(_)) => {}

@@ -26,6 +26,86 @@ pub const MIN_JWT_SECRET_LEN: usize = 32;
 /// Largest media frame the relay can be configured to take: the largest RTMP message.
 pub const MAX_FRAME_BYTES_LIMIT: usize = 0xFF_FFFF;
 
+/// A duration in whole seconds, as the file writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    /// As a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+
+    /// As a duration, `None` for 0 (the settings where 0 means "none").
+    pub fn nonzero(self) -> Option<Duration> {
+        (self.0 > 0).then(|| self.duration())
+    }
+}
+
+/// A duration in milliseconds, as the file writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// As a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(self.0)
+    }
+}
+
+/// A secret setting; `Debug` shows only whether it is set.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigSecret(pub String);
+
+impl ConfigSecret {
+    /// The secret in clear.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ConfigSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "<redacted>"
+        })
+    }
+}
+
+/// An optional listen address: empty in the file for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl TryFrom<String> for OptionalAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.trim() {
+            "" => Ok(Self(None)),
+            a => a
+                .parse()
+                .map(|a| Self(Some(a)))
+                .map_err(|_| format!("{a:?} is not an address such as 127.0.0.1:9090")),
+        }
+    }
+}
+
+impl From<OptionalAddr> for String {
+    fn from(a: OptionalAddr) -> String {
+        a.0.map(|a| a.to_string()).unwrap_or_default()
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +141,8 @@ pub struct Config {
     pub tokens: TokensSection,
     /// Signed tokens.
     pub jwt: JwtSection,
+    /// Who reads `/metrics`, and where.
+    pub metrics: MetricsSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -73,12 +155,12 @@ pub struct HttpSection {
     pub listen: SocketAddr,
     /// Seconds a client has to send a request's head, from the connection's start or the end
     /// of the previous response (so also the keep-alive idle time).
-    pub header_timeout: u64,
+    pub header_timeout: Seconds,
     /// Seconds a client has to send a request's body.
-    pub body_timeout: u64,
+    pub body_timeout: Seconds,
     /// Seconds a connection may pass with no byte in either direction (upgraded WebSockets
     /// have their own ping and idle timeout).
-    pub idle_timeout: u64,
+    pub idle_timeout: Seconds,
     /// Most HTTP connections at once.
     pub max_connections: usize,
     /// Most HTTP connections from one address (IPv6: one /64) at once.
@@ -92,11 +174,11 @@ pub struct RtmpSection {
     /// Address the RTMP listener binds.
     pub listen: SocketAddr,
     /// Seconds from accept to a completed handshake.
-    pub handshake_timeout: u64,
+    pub handshake_timeout: Seconds,
     /// Seconds from accept to a granted publish or play; bytes sent meanwhile do not extend it.
-    pub grant_timeout: u64,
+    pub grant_timeout: Seconds,
     /// Seconds a publisher may send no audio or video.
-    pub idle_timeout: u64,
+    pub idle_timeout: Seconds,
     /// Most RTMP connections at once.
     pub max_connections: usize,
     /// Most RTMP connections from one address (IPv6: one /64) at once.
@@ -104,14 +186,14 @@ pub struct RtmpSection {
 }
 
 /// `[srt]`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SrtSection {
     /// Address (UDP) the SRT listener binds.
     pub listen: SocketAddr,
     /// Passphrase every SRT connection must use unless its publish token sets one; empty
     /// means none.
-    pub passphrase: String,
+    pub passphrase: ConfigSecret,
 }
 
 /// `[webrtc]`.
@@ -134,10 +216,10 @@ pub struct WebRtcSection {
     /// Most sessions admitted whose peer connection is not yet connected, server-wide.
     pub max_pending: usize,
     /// Seconds between the server's WebSocket pings.
-    pub ws_ping_interval: u64,
+    pub ws_ping_interval: Seconds,
     /// Seconds a WebSocket may stay without any message (pongs included), or leave what the
     /// server writes unread, before it closes.
-    pub ws_idle_timeout: u64,
+    pub ws_idle_timeout: Seconds,
 }
 
 /// `[relay]`.
@@ -162,17 +244,35 @@ pub struct RelaySection {
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSection {
     /// Bearer secret for `/api`; empty means generate one into the data dir.
-    pub secret: String,
+    pub secret: ConfigSecret,
 }
 
 /// `[auth]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Development mode: publishing needs no token.
     pub open_publish: bool,
     /// Every viewer needs a subscribe token.
     pub require_play_token: bool,
+    /// Delay before answering a source's first failed authentication in a minute; each
+    /// further one doubles it. 0 = no delay.
+    pub failure_delay_ms: Millis,
+    /// Longest delay of a failed authentication.
+    pub max_failure_delay_ms: Millis,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Serve `/metrics` on the HTTP port to anyone (it names streams and sources).
+    pub public: bool,
+    /// A bearer token for scrapers, accepted on `/metrics` besides the API secret.
+    pub token: ConfigSecret,
+    /// A listen address of its own for `/metrics`, without credentials (bind it where only
+    /// the scraper reaches); empty = none.
+    pub listen: OptionalAddr,
 }
 
 /// `[tokens]`.
@@ -180,9 +280,9 @@ pub struct AuthSection {
 #[serde(deny_unknown_fields, default)]
 pub struct TokensSection {
     /// Seconds of validity for tokens created without `expires`; 0 = they never expire.
-    pub default_expiry: u64,
+    pub default_expiry: Seconds,
     /// Longest `expires` accepted, in seconds; 0 = no limit.
-    pub max_expiry: u64,
+    pub max_expiry: Seconds,
 }
 
 /// `[jwt]`.
@@ -190,9 +290,17 @@ pub struct TokensSection {
 #[serde(deny_unknown_fields, default)]
 pub struct JwtSection {
     /// HS256 signing key; empty = generate one into `<data_dir>/jwt_secret`.
-    pub hs256_secret: String,
+    pub hs256_secret: ConfigSecret,
     /// A JWKS file with the public keys (RS256, ES256, EdDSA) of signed tokens; empty = none.
     pub jwks_file: PathBuf,
+    /// When set, a signed token's `iss` must be this.
+    pub issuer: String,
+    /// When set, a signed token's `aud` must hold this.
+    pub audience: String,
+    /// Longest validity of a signed token (`exp - iat`), in seconds; 0 = no limit.
+    pub max_lifetime: Seconds,
+    /// Whether signed tokens must carry a `jti` (so that each can be revoked).
+    pub require_jti: bool,
 }
 
 /// `[log]`.
@@ -282,10 +390,19 @@ pub const SETTINGS: &[Setting] = &[
     secret("api.secret", "SECRET", "API secret for /api (prefer the environment variable: flags show in process lists)"),
     setting("auth.open_publish", "BOOL", "Development mode: publishing needs no token"),
     setting("auth.require_play_token", "BOOL", "Every viewer needs a subscribe token"),
+    setting("auth.failure_delay_ms", "MS", "Delay of a source's first failed authentication in a minute, doubled for each further one (0: none)"),
+    setting("auth.max_failure_delay_ms", "MS", "Longest delay of a failed authentication"),
     setting("tokens.default_expiry", "SECONDS", "Validity of tokens created without `expires` (0 = never expire)"),
     setting("tokens.max_expiry", "SECONDS", "Longest token expiry accepted (0 = no limit)"),
     secret("jwt.hs256_secret", "SECRET", "HS256 key for signed tokens (prefer the environment variable); empty: generated into the data dir"),
     setting("jwt.jwks_file", "FILE", "JWKS file with the public keys of signed tokens"),
+    setting("jwt.issuer", "ISS", "Issuer signed tokens must name in `iss`; empty: any"),
+    setting("jwt.audience", "AUD", "Audience signed tokens must name in `aud`; empty: any"),
+    setting("jwt.max_lifetime", "SECONDS", "Longest validity of a signed token, exp - iat (0 = no limit)"),
+    setting("jwt.require_jti", "BOOL", "Signed tokens must carry a jti (so that each can be revoked)"),
+    setting("metrics.public", "BOOL", "Serve /metrics to anyone on the HTTP port (otherwise the API secret or metrics.token is needed)"),
+    secret("metrics.token", "TOKEN", "Bearer token for scrapers on /metrics, besides the API secret"),
+    setting("metrics.listen", "ADDR", "Separate listen address serving /metrics without credentials; empty for none"),
     setting("log.format", "FORMAT", "Log format: human or json"),
     setting("log.level", "FILTER", "Log filter, e.g. info or streamgate=debug"),
 ];
@@ -303,6 +420,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             tokens: TokensSection::default(),
             jwt: JwtSection::default(),
+            metrics: MetricsSection::default(),
             log: LogSection::default(),
         }
     }
@@ -312,9 +430,9 @@ impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            header_timeout: 10,
-            body_timeout: 10,
-            idle_timeout: 60,
+            header_timeout: Seconds(10),
+            body_timeout: Seconds(10),
+            idle_timeout: Seconds(60),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
         }
@@ -326,9 +444,9 @@ impl Default for RtmpSection {
         let session = streamgate_rtmp::SessionLimits::default();
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
-            handshake_timeout: session.handshake_timeout.as_secs(),
-            grant_timeout: session.grant_timeout.as_secs(),
-            idle_timeout: session.idle_timeout.as_secs(),
+            handshake_timeout: Seconds(session.handshake_timeout.as_secs()),
+            grant_timeout: Seconds(session.grant_timeout.as_secs()),
+            idle_timeout: Seconds(session.idle_timeout.as_secs()),
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
         }
@@ -339,7 +457,7 @@ impl Default for SrtSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
-            passphrase: String::new(),
+            passphrase: ConfigSecret::default(),
         }
     }
 }
@@ -355,8 +473,8 @@ impl Default for WebRtcSection {
             max_candidates: limits.max_candidates,
             max_peers_per_ip: limits.max_peers_per_ip,
             max_pending: limits.max_pending,
-            ws_ping_interval: limits.ws_ping_interval.as_secs(),
-            ws_idle_timeout: limits.ws_idle_timeout.as_secs(),
+            ws_ping_interval: Seconds(limits.ws_ping_interval.as_secs()),
+            ws_idle_timeout: Seconds(limits.ws_idle_timeout.as_secs()),
         }
     }
 }
@@ -374,6 +492,29 @@ impl Default for RelaySection {
     }
 }
 
+impl Default for AuthSection {
+    fn default() -> Self {
+        let policy = streamgate_auth::FailurePolicy::default();
+        Self {
+            open_publish: false,
+            require_play_token: false,
+            failure_delay_ms: Millis(u64::try_from(policy.base_delay.as_millis()).unwrap_or(0)),
+            max_failure_delay_ms: Millis(u64::try_from(policy.max_delay.as_millis()).unwrap_or(0)),
+        }
+    }
+}
+
+impl AuthSection {
+    /// How failed authentications are delayed.
+    pub fn failure_policy(&self) -> streamgate_auth::FailurePolicy {
+        streamgate_auth::FailurePolicy {
+            base_delay: self.failure_delay_ms.duration(),
+            max_delay: self.max_failure_delay_ms.duration(),
+            ..streamgate_auth::FailurePolicy::default()
+        }
+    }
+}
+
 impl Default for LogSection {
     fn default() -> Self {
         Self {
@@ -383,29 +524,13 @@ impl Default for LogSection {
     }
 }
 
-impl std::fmt::Debug for SrtSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SrtSection")
-            .field("listen", &self.listen)
-            .field(
-                "passphrase",
-                &(!self.passphrase.is_empty()).then_some("<redacted>"),
-            )
-            .finish()
-    }
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
 impl HttpSection {
     /// The HTTP server's limits.
     pub fn limits(&self) -> crate::http::HttpLimits {
         crate::http::HttpLimits {
-            header_timeout: secs(self.header_timeout),
-            body_timeout: secs(self.body_timeout),
-            idle_timeout: secs(self.idle_timeout),
+            header_timeout: self.header_timeout.duration(),
+            body_timeout: self.body_timeout.duration(),
+            idle_timeout: self.idle_timeout.duration(),
         }
     }
 }
@@ -414,9 +539,9 @@ impl RtmpSection {
     /// Every RTMP session's limits.
     pub fn session_limits(&self, relay: &RelaySection) -> streamgate_rtmp::SessionLimits {
         streamgate_rtmp::SessionLimits {
-            handshake_timeout: secs(self.handshake_timeout),
-            grant_timeout: secs(self.grant_timeout),
-            idle_timeout: secs(self.idle_timeout),
+            handshake_timeout: self.handshake_timeout.duration(),
+            grant_timeout: self.grant_timeout.duration(),
+            idle_timeout: self.idle_timeout.duration(),
             max_frame_bytes: relay.max_frame_bytes,
         }
     }
@@ -425,7 +550,7 @@ impl RtmpSection {
 impl SrtSection {
     /// The server-wide passphrase, if one is set.
     pub fn passphrase(&self) -> Option<String> {
-        (!self.passphrase.is_empty()).then(|| self.passphrase.clone())
+        (!self.passphrase.is_empty()).then(|| self.passphrase.expose().to_owned())
     }
 }
 
@@ -475,8 +600,8 @@ impl WebRtcSection {
             max_candidates: self.max_candidates,
             max_peers_per_ip: self.max_peers_per_ip,
             max_pending: self.max_pending,
-            ws_ping_interval: secs(self.ws_ping_interval),
-            ws_idle_timeout: secs(self.ws_idle_timeout),
+            ws_ping_interval: self.ws_ping_interval.duration(),
+            ws_idle_timeout: self.ws_idle_timeout.duration(),
         }
     }
 }
@@ -497,16 +622,27 @@ impl RelaySection {
 impl TokensSection {
     /// The default expiry, if set.
     pub fn default_expiry(&self) -> Option<Duration> {
-        (self.default_expiry > 0).then(|| secs(self.default_expiry))
+        self.default_expiry.nonzero()
     }
 
     /// The longest expiry, if set.
     pub fn max_expiry(&self) -> Option<Duration> {
-        (self.max_expiry > 0).then(|| secs(self.max_expiry))
+        self.max_expiry.nonzero()
     }
 }
 
 impl JwtSection {
+    /// What signed tokens must show besides a valid signature.
+    pub fn policy(&self) -> streamgate_auth::jwt::JwtPolicy {
+        let text = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        streamgate_auth::jwt::JwtPolicy {
+            issuer: text(&self.issuer),
+            audience: text(&self.audience),
+            max_lifetime: self.max_lifetime.nonzero(),
+            require_jti: self.require_jti,
+        }
+    }
+
     /// The JWKS document, read from `jwks_file` when set.
     pub fn jwks(&self) -> Result<Option<String>, String> {
         if self.jwks_file.as_os_str().is_empty() {
@@ -685,22 +821,25 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir: must not be empty".into());
         }
-        if !self.api.secret.is_empty() && self.api.secret.len() < MIN_API_SECRET_LEN {
+        let api_secret = self.api.secret.expose();
+        if !api_secret.is_empty() && api_secret.len() < MIN_API_SECRET_LEN {
             return fail(format!(
                 "api.secret (STREAMGATE_API_SECRET): must be at least {MIN_API_SECRET_LEN} characters, or empty to generate one"
             ));
         }
-        if self.api.secret.trim() != self.api.secret {
+        if api_secret.trim() != api_secret {
             return fail(
                 "api.secret (STREAMGATE_API_SECRET): must not start or end with spaces".into(),
             );
         }
-        if !self.jwt.hs256_secret.is_empty() && self.jwt.hs256_secret.len() < MIN_JWT_SECRET_LEN {
+        if !self.jwt.hs256_secret.is_empty()
+            && self.jwt.hs256_secret.expose().len() < MIN_JWT_SECRET_LEN
+        {
             return fail(format!(
                 "jwt.hs256_secret (STREAMGATE_JWT_HS256_SECRET): must be at least {MIN_JWT_SECRET_LEN} bytes, or empty to generate one"
             ));
         }
-        if self.tokens.max_expiry > 0 && self.tokens.default_expiry > self.tokens.max_expiry {
+        if self.tokens.max_expiry.0 > 0 && self.tokens.default_expiry > self.tokens.max_expiry {
             return fail("tokens.default_expiry: must not exceed tokens.max_expiry".into());
         }
         if let Some(jwks) = self.jwt.jwks().map_err(ConfigError)? {
@@ -713,7 +852,7 @@ impl Config {
         }
         if !self.srt.passphrase.is_empty()
             && !(MIN_SRT_PASSPHRASE_LEN..=MAX_SRT_PASSPHRASE_LEN)
-                .contains(&self.srt.passphrase.len())
+                .contains(&self.srt.passphrase.expose().len())
         {
             return fail(format!(
                 "srt.passphrase (STREAMGATE_SRT_PASSPHRASE): must be {MIN_SRT_PASSPHRASE_LEN} to {MAX_SRT_PASSPHRASE_LEN} bytes, or empty for none"
@@ -725,20 +864,31 @@ impl Config {
                 self.log.level
             ));
         }
+        if self.auth.max_failure_delay_ms < self.auth.failure_delay_ms {
+            return fail(
+                "auth.max_failure_delay_ms: must be at least auth.failure_delay_ms".into(),
+            );
+        }
+        if !self.metrics.token.is_empty() && self.metrics.token.expose().len() < MIN_API_SECRET_LEN
+        {
+            return fail(format!(
+                "metrics.token (STREAMGATE_METRICS_TOKEN): must be at least {MIN_API_SECRET_LEN} characters, or empty for none"
+            ));
+        }
         self.validate_limits()
     }
 
     /// Checks the timeouts and bounds: none may be switched off.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let positive: [(&str, u64); 11] = [
-            ("http.header_timeout", self.http.header_timeout),
-            ("http.body_timeout", self.http.body_timeout),
-            ("http.idle_timeout", self.http.idle_timeout),
-            ("rtmp.handshake_timeout", self.rtmp.handshake_timeout),
-            ("rtmp.grant_timeout", self.rtmp.grant_timeout),
-            ("rtmp.idle_timeout", self.rtmp.idle_timeout),
-            ("webrtc.ws_ping_interval", self.webrtc.ws_ping_interval),
-            ("webrtc.ws_idle_timeout", self.webrtc.ws_idle_timeout),
+            ("http.header_timeout", self.http.header_timeout.0),
+            ("http.body_timeout", self.http.body_timeout.0),
+            ("http.idle_timeout", self.http.idle_timeout.0),
+            ("rtmp.handshake_timeout", self.rtmp.handshake_timeout.0),
+            ("rtmp.grant_timeout", self.rtmp.grant_timeout.0),
+            ("rtmp.idle_timeout", self.rtmp.idle_timeout.0),
+            ("webrtc.ws_ping_interval", self.webrtc.ws_ping_interval.0),
+            ("webrtc.ws_idle_timeout", self.webrtc.ws_idle_timeout.0),
             ("http.max_connections", self.http.max_connections as u64),
             ("rtmp.max_connections", self.rtmp.max_connections as u64),
             ("webrtc.max_pending", self.webrtc.max_pending as u64),
@@ -817,6 +967,26 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_show_in_debug() {
+        let mut c = Config::default();
+        let secrets = [
+            "api-secret-value-0123",
+            "jwt-key-value-0123456789abcdef0123",
+            "srt-pass-phrase",
+            "metrics-scraper-token",
+        ];
+        c.api.secret = ConfigSecret(secrets[0].into());
+        c.jwt.hs256_secret = ConfigSecret(secrets[1].into());
+        c.srt.passphrase = ConfigSecret(secrets[2].into());
+        c.metrics.token = ConfigSecret(secrets[3].into());
+        let text = format!("{c:?} {c:#?}");
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains("<redacted>"));
+    }
+
+    #[test]
     fn every_setting_has_one_row_and_every_row_a_setting() {
         let mut rows: Vec<String> = SETTINGS.iter().map(|s| s.key.to_owned()).collect();
         rows.sort();
@@ -884,7 +1054,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.http.listen, "127.0.0.1:9".parse::<SocketAddr>().unwrap());
         assert!(c.auth.open_publish);
-        assert_eq!(c.rtmp.grant_timeout, 4);
+        assert_eq!(c.rtmp.grant_timeout, Seconds(4));
         let e = load("", &["--http-listen", "nope"]).unwrap_err();
         assert!(e.contains("http.listen (--http-listen)"), "{e}");
         let e = load("", &["--rtmp-grant-timeout", "soon"]).unwrap_err();
@@ -947,7 +1117,7 @@ mod tests {
         assert!(short.validate().unwrap_err().0.contains("srt.passphrase"));
         let mut c = Config::from_toml("[api]\nsecret = \"short\"", p).unwrap();
         assert!(c.validate().unwrap_err().0.contains("api.secret"));
-        c.api.secret = "a".repeat(16);
+        c.api.secret = ConfigSecret("a".repeat(16));
         assert!(c.validate().is_ok());
         let help = command().render_help().to_string();
         assert!(help.contains("STREAMGATE_API_SECRET"));

@@ -15,9 +15,10 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use clap::error::ErrorKind;
-use streamgate_api::{ApiState, Health};
+use streamgate_admission::Admission;
+use streamgate_api::{ApiState, Health, MetricsAccess};
 use streamgate_auth::jwt::JwtVerifier;
-use streamgate_auth::{Auth, AuthConfig, ConnectionGate, SqliteStore};
+use streamgate_auth::{Auth, AuthConfig, ConnectionGate, Secret, SqliteStore};
 use streamgate_relay::Hub;
 use streamgate_rtmp::{RtmpContext, RtmpListener};
 use streamgate_srt::{SrtContext, SrtListener};
@@ -142,7 +143,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let (api_secret, source) = secret_file::resolve(
-        &config.api.secret,
+        config.api.secret.expose(),
         &config.data_dir,
         secret_file::API_SECRET_FILE,
     )
@@ -163,7 +164,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         max_expiry: config.tokens.max_expiry(),
     };
     let (jwt_secret, jwt_source) = secret_file::resolve(
-        &config.jwt.hs256_secret,
+        config.jwt.hs256_secret.expose(),
         &config.data_dir,
         secret_file::JWT_SECRET_FILE,
     )
@@ -172,8 +173,9 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         tracing::info!(path = %p.display(), "signing key for signed tokens generated (mode 0600)");
     }
     let jwks = config.jwt.jwks()?;
-    let verifier =
-        JwtVerifier::new(Some(&jwt_secret), jwks.as_deref()).map_err(|e| e.to_string())?;
+    let verifier = JwtVerifier::new(Some(&jwt_secret), jwks.as_deref())
+        .map_err(|e| e.to_string())?
+        .with_policy(config.jwt.policy());
     let auth = Arc::new(
         Auth::open(Arc::new(store), auth_config)
             .map_err(|e| e.to_string())?
@@ -191,6 +193,12 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     health.expect("srt");
     let hub = Hub::with_limits(config.relay.limits());
     health.add_metrics(Arc::new(metrics::RelayMetrics(hub.clone())));
+    let admission = Arc::new(Admission::new(
+        Arc::clone(&auth),
+        hub.clone(),
+        config.auth.failure_policy(),
+    ));
+    health.add_metrics(Arc::new(metrics::AdmissionMetrics(Arc::clone(&admission))));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(Arc::clone(&auth).run_expiry_sweeper(shutdown.clone()));
 
@@ -198,8 +206,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen for RTMP on {}: {e}", config.rtmp.listen))?;
     let rtmp_ctx = Arc::new(RtmpContext::new(
-        Arc::clone(&auth),
-        hub.clone(),
+        Arc::clone(&admission),
         config.rtmp.session_limits(&config.relay),
     ));
     tracing::info!(
@@ -233,7 +240,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         "SRT listening"
     );
     let srt_ctx = Arc::new(SrtContext {
-        auth: Arc::clone(&auth),
+        admission: Arc::clone(&admission),
         hub: hub.clone(),
         server_passphrase,
     });
@@ -250,10 +257,23 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         auth: Arc::clone(&auth),
         api_secret: Arc::new(api_secret),
         health: health.clone(),
+        failures: Arc::clone(admission.failures()),
+        metrics: MetricsAccess {
+            public: config.metrics.public,
+            token: (!config.metrics.token.is_empty()).then(|| {
+                Arc::new(Secret::from_string(
+                    config.metrics.token.expose().to_owned(),
+                ))
+            }),
+        },
     };
+    if config.metrics.public {
+        tracing::warn!(
+            "metrics.public is on: /metrics (stream names, refusals by source) is open to anyone"
+        );
+    }
     let webrtc_ctx = Arc::new(WebRtcContext::new(
-        Arc::clone(&auth),
-        hub.clone(),
+        Arc::clone(&admission),
         config.webrtc.ice_settings().map_err(|e| e.0)?,
         config.webrtc.limits(),
         shutdown.clone(),
@@ -272,6 +292,26 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         rtmp: rtmp_ctx,
         panics,
     }));
+    if let Some(addr) = config.metrics.listen.0 {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+        tracing::info!(addr = %addr, "metrics listening (no credentials: keep this address private)");
+        let gate = ConnectionGate::new("metrics", 64, 16);
+        spawn_listener(
+            &mut tasks,
+            "metrics",
+            &health,
+            &shutdown,
+            http::serve(
+                listener,
+                streamgate_api::metrics_router(state.clone()),
+                config.http.limits(),
+                gate,
+                shutdown.clone(),
+            ),
+        );
+    }
     let app = streamgate_api::router(state)
         .merge(streamgate_webrtc::router(webrtc_ctx))
         .layer(axum::middleware::from_fn(log_request));

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use streamgate_admission::{Admission, LATENCY_BUCKETS_MICROS};
 use streamgate_api::MetricsSource;
 use streamgate_auth::ConnectionGate;
 use streamgate_relay::Hub;
@@ -127,5 +128,53 @@ impl MetricsSource for ListenerMetrics {
         );
         let _ = writeln!(out, "# TYPE streamgate_panics_total counter");
         let _ = writeln!(out, "streamgate_panics_total {}", self.panics.get());
+    }
+}
+
+/// Reports the admission path: refusals, admissions, ended sessions and latency.
+#[derive(Debug)]
+pub struct AdmissionMetrics(pub Arc<Admission>);
+
+impl MetricsSource for AdmissionMetrics {
+    fn write_metrics(&self, out: &mut String) {
+        let stats = self.0.stats();
+        let _ = writeln!(out, "# HELP streamgate_refusals_total Publish and play requests refused, by protocol and reason.");
+        let _ = writeln!(out, "# TYPE streamgate_refusals_total counter");
+        for (protocol, reason, n) in stats.refusals() {
+            let _ = writeln!(
+                out,
+                "streamgate_refusals_total{{protocol=\"{protocol}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP streamgate_admissions_total Sessions admitted, by protocol and action."
+        );
+        let _ = writeln!(out, "# TYPE streamgate_admissions_total counter");
+        for (protocol, action, n) in stats.admissions() {
+            let _ = writeln!(
+                out,
+                "streamgate_admissions_total{{protocol=\"{protocol}\",action=\"{action}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP streamgate_sessions_ended_total Admitted sessions ended, by protocol, action and reason.");
+        let _ = writeln!(out, "# TYPE streamgate_sessions_ended_total counter");
+        for (protocol, action, reason, n) in stats.ends() {
+            let _ = writeln!(
+                out,
+                "streamgate_sessions_ended_total{{protocol=\"{protocol}\",action=\"{action}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        let (buckets, count, sum_micros) = stats.latency();
+        let name = "streamgate_admission_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time to decide a publish or play and attach it to the relay (without a failure's delay).");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, n) in LATENCY_BUCKETS_MICROS.iter().zip(&buckets) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", sum_micros as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
     }
 }

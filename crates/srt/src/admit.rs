@@ -5,11 +5,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use srt_protocol::packet::RejectReason;
 use srt_tokio::ConnectionRequest;
-use streamgate_auth::{AccessRequest, Action, Grant, Protocol, StreamName};
+use streamgate_admission::{AdmitRequest, Admitted, EndReason};
+use streamgate_auth::{Action, Grant, Protocol, StreamName};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -59,26 +60,24 @@ pub async fn handle_request(
         Mode::Publish => Action::Publish,
         Mode::Request => Action::Play,
     };
-    let decision = ctx.auth.authorize(
-        &AccessRequest {
-            action,
-            stream: &target.stream,
-            token: target.token.as_deref(),
-            peer_ip: peer.ip(),
-            origin: None,
-            referer: None,
-            user_agent: None,
-            protocol: Protocol::Srt,
-        },
-        SystemTime::now(),
+    let admit = AdmitRequest::new(
+        Protocol::Srt,
+        action,
+        target.stream.clone(),
+        target.token.clone(),
+        peer.ip(),
     );
-    let grant = match decision {
-        Ok(g) => g,
+    // The admission logs and counts a refusal, and delays a failed authentication.
+    let admitted = match ctx.admission.admit(admit).await {
+        Ok(a) => a,
         Err(d) => {
-            tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = d.code(), "srt request refused");
             refuse(request, denial_reason(d), peer).await;
             return;
         }
+    };
+    let grant = match &admitted {
+        Admitted::Publish(p) => p.grant(),
+        Admitted::Play(p) => p.grant(),
     };
     // A publish token's own passphrase wins over the server-wide one.
     let required = match action {
@@ -116,40 +115,27 @@ pub async fn handle_request(
         }
     };
     let encrypted = keys.is_some();
-    match action {
-        Action::Publish => {
-            let publisher = match ctx.hub.publish(target.stream.as_str()) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::info!(peer = %peer, stream = %target.stream, error = %e, reason = "stream_in_use", "srt request refused");
-                    refuse(
-                        request,
-                        denial_reason(streamgate_auth::Denial::StreamInUse),
-                        peer,
-                    )
-                    .await;
-                    return;
-                }
-            };
+    match admitted {
+        Admitted::Publish(mut session) => {
             let Some(socket) = accept(request, keys, &target.stream, peer).await else {
                 return;
             };
-            log_start("publish", peer, &target.stream, &grant, encrypted);
-            let reason = publish(socket, &grant, publisher, &shutdown).await;
-            log_end("publish", peer, &target.stream, &reason);
+            log_start("publish", peer, &target.stream, session.grant(), encrypted);
+            let close = publish(socket, &session, &shutdown).await;
+            let reason = session.set_end_reason(close.end_reason());
+            log_end("publish", peer, &target.stream, &close, reason);
         }
-        Action::Play => {
-            let subscriber = ctx.hub.subscribe(target.stream.as_str());
+        Admitted::Play(mut session) => {
             let feed = feeds.get(target.stream.as_str());
             let Some(socket) = accept(request, keys, &target.stream, peer).await else {
                 return;
             };
-            log_start("play", peer, &target.stream, &grant, encrypted);
-            let reason = play(socket, &grant, subscriber, feed, &shutdown).await;
-            log_end("play", peer, &target.stream, &reason);
+            log_start("play", peer, &target.stream, session.grant(), encrypted);
+            let close = play(socket, &mut session, feed, &shutdown).await;
+            let reason = session.set_end_reason(close.end_reason());
+            log_end("play", peer, &target.stream, &close, reason);
         }
     }
-    drop(grant);
     drop(permit);
 }
 
@@ -187,6 +173,12 @@ fn log_start(what: &str, peer: SocketAddr, stream: &StreamName, grant: &Grant, e
     tracing::info!(peer = %peer, stream = %stream, token = ?grant.token_id(), encrypted, "srt {what} started");
 }
 
-fn log_end(what: &str, peer: SocketAddr, stream: &StreamName, reason: &crate::session::Close) {
-    tracing::info!(peer = %peer, stream = %stream, reason = ?reason, "srt {what} ended");
+fn log_end(
+    what: &str,
+    peer: SocketAddr,
+    stream: &StreamName,
+    close: &crate::session::Close,
+    reason: EndReason,
+) {
+    tracing::info!(peer = %peer, stream = %stream, close = ?close, reason = reason.code(), "srt {what} ended: {reason}");
 }

@@ -29,7 +29,7 @@ pub mod streamid;
 
 use std::sync::Arc;
 
-use streamgate_auth::Auth;
+use streamgate_admission::Admission;
 use streamgate_relay::Hub;
 
 pub use listener::{SrtListener, MAX_CONNECTIONS, SEND_BUFFER_BYTES};
@@ -37,8 +37,8 @@ pub use listener::{SrtListener, MAX_CONNECTIONS, SEND_BUFFER_BYTES};
 /// What every SRT connection needs.
 #[derive(Clone)]
 pub struct SrtContext {
-    /// The auth service.
-    pub auth: Arc<Auth>,
+    /// The admission path (the auth decision and the relay attachment).
+    pub admission: Arc<Admission>,
     /// The relay.
     pub hub: Hub,
     /// The passphrase every connection must use, unless a publish token sets its own; `None`

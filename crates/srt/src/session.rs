@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
 use srt_tokio::SrtSocket;
-use streamgate_auth::Grant;
+use streamgate_admission::{EndReason, PlaySession, PublishSession};
 use streamgate_media::ts::{TsDemuxer, TsEvent, PACKET_LEN};
 use streamgate_media::Codec;
-use streamgate_relay::{Event, Publisher, SharedConfig, Subscriber, WireFormat};
+use streamgate_relay::{Event, SharedConfig, WireFormat};
 use tokio_util::sync::CancellationToken;
 
 use crate::feeds::Feed;
@@ -47,16 +47,33 @@ pub enum Close {
     Io(std::io::Error),
 }
 
+impl Close {
+    /// What the admission path records for this close.
+    pub fn end_reason(&self) -> EndReason {
+        match self {
+            Close::PeerClosed => EndReason::ClientClosed,
+            // The registry's reason, if it ended the session, stands over this one.
+            Close::Revoked => EndReason::ClientClosed,
+            Close::Shutdown => EndReason::Shutdown,
+            Close::Idle => EndReason::Idle,
+            Close::StreamEnded => EndReason::StreamEnded,
+            Close::Stalled => EndReason::Stalled,
+            Close::VideoNotCarried(_) => EndReason::Unsupported,
+            Close::Io(_) => EndReason::ConnectionError,
+        }
+    }
+}
+
 /// Reads a publisher's transport stream into the relay until the connection ends.
 pub async fn publish(
     mut socket: SrtSocket,
-    grant: &Grant,
-    publisher: Publisher,
+    session: &PublishSession,
     shutdown: &CancellationToken,
 ) -> Close {
     let mut demux = TsDemuxer::new();
     let mut events = Vec::new();
-    let revoked = grant.cancellation();
+    let revoked = session.end_signal().token();
+    let publisher = session.publisher();
     let reason = loop {
         let item = tokio::select! {
             _ = revoked.cancelled() => break Close::Revoked,
@@ -88,7 +105,6 @@ pub async fn publish(
             "srt publish input had gaps"
         );
     }
-    drop(publisher);
     close(socket).await;
     reason
 }
@@ -96,12 +112,15 @@ pub async fn publish(
 /// Writes the relay's frames to a viewer until the stream ends or the connection does.
 pub async fn play(
     mut socket: SrtSocket,
-    grant: &Grant,
-    mut subscriber: Subscriber,
+    session: &mut PlaySession,
     feed: Arc<Feed>,
     shutdown: &CancellationToken,
 ) -> Close {
-    let revoked = grant.cancellation();
+    let revoked = session.end_signal().token();
+    let Some(subscriber) = session.subscriber_mut() else {
+        close(socket).await;
+        return Close::PeerClosed;
+    };
     let mut config: Option<Arc<SharedConfig>> = None;
     let reason = loop {
         let event = tokio::select! {
@@ -135,7 +154,6 @@ pub async fn play(
             Event::Ended => break Close::StreamEnded,
         }
     };
-    drop(subscriber);
     close(socket).await;
     reason
 }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use streamgate_auth::Auth;
+use streamgate_admission::Admission;
 use streamgate_relay::Hub;
 use tokio_util::sync::CancellationToken;
 
@@ -57,8 +57,8 @@ pub use viewers::WebRtcReaders;
 /// What every WebRTC session needs.
 #[derive(Debug)]
 pub struct WebRtcContext {
-    /// The auth service.
-    pub auth: Arc<Auth>,
+    /// The admission path (the auth decision and the relay attachment).
+    pub admission: Arc<Admission>,
     /// The relay.
     pub hub: Hub,
     /// ICE settings for every peer connection.
@@ -81,15 +81,14 @@ pub struct WebRtcContext {
 impl WebRtcContext {
     /// A context with an empty keyframe board.
     pub fn new(
-        auth: Arc<Auth>,
-        hub: Hub,
+        admission: Arc<Admission>,
         ice: IceSettings,
         limits: WebRtcLimits,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            auth,
-            hub,
+            hub: admission.hub().clone(),
+            admission,
             ice,
             limits,
             counts: limits::Counts::new(&limits),

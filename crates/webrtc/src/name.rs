@@ -1,7 +1,7 @@
 //! From a WebSocket `streamId` (and the endpoint's path) to a [`StreamName`], and from a
 //! [`Denial`] to the `error` definition a browser is sent.
 
-use streamgate_auth::{Denial, StreamName};
+use streamgate_auth::{Denial, Revocation, StreamName};
 
 use crate::message::Definition;
 
@@ -25,6 +25,28 @@ pub fn denial_definition(denial: Denial) -> Definition {
         Denial::StreamInUse => Definition::StreamIdInUse,
         Denial::StreamNotLive => Definition::NoStreamExist,
         _ => Definition::UnauthorizedAccess,
+    }
+}
+
+/// The `reason` of the `publish_finished` or `play_finished` that tells a browser the server
+/// ended its session.
+pub fn revocation_reason(r: Revocation) -> &'static str {
+    match r {
+        Revocation::Deleted => "token deleted",
+        Revocation::Disabled => "token disabled",
+        Revocation::Rotated => "token rotated",
+        Revocation::Expired => "token expired",
+        Revocation::JtiRevoked => "token revoked",
+        Revocation::NotAllowed(d) => match d {
+            Denial::StreamNotAllowed => "token changed: this stream is no longer allowed",
+            Denial::IpNotAllowed => "token changed: this address is no longer allowed",
+            Denial::OriginNotAllowed => "token changed: this origin is no longer allowed",
+            Denial::RefererNotAllowed => "token changed: this referer is no longer allowed",
+            Denial::UserAgentNotAllowed => "token changed: this user agent is no longer allowed",
+            _ => "token changed: no longer allowed",
+        },
+        Revocation::PublisherEnded => "the publish that admitted this viewer ended",
+        Revocation::NowProtected => "the stream now requires a subscribe token",
     }
 }
 

@@ -7,12 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use streamgate_auth::{Grant, StreamName};
+use streamgate_admission::{EndReason, PlaySession};
+use streamgate_auth::StreamName;
 use streamgate_media::{ms_to_ticks, Codec, StreamConfig, TrackKind, CLOCK_HZ};
 use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat};
 use tokio::sync::mpsc;
 
 use crate::message::{Definition, Reply, SdpKind};
+use crate::name::revocation_reason;
 use crate::opus_feed::OpusFeed;
 use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
 use crate::pace::{Lane, Pacer, Pushed};
@@ -54,18 +56,20 @@ type End = Option<(Definition, Option<&'static str>)>;
 /// Runs a play session until it ends. The grant is held for the session's life.
 pub(crate) async fn run(
     ctx: Arc<WebRtcContext>,
-    grant: Grant,
+    mut session: PlaySession,
     name: StreamName,
     stream_id: String,
     out: Outbox,
     mut control: mpsc::Receiver<Control>,
 ) {
-    let mut sub = ctx.hub.subscribe(name.as_str());
+    let Some(mut sub) = session.take_subscriber() else {
+        return;
+    };
     let reader = ctx.readers.enter(name.as_str());
-    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC play admitted");
+    tracing::info!(stream = %name, session = session.grant().session_id(), "WebRTC play admitted");
     let end = play(
         &ctx,
-        &grant,
+        &session,
         &name,
         &stream_id,
         &out,
@@ -77,16 +81,26 @@ pub(crate) async fn run(
         out.text(Reply::notification(definition, &stream_id, reason))
             .await;
     }
-    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC play ended");
     drop(sub);
     drop(reader);
-    drop(grant);
+    let reason = session.set_end_reason(ended_by(end));
+    tracing::info!(stream = %name, session = session.grant().session_id(), reason = reason.code(), "WebRTC play ended: {reason}");
+}
+
+/// What the admission path records for a play that ended with `end`.
+fn ended_by(end: End) -> EndReason {
+    match end {
+        Some((_, Some("connection lost"))) => EndReason::ConnectionError,
+        Some((_, Some("stream ended"))) => EndReason::StreamEnded,
+        Some((_, Some(BFRAMES_REASON))) => EndReason::Unsupported,
+        _ => EndReason::ClientClosed,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn play(
     ctx: &WebRtcContext,
-    grant: &Grant,
+    session: &PlaySession,
     name: &StreamName,
     stream_id: &str,
     out: &Outbox,
@@ -105,7 +119,7 @@ async fn play(
     // Wait for the stream's configuration.
     let mut config = loop {
         tokio::select! {
-            () = grant.cancelled() => return Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
+            r = session.revoked() => return Some((Definition::PlayFinished, Some(revocation_reason(r)))),
             c = control.recv() => match c {
                 None => return None,
                 Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
@@ -126,7 +140,7 @@ async fn play(
     while !(video.is_some() && (audio || aac >= AAC_FRAMES_BEFORE_TRANSCODE)) {
         tokio::select! {
             () = &mut probe_end => break,
-            () = grant.cancelled() => return Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
+            r = session.revoked() => return Some((Definition::PlayFinished, Some(revocation_reason(r)))),
             c = control.recv() => match c {
                 None => return None,
                 Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
@@ -198,7 +212,7 @@ async fn play(
     let end = loop {
         let due = sender.next_due();
         tokio::select! {
-            () = grant.cancelled() => break Some((Definition::PlayFinished, Some("token revoked, disabled or expired"))),
+            r = session.revoked() => break Some((Definition::PlayFinished, Some(revocation_reason(r)))),
             c = control.recv() => match c {
                 None => break None,
                 Some(Control::Stop) => break Some((Definition::PlayFinished, None)),

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamgate_auth::{Grant, StreamName};
+use streamgate_admission::{EndReason, PublishSession};
+use streamgate_auth::StreamName;
 use streamgate_media::{ms_to_ticks, Codec, Frame};
 use streamgate_relay::{Hub, Publisher};
 use streamgate_transcode::OpusToAac;
@@ -14,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::inbound::Reassembler;
 use crate::keyframe::KeyframeBoard;
 use crate::message::{Definition, Reply, SdpKind};
+use crate::name::revocation_reason;
 use crate::peer::{Connection, IncomingTrack, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
 use crate::viewers::WebRtcReaders;
@@ -22,20 +24,13 @@ use crate::WebRtcContext;
 /// Runs a publish session until it ends. The grant is held for the session's life.
 pub(crate) async fn run(
     ctx: Arc<WebRtcContext>,
-    grant: Grant,
+    mut session: PublishSession,
     name: StreamName,
     stream_id: String,
     out: Outbox,
     mut control: mpsc::Receiver<Control>,
 ) {
-    let publisher = match ctx.hub.publish(name.as_str()) {
-        Ok(p) => Arc::new(p),
-        Err(_) => {
-            out.text(Reply::error(Definition::StreamIdInUse, Some(&stream_id)))
-                .await;
-            return;
-        }
-    };
+    let publisher = Arc::clone(session.publisher());
     // A place among the peer connections negotiating at once, until this one connects.
     let Some(negotiating) = ctx.counts.negotiate() else {
         tracing::warn!(stream = %name, "WebRTC publish refused: too many negotiations at once");
@@ -56,7 +51,7 @@ pub(crate) async fn run(
     };
     let keyframe_slot = ctx.keyframes.register(name.as_str());
     out.text(Reply::start(&stream_id)).await;
-    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC publish admitted");
+    tracing::info!(stream = %name, session = session.grant().session_id(), "WebRTC publish admitted");
 
     let started = Instant::now();
     let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
@@ -65,8 +60,8 @@ pub(crate) async fn run(
     let mut readers = JoinSet::new();
     let end: Option<(Definition, Option<&str>)> = loop {
         tokio::select! {
-            () = grant.cancelled() => {
-                break Some((Definition::PublishFinished, Some("token revoked, disabled or expired")));
+            r = session.revoked() => {
+                break Some((Definition::PublishFinished, Some(revocation_reason(r))));
             }
             c = control.recv() => match c {
                 None => break None,
@@ -132,9 +127,18 @@ pub(crate) async fn run(
     peer.close().await;
     readers.shutdown().await;
     drop(keyframe_slot);
+    // The readers are gone: this was the last clone but the session's own.
     drop(publisher);
-    tracing::info!(stream = %name, session = grant.session_id(), "WebRTC publish ended");
-    drop(grant);
+    let reason = session.set_end_reason(ended_by(end));
+    tracing::info!(stream = %name, session = session.grant().session_id(), reason = reason.code(), "WebRTC publish ended: {reason}");
+}
+
+/// What the admission path records for a publish that ended with `end`.
+fn ended_by(end: Option<(Definition, Option<&str>)>) -> EndReason {
+    match end {
+        Some((_, Some("connection lost"))) => EndReason::ConnectionError,
+        _ => EndReason::ClientClosed,
+    }
 }
 
 /// Reads one incoming track into the relay until it ends. Spawned: in the WebRTC stack's

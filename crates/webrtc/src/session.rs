@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::message::SdpKind;
 
@@ -16,8 +17,9 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// on that one browser's socket).
 pub const CONTROL_CAPACITY: usize = 32;
 
-/// Capacity of a socket's outgoing message queue. Sessions wait when it is full
-/// (back-pressure: signaling messages are few and small).
+/// Capacity of a socket's outgoing message queue. Nobody waits on it: a browser that lets
+/// it fill (it does not read what the server writes) has its socket closed, so that a
+/// session never blocks on a client and always sees its revocation at once.
 pub const OUTBOX_CAPACITY: usize = 64;
 
 /// What the socket loop tells a session.
@@ -49,13 +51,38 @@ pub enum Outgoing {
     Ping,
 }
 
-/// The sending side of a socket's queue.
+/// The sending side of a socket's queue; see [`OUTBOX_CAPACITY`].
 #[derive(Debug, Clone)]
-pub struct Outbox(pub mpsc::Sender<Outgoing>);
+pub struct Outbox {
+    queue: mpsc::Sender<Outgoing>,
+    /// Fired when the queue overflowed: the socket loop closes the socket.
+    overflow: CancellationToken,
+}
 
 impl Outbox {
-    /// Queues a text message; dropped if the socket is gone.
+    /// An outbox over `queue`.
+    pub fn new(queue: mpsc::Sender<Outgoing>) -> Self {
+        Self {
+            queue,
+            overflow: CancellationToken::new(),
+        }
+    }
+
+    /// Queues a text message without waiting; dropped if the socket is gone. A full queue
+    /// fires [`Outbox::overflowed`]. Async only so that callers read as before.
     pub async fn text(&self, text: String) {
-        let _ = self.0.send(Outgoing::Text(text)).await;
+        self.send(Outgoing::Text(text));
+    }
+
+    /// Queues a message without waiting (see [`Outbox::text`]).
+    pub fn send(&self, message: Outgoing) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(message) {
+            self.overflow.cancel();
+        }
+    }
+
+    /// Resolves once the queue has overflowed.
+    pub async fn overflowed(&self) {
+        self.overflow.cancelled().await
     }
 }

@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use streamgate_auth::{AccessRequest, Action, Protocol};
+use streamgate_admission::{AdmitRequest, Admitted};
+use streamgate_auth::{Action, Protocol};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -105,7 +106,7 @@ struct SessionHandle {
 async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
-    let out = Outbox(tx);
+    let out = Outbox::new(tx);
     // A browser that takes nothing we write for the idle timeout is gone as well: the
     // writer gives up, and the socket closes.
     let write_timeout = ctx.limits.ws_idle_timeout;
@@ -147,16 +148,21 @@ async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
             m = stream.next() => m,
             () = ctx.shutdown.cancelled() => break,
             _ = ping.tick() => {
-                let _ = out.0.try_send(Outgoing::Ping);
+                out.send(Outgoing::Ping);
                 continue;
             }
             _ = &mut writer, if !writer_done => {
                 writer_done = true;
                 break;
             }
+            () = out.overflowed() => {
+                tracing::info!(peer = %client.ip, "WebSocket closed: the client does not read what the server writes");
+                writer.abort();
+                break;
+            }
             () = tokio::time::sleep_until(idle_at) => {
                 tracing::info!(peer = %client.ip, "WebSocket closed: nothing received for {:?}", ctx.limits.ws_idle_timeout);
-                let _ = out.0.try_send(Outgoing::Close(CLOSE_IDLE, "idle timeout"));
+                out.send(Outgoing::Close(CLOSE_IDLE, "idle timeout"));
                 break;
             }
         };
@@ -177,10 +183,7 @@ async fn run(ctx: Arc<WebRtcContext>, client: Client, socket: WebSocket) {
             Err(MessageError::TooLarge) => {
                 out.text(Reply::error(Definition::MessageTooLarge, None))
                     .await;
-                let _ = out
-                    .0
-                    .send(Outgoing::Close(CLOSE_TOO_BIG, "message too large"))
-                    .await;
+                out.send(Outgoing::Close(CLOSE_TOO_BIG, "message too large"));
                 break;
             }
             Err(e) => {
@@ -323,25 +326,21 @@ async fn admit(
             return;
         }
     };
-    let request = AccessRequest {
-        action,
-        stream: &name,
-        token: token.as_deref(),
-        peer_ip: client.ip,
-        origin: client.origin.as_deref(),
-        referer: client.referer.as_deref(),
-        user_agent: client.user_agent.as_deref(),
-        protocol: Protocol::WebRtc,
-    };
+    let request = AdmitRequest::new(Protocol::WebRtc, action, name.clone(), token, client.ip)
+        .with_headers(
+            client.origin.clone(),
+            client.referer.clone(),
+            client.user_agent.clone(),
+        );
     let Ok(pass) = ctx.counts.peers.try_enter(client.ip) else {
         out.text(Reply::error(Definition::TooManySessions, Some(&stream_id)))
             .await;
         return;
     };
-    let grant = match ctx.auth.authorize(&request, SystemTime::now()) {
-        Ok(g) => g,
+    // The admission logs and counts a refusal, and delays a failed authentication.
+    let admitted = match ctx.admission.admit(request).await {
+        Ok(a) => a,
         Err(denial) => {
-            tracing::info!(stream = %name, ?action, reason = denial.code(), "WebRTC request refused");
             out.text(Reply::error(denial_definition(denial), Some(&stream_id)))
                 .await;
             return;
@@ -350,13 +349,13 @@ async fn admit(
     let (control, rx) = mpsc::channel(CONTROL_CAPACITY);
     let (ctx, sid, out) = (Arc::clone(ctx), stream_id.clone(), out.clone());
     // The session holds its place among the address's sessions for its whole life.
-    let task = match action {
-        Action::Publish => tokio::spawn(async move {
-            publish::run(ctx, grant, name, sid, out, rx).await;
+    let task = match admitted {
+        Admitted::Publish(session) => tokio::spawn(async move {
+            publish::run(ctx, session, name, sid, out, rx).await;
             drop(pass);
         }),
-        Action::Play => tokio::spawn(async move {
-            play::run(ctx, grant, name, sid, out, rx).await;
+        Admitted::Play(session) => tokio::spawn(async move {
+            play::run(ctx, session, name, sid, out, rx).await;
             drop(pass);
         }),
     };

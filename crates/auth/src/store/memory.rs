@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use super::{NewToken, StoreError, TokenStore};
+use super::{NewToken, StoreError, TokenStore, TokenUpdate};
 use crate::token::{TokenId, TokenRecord, UnixMillis};
 
 /// Keeps tokens in memory only; everything is lost with the process.
@@ -42,13 +42,17 @@ impl TokenStore for MemoryStore {
         Ok(id)
     }
 
-    fn update(&self, record: &TokenRecord) -> Result<bool, StoreError> {
-        Ok(self
-            .rows()
-            .1
-            .get_mut(&record.id)
-            .map(|r| *r = record.clone())
-            .is_some())
+    fn update(&self, change: &TokenUpdate) -> Result<bool, StoreError> {
+        let mut rows = self.rows();
+        let Some(r) = rows.1.get_mut(&change.id) else {
+            return Ok(false);
+        };
+        if let Some(h) = change.secret_hash {
+            r.secret_hash = h;
+        }
+        r.spec = change.spec.clone();
+        change.bound_ips.apply(&mut r.bound_ips);
+        Ok(true)
     }
 
     fn delete(&self, id: TokenId) -> Result<bool, StoreError> {

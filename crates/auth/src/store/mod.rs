@@ -26,6 +26,39 @@ pub struct NewToken {
     pub added_on: UnixMillis,
 }
 
+/// A change to a stored token, as [`TokenStore::update`] applies it: only what the change
+/// touches. The use count is never part of it (grants alone change it).
+#[derive(Debug, Clone)]
+pub struct TokenUpdate {
+    /// The token.
+    pub id: TokenId,
+    /// The new secret's hash, when it was rotated.
+    pub secret_hash: Option<SecretHash>,
+    /// The new policy.
+    pub spec: TokenSpec,
+    /// What happens to the IPs bound through `bindIpsOnUsage`.
+    pub bound_ips: BoundIps,
+}
+
+/// What an update does to a token's bound IPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundIps {
+    /// `bindIpsOnUsage` is off: none are kept.
+    Clear,
+    /// The first N are kept.
+    Truncate(u32),
+}
+
+impl BoundIps {
+    /// Applies the change to a list of bound IPs.
+    pub fn apply(self, ips: &mut Vec<IpAddr>) {
+        match self {
+            Self::Clear => ips.clear(),
+            Self::Truncate(n) => ips.truncate(usize::try_from(n).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,8 +95,8 @@ pub trait TokenStore: Send + Sync + 'static {
     fn load(&self) -> Result<Vec<TokenRecord>, StoreError>;
     /// Inserts a token and returns its new id.
     fn insert(&self, token: NewToken) -> Result<TokenId, StoreError>;
-    /// Replaces a token's secret hash, policy and usage; false if it does not exist.
-    fn update(&self, record: &TokenRecord) -> Result<bool, StoreError>;
+    /// Applies a change to a token in one transaction; false if it does not exist.
+    fn update(&self, change: &TokenUpdate) -> Result<bool, StoreError>;
     /// Deletes a token; false if it did not exist.
     fn delete(&self, id: TokenId) -> Result<bool, StoreError>;
     /// Records a token's use count and bound IPs after a grant.

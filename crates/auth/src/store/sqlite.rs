@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{NewToken, StoreError, TokenStore};
+use super::{NewToken, StoreError, TokenStore, TokenUpdate};
 use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec};
 use crate::SecretHash;
 
@@ -37,7 +37,7 @@ const MIGRATIONS: &[&str] = &[
 
 enum Op {
     Insert(Box<NewToken>),
-    Update(Box<TokenRecord>),
+    Update(Box<TokenUpdate>),
     Delete(TokenId),
     Usage(TokenId, u32, Vec<IpAddr>),
     RevokeJti(String, Option<i64>),
@@ -173,11 +173,37 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<Done> {
             )?;
             Ok(Done::Id(TokenId(conn.last_insert_rowid())))
         }
-        Op::Update(r) => {
-            let n = conn.execute(
-                "UPDATE tokens SET secret_hash = ?2, spec = ?3, uses = ?4, bound_ips = ?5 WHERE id = ?1",
-                params![r.id.0, &r.secret_hash.0[..], json(&r.spec)?, r.uses, json(&r.bound_ips)?],
-            )?;
+        Op::Update(u) => {
+            // Runs inside the writer's transaction: the bound IPs are read and written back
+            // in the same one, and the use count is not touched.
+            let bound: Option<String> = conn
+                .query_row(
+                    "SELECT bound_ips FROM tokens WHERE id = ?1",
+                    params![u.id.0],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(bound) = bound else {
+                return Ok(Done::Changed(false));
+            };
+            let mut ips: Vec<IpAddr> = serde_json::from_str(&bound).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            u.bound_ips.apply(&mut ips);
+            let n = match &u.secret_hash {
+                Some(h) => conn.execute(
+                    "UPDATE tokens SET secret_hash = ?2, spec = ?3, bound_ips = ?4 WHERE id = ?1",
+                    params![u.id.0, &h.0[..], json(&u.spec)?, json(&ips)?],
+                )?,
+                None => conn.execute(
+                    "UPDATE tokens SET spec = ?2, bound_ips = ?3 WHERE id = ?1",
+                    params![u.id.0, json(&u.spec)?, json(&ips)?],
+                )?,
+            };
             Ok(Done::Changed(n > 0))
         }
         Op::Delete(id) => {
@@ -253,8 +279,8 @@ impl TokenStore for SqliteStore {
         }
     }
 
-    fn update(&self, record: &TokenRecord) -> Result<bool, StoreError> {
-        changed(self.run(Op::Update(Box::new(record.clone())))?)
+    fn update(&self, change: &TokenUpdate) -> Result<bool, StoreError> {
+        changed(self.run(Op::Update(Box::new(change.clone())))?)
     }
 
     fn delete(&self, id: TokenId) -> Result<bool, StoreError> {

@@ -15,7 +15,8 @@ use rml_rtmp::sessions::{
     PublishRequestType, StreamMetadata,
 };
 use rml_rtmp::time::RtmpTimestamp;
-use streamgate_auth::{Auth, AuthConfig, MemoryStore, TokenKind};
+use streamgate_admission::Admission;
+use streamgate_auth::{Auth, AuthConfig, FailurePolicy, MemoryStore, TokenKind};
 use streamgate_relay::{Event, Hub, Subscriber};
 
 use super::*;
@@ -32,9 +33,9 @@ fn peer() -> SocketAddr {
 
 fn context(config: AuthConfig) -> Arc<RtmpContext> {
     let auth = Auth::open(Arc::new(MemoryStore::default()), config).unwrap();
+    let admission = Admission::new(Arc::new(auth), Hub::new(), FailurePolicy::default());
     Arc::new(RtmpContext::new(
-        Arc::new(auth),
-        Hub::new(),
+        Arc::new(admission),
         SessionLimits::default(),
     ))
 }
@@ -42,7 +43,8 @@ fn context(config: AuthConfig) -> Arc<RtmpContext> {
 fn publish_token(ctx: &RtmpContext) -> String {
     let spec = serde_json::from_value(serde_json::json!({"label": "cam"})).unwrap();
     let (_, secret) = ctx
-        .auth
+        .admission
+        .auth()
         .create(TokenKind::Publish, spec, SystemTime::now())
         .unwrap();
     secret.expose().to_owned()
@@ -50,6 +52,7 @@ fn publish_token(ctx: &RtmpContext) -> String {
 
 /// A client session talking to a server session, with the time under the test's control.
 struct Pair {
+    ctx: Arc<RtmpContext>,
     server: Session,
     client: ClientSession,
     now: Instant,
@@ -61,7 +64,7 @@ impl Pair {
     /// Handshaken, with the client session's opening messages sent.
     fn new(ctx: &Arc<RtmpContext>) -> Self {
         let now = Instant::now();
-        let mut server = Session::new(Arc::clone(ctx), peer(), now);
+        let mut server = Session::new(ctx, peer(), now);
         let mut hs = Handshake::new(PeerType::Client);
         server
             .receive(&hs.generate_outbound_p0_and_p1().unwrap(), now)
@@ -76,6 +79,7 @@ impl Pair {
         server.receive(&response_bytes, now).unwrap();
         let (client, initial) = ClientSession::new(ClientSessionConfig::new()).unwrap();
         let mut pair = Self {
+            ctx: Arc::clone(ctx),
             server,
             client,
             now,
@@ -107,9 +111,18 @@ impl Pair {
     /// Feeds bytes to the server and its answers to the client; the first error of the
     /// server on the way (the client's answers included).
     fn send_raw(&mut self, bytes: &[u8]) -> Result<(), Close> {
-        let result = self.server.receive(bytes, self.now);
+        let mut result = self.server.receive(bytes, self.now);
         while let Some(a) = self.server.poll_action() {
-            self.actions.push(a);
+            match a {
+                // Decided at once, as the socket task does after the admission's wait.
+                Action::Admit(request) => {
+                    let decision = self.ctx.admission.admit_now(&request);
+                    if result.is_ok() {
+                        result = self.server.admitted(decision, self.now);
+                    }
+                }
+                a => self.actions.push(a),
+            }
         }
         let delivered = self.deliver();
         result.and(delivered)
@@ -409,7 +422,7 @@ fn trickled_bytes_do_not_move_the_grant_deadline() {
 fn the_handshake_has_its_own_deadline() {
     let ctx = context(AuthConfig::default());
     let now = Instant::now();
-    let mut server = Session::new(Arc::clone(&ctx), peer(), now);
+    let mut server = Session::new(&ctx, peer(), now);
     server.receive(&[3; 100], now).unwrap();
     let t = server.timeout().unwrap();
     assert_eq!(t, now + SessionLimits::default().handshake_timeout);
