@@ -303,4 +303,14 @@ impl Server {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0.0)
     }
+
+    /// The sum of every `/metrics` line that starts with `prefix` (a series and the first of
+    /// its labels, say): 0 when none does.
+    pub fn metric_sum(&self, prefix: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+            .sum()
+    }
 }

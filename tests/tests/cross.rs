@@ -229,9 +229,9 @@ fn rtmp_and_srt_viewers_of_a_vp8_browser_publish_are_refused_with_a_reason_webrt
     // A viewer with a subscribe token waits for the stream before any VP8 frame exists.
     let mut early = srt_viewer("early", &format!("{stream},token={sub},mode=request"));
     assert!(
-        wait_until(Duration::from_secs(10), || !s
-            .log_lines_with("srt play started")
-            .is_empty()),
+        wait_until(Duration::from_secs(10), || s.metric(
+            "streamgate_admissions_total{protocol=\"srt\",action=\"play\"}"
+        ) >= 1.0),
         "the waiting SRT viewer was not admitted"
     );
     let mut b = Browser::launch();

@@ -53,6 +53,24 @@ pub enum Admitted {
     Play(PlaySession),
 }
 
+impl Admitted {
+    /// The grant of either kind.
+    pub fn grant(&self) -> &streamgate_auth::Grant {
+        match self {
+            Self::Publish(p) => p.grant(),
+            Self::Play(p) => p.grant(),
+        }
+    }
+
+    /// Records why the session ends (see [`PublishSession::set_end_reason`]).
+    pub fn set_end_reason(&mut self, reason: EndReason) -> EndReason {
+        match self {
+            Self::Publish(p) => p.set_end_reason(reason),
+            Self::Play(p) => p.set_end_reason(reason),
+        }
+    }
+}
+
 impl Admission {
     /// The admission path over `auth` and `hub`, delaying failures under `policy`.
     pub fn new(auth: Arc<Auth>, hub: Hub, policy: FailurePolicy) -> Self {

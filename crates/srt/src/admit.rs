@@ -68,20 +68,19 @@ pub async fn handle_request(
         peer.ip(),
     );
     // The admission logs and counts a refusal, and delays a failed authentication.
-    let admitted = match ctx.admission.admit(admit).await {
+    let mut admitted = match ctx.admission.admit(admit).await {
         Ok(a) => a,
         Err(d) => {
             refuse(request, denial_reason(d), peer).await;
             return;
         }
     };
-    let grant = match &admitted {
-        Admitted::Publish(p) => p.grant(),
-        Admitted::Play(p) => p.grant(),
-    };
     // A publish token's own passphrase wins over the server-wide one.
     let required = match action {
-        Action::Publish => grant.srt_passphrase().or(ctx.server_passphrase.as_deref()),
+        Action::Publish => admitted
+            .grant()
+            .srt_passphrase()
+            .or(ctx.server_passphrase.as_deref()),
         Action::Play => ctx.server_passphrase.as_deref(),
     };
     let keys = match key_decision(request.key_size(), required) {
@@ -102,6 +101,7 @@ pub async fn handle_request(
             };
             if let Some((why, reason)) = refusal {
                 tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = why, "srt request refused: encryption");
+                admitted.set_end_reason(EndReason::ProtocolError);
                 refuse(request, reason, peer).await;
                 return;
             }
@@ -110,6 +110,7 @@ pub async fn handle_request(
         KeyDecision::Encrypted(k) => Some(k),
         KeyDecision::Refuse(why) => {
             tracing::info!(peer = %peer, stream = %target.stream, action = ?action, reason = %why, "srt request refused: encryption");
+            admitted.set_end_reason(EndReason::ProtocolError);
             refuse(request, encryption_reason(), peer).await;
             return;
         }
@@ -118,6 +119,7 @@ pub async fn handle_request(
     match admitted {
         Admitted::Publish(mut session) => {
             let Some(socket) = accept(request, keys, &target.stream, peer).await else {
+                session.set_end_reason(EndReason::ProtocolError);
                 return;
             };
             log_start("publish", peer, &target.stream, session.grant(), encrypted);
@@ -128,6 +130,7 @@ pub async fn handle_request(
         Admitted::Play(mut session) => {
             let feed = feeds.get(target.stream.as_str());
             let Some(socket) = accept(request, keys, &target.stream, peer).await else {
+                session.set_end_reason(EndReason::ProtocolError);
                 return;
             };
             log_start("play", peer, &target.stream, session.grant(), encrypted);
