@@ -54,6 +54,34 @@ pub fn publish_args(url: &str, seconds: Option<u32>) -> Vec<String> {
     args
 }
 
+/// [`publish_args`] (or an SRT variant of them) with another picture and H.264 profile:
+/// `size` (`1280x720`), `rate` frames a second, libx264's `veryfast` preset with
+/// `-profile:v profile` and `-bf bframes` instead of `ultrafast` (which is always Constrained
+/// Baseline without B-frames). x264 picks the profile from the tools it uses: `high` with
+/// `-bf 0` still gives High (8x8 transforms), `main` gives Main (CABAC).
+pub fn with_profile(
+    mut args: Vec<String>,
+    size: &str,
+    rate: u32,
+    profile: &str,
+    bframes: u32,
+) -> Vec<String> {
+    for a in args.iter_mut() {
+        if a.starts_with("testsrc2=") {
+            *a = format!("testsrc2=size={size}:rate={rate}");
+        } else if a == "ultrafast" {
+            *a = "veryfast".into();
+        }
+    }
+    let at = args
+        .iter()
+        .position(|a| a == "-c:v")
+        .map_or(args.len(), |i| i + 2);
+    let extra = ["-profile:v", profile, "-bf", &bframes.to_string()].map(String::from);
+    args.splice(at..at, extra);
+    args
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     /// The process.

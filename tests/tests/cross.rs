@@ -112,6 +112,49 @@ fn rtmp_and_srt_publishers_play_in_browsers_with_sound_from_one_transcode() {
     }
 }
 
+/// The `profile-level-id` of the H.264 the tab's peer connection receives.
+const VIDEO_FMTP: &str = "(async () => { const pc = streamgate.state.pc; if (!pc) return ''; \
+     const stats = await pc.getStats(); let line = ''; stats.forEach(s => { \
+     if (s.type === 'inbound-rtp' && s.kind === 'video' && stats.get(s.codecId)) \
+     line = stats.get(s.codecId).sdpFmtpLine || ''; }); return line; })()";
+
+/// Main and High profile streams (what encoders send by default, here without B-frames),
+/// over RTMP at 720p30 and over SRT, play in Chromium: the stream is offered under its own
+/// profile and those browsers take, and Chromium (which lists no High) plays it as Main.
+#[test]
+fn main_and_high_profiles_play_in_browsers() {
+    let s = server();
+    let dir = TempDir::new("cross-profiles");
+    let mut b = Browser::launch();
+    for (proto, profile) in [("rtmp", "high"), ("srt", "main")] {
+        let stream = format!("live/{proto}-{profile}");
+        let token = publish_token(&s, &stream);
+        let args = if proto == "rtmp" {
+            ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None)
+        } else {
+            srt::publish_args(
+                &srt::url(s.srt, &format!("{stream},token={token}"), ""),
+                None,
+            )
+        };
+        let args = ffmpeg::with_profile(args, "1280x720", 30, profile, 0);
+        let _publisher = start_publisher(&s, &dir, &stream, &args);
+        let tab = b.open(&play_page(&s, &stream));
+        wait_status(&mut b, &tab, "playing", 20);
+        let what = format!("{proto}, {profile} profile");
+        assert_picture_and_sound(&mut b, &tab, &what);
+        let fmtp = b.eval(&tab, VIDEO_FMTP);
+        assert!(
+            fmtp.as_str()
+                .is_some_and(|f| f.contains("profile-level-id=4d001f")),
+            "{what}: negotiated {fmtp}"
+        );
+        let errors = b.eval(&tab, "streamgate.state.errors.join(',')");
+        assert_eq!(errors, "", "{what}: errors");
+        b.close(&tab);
+    }
+}
+
 #[test]
 fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason() {
     let s = server();

@@ -24,6 +24,7 @@ pub mod keyframe;
 mod limits;
 pub mod message;
 pub mod name;
+pub mod negotiate;
 pub mod opus_feed;
 pub mod outbound;
 pub mod pace;

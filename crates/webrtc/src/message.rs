@@ -265,6 +265,12 @@ pub enum Definition {
     PlayWaiting,
     /// The stream's H.264 has B-frames, which WebRTC playback cannot carry.
     BFramesUnsupported,
+    /// The viewer's browser takes none of the video codecs offered: the session plays the
+    /// stream's sound only.
+    VideoNotAccepted,
+    /// The viewer's browser takes none of the audio codecs offered: the session plays the
+    /// stream's video only.
+    AudioNotAccepted,
     /// The session has been sent as many ICE candidates as it takes; this one is ignored.
     TooManyCandidates,
     /// The server negotiates as many peer connections as it may at once; try again.
@@ -295,6 +301,8 @@ impl Definition {
             Self::PlayFinished => "play_finished",
             Self::PlayWaiting => "play_waiting",
             Self::BFramesUnsupported => "bframes_not_supported",
+            Self::VideoNotAccepted => "video_codec_not_accepted",
+            Self::AudioNotAccepted => "audio_codec_not_accepted",
             Self::TooManyCandidates => "tooManyCandidates",
             Self::ServerBusy => "serverBusy",
         }

@@ -50,6 +50,7 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::inbound::RtpIn;
+use crate::negotiate::{prepare_answer, SectionKind};
 use crate::outbound::Stamp;
 
 /// Capacity of a peer's event channel to its session. Events are few (candidates, state
@@ -580,21 +581,29 @@ impl OutgoingTrack {
 }
 
 impl PlayPeer {
-    /// A peer connection sending `video` (if any) and Opus audio (if `audio`).
+    /// A peer connection sending video (if `video` names codecs: the same track offered
+    /// under each, the browser answering with the first it takes) and Opus audio (if `audio`).
     pub async fn new(
         ice: &IceSettings,
-        video: Option<CodecSpec>,
+        video: Vec<CodecSpec>,
         audio: bool,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self, PeerError> {
-        let mut codecs: Vec<CodecSpec> = video.iter().cloned().collect();
-        let opus = CodecSpec::opus(111);
+        let mut codecs = video.clone();
         if audio {
-            codecs.push(opus.clone());
+            codecs.push(CodecSpec::opus(111));
         }
         let core = Core::new(ice, &codecs, events.clone()).await?;
+        // One track per kind, described by its first codec; it is bound to whichever of its
+        // kind's codecs the answer takes.
         let mut tracks = Vec::new();
-        for spec in &codecs {
+        let firsts = video.first().into_iter().chain(
+            codecs
+                .iter()
+                .filter(|c| c.kind() == RTPCodecType::Audio)
+                .take(1),
+        );
+        for spec in firsts {
             let (id, kind) = match spec.kind() {
                 RTPCodecType::Video => ("video", true),
                 _ => ("audio", false),
@@ -679,15 +688,39 @@ impl PlayPeer {
         Ok(sdp)
     }
 
-    /// Applies the browser's answer.
-    pub async fn accept_answer(&self, answer: String) -> Result<(), PeerError> {
-        let answer =
-            RTCSessionDescription::answer(answer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+    /// Applies the browser's answer, and returns the kinds of media it rejected (the
+    /// others play); refused if it rejected every section.
+    pub async fn accept_answer(&self, answer: &str) -> Result<Vec<SectionKind>, PeerError> {
+        let prepared = prepare_answer(answer);
+        let offered = usize::from(self.video.is_some()) + usize::from(self.audio.is_some());
+        if offered > 0 && prepared.rejected.len() >= offered {
+            return Err(PeerError::Sdp(
+                "the answer rejects every media section".into(),
+            ));
+        }
+        // The sections rejected lose their tracks first: nothing is sent on them.
+        for t in self.core.pc.get_transceivers().await {
+            let kind = match t.kind() {
+                RTPCodecType::Video => SectionKind::Video,
+                RTPCodecType::Audio => SectionKind::Audio,
+                _ => SectionKind::Other,
+            };
+            if prepared.rejected.contains(&kind) {
+                self.core
+                    .pc
+                    .remove_track(&t.sender().await)
+                    .await
+                    .map_err(stack)?;
+            }
+        }
+        let answer = RTCSessionDescription::answer(prepared.sdp)
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
         self.core
             .pc
             .set_remote_description(answer)
             .await
-            .map_err(|e| PeerError::Sdp(e.to_string()))
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        Ok(prepared.rejected)
     }
 
     /// Adds one of the browser's candidates.
@@ -719,6 +752,103 @@ impl PlayPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::negotiate::{h264_profile_ids, H264_PAYLOAD_TYPES};
+
+    fn loopback() -> IceSettings {
+        IceSettings {
+            ips: vec![IpAddr::from([127, 0, 0, 1])],
+            ..IceSettings::default()
+        }
+    }
+
+    /// Chromium's real answer rejecting the video section of an offer it takes no codec of
+    /// (a High profile stream offered under its own id only) is applied: audio plays, and
+    /// the rejection is reported.
+    #[tokio::test]
+    async fn an_answer_rejecting_the_video_plays_the_audio() {
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let peer = PlayPeer::new(&loopback(), vec![CodecSpec::h264(102, "64000d")], true, tx)
+            .await
+            .expect("peer");
+        let offer = peer.offer().await.expect("offer");
+        assert!(offer.contains("profile-level-id=64000d"));
+        let answer = include_str!("fixtures/chromium-answer-rejects-high.sdp");
+        assert_eq!(
+            peer.accept_answer(answer).await.expect("accepted"),
+            [SectionKind::Video]
+        );
+        peer.close().await;
+
+        // Unprepared, the peer connection refuses the same answer as a whole.
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let peer = PlayPeer::new(&loopback(), vec![CodecSpec::h264(102, "64000d")], true, tx)
+            .await
+            .expect("peer");
+        peer.offer().await.expect("offer");
+        let raw = RTCSessionDescription::answer(answer.to_owned()).expect("sdp");
+        assert!(peer.core.pc.set_remote_description(raw).await.is_err());
+        peer.close().await;
+    }
+
+    /// Chromium's real answer to a High profile stream offered under its own id and the
+    /// fallbacks takes Main (`4d001f`), and the video section is kept.
+    #[tokio::test]
+    async fn chromium_takes_a_high_stream_as_main() {
+        let specs = ["64000d", "4d001f", "42e01f", "42001f"]
+            .iter()
+            .zip(H264_PAYLOAD_TYPES)
+            .map(|(id, pt)| CodecSpec::h264(pt, id))
+            .collect();
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let peer = PlayPeer::new(&loopback(), specs, true, tx)
+            .await
+            .expect("peer");
+        peer.offer().await.expect("offer");
+        let answer = include_str!("fixtures/chromium-answer-high-as-main.sdp");
+        assert!(answer.contains("m=video 9 UDP/TLS/RTP/SAVPF 106 112 125"));
+        assert_eq!(peer.accept_answer(answer).await.expect("accepted"), []);
+        peer.close().await;
+    }
+
+    /// An answer that rejects every section is refused.
+    #[tokio::test]
+    async fn an_answer_rejecting_everything_is_refused() {
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let peer = PlayPeer::new(&loopback(), vec![CodecSpec::h264(102, "64000d")], true, tx)
+            .await
+            .expect("peer");
+        peer.offer().await.expect("offer");
+        let answer = include_str!("fixtures/chromium-answer-rejects-high.sdp")
+            .replace("m=audio 9 ", "m=audio 0 ");
+        assert!(peer.accept_answer(&answer).await.is_err());
+        peer.close().await;
+    }
+
+    /// A stream's H.264 is offered under each of its profile ids, in order.
+    #[tokio::test]
+    async fn video_is_offered_under_every_profile_id() {
+        let ids = h264_profile_ids(None);
+        let specs = ids
+            .iter()
+            .zip(H264_PAYLOAD_TYPES)
+            .map(|(id, pt)| CodecSpec::h264(pt, id))
+            .collect();
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let peer = PlayPeer::new(&loopback(), specs, true, tx)
+            .await
+            .expect("peer");
+        let offer = peer.offer().await.expect("offer");
+        let m = offer
+            .lines()
+            .find(|l| l.starts_with("m=video"))
+            .expect("a video section");
+        assert!(m.ends_with(" 102 106 112"), "{m}");
+        for id in &ids {
+            assert!(offer.contains(&format!("profile-level-id={id}")), "{id}");
+        }
+        assert_eq!(offer.matches("m=audio").count(), 1);
+        peer.close().await;
+    }
 
     #[test]
     fn ntp_timestamps_count_from_1900_in_binary_fractions() {

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use streamgate_admission::{EndReason, PlaySession};
 use streamgate_auth::StreamName;
-use streamgate_media::{ms_to_ticks, Codec, StreamConfig, TrackKind, CLOCK_HZ};
+use streamgate_media::{ms_to_ticks, Codec, TrackKind, CLOCK_HZ};
 use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat};
 use tokio::sync::mpsc;
 
 use crate::message::{Definition, Reply, SdpKind};
 use crate::name::revocation_reason;
+use crate::negotiate::{h264_profile_ids, SectionKind, H264_PAYLOAD_TYPES};
 use crate::opus_feed::OpusFeed;
 use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
 use crate::pace::{Lane, Pacer, Pushed};
@@ -168,10 +169,15 @@ async fn play(
         .then(|| ctx.opus.join(&ctx.hub, &ctx.readers, name.as_str()));
     let mut opus_pending: Vec<Arc<SharedFrame>> = Vec::new();
     let audio = audio || opus.is_some();
-    let video_spec = video.map(|c| match c {
-        Codec::Vp8 => CodecSpec::vp8(96),
-        _ => CodecSpec::h264(102, &profile_level_id(&config.config)),
-    });
+    let video_specs: Vec<CodecSpec> = match video {
+        Some(Codec::Vp8) => vec![CodecSpec::vp8(96)],
+        Some(_) => h264_profile_ids(config.config.video.as_ref())
+            .iter()
+            .zip(H264_PAYLOAD_TYPES)
+            .map(|(id, pt)| CodecSpec::h264(pt, id))
+            .collect(),
+        None => Vec::new(),
+    };
     // A place among the peer connections negotiating at once, until this one connects.
     let Some(negotiating) = ctx.counts.negotiate() else {
         tracing::warn!(stream = %name, "WebRTC play refused: too many negotiations at once");
@@ -181,7 +187,7 @@ async fn play(
     };
     let mut negotiating = Some(negotiating);
     let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
-    let peer = match PlayPeer::new(&ctx.ice, video_spec, audio, events_tx).await {
+    let peer = match PlayPeer::new(&ctx.ice, video_specs, audio, events_tx).await {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
@@ -217,10 +223,24 @@ async fn play(
                 None => break None,
                 Some(Control::Stop) => break Some((Definition::PlayFinished, None)),
                 Some(Control::Sdp(SdpKind::Answer, sdp)) => {
-                    if let Err(e) = peer.accept_answer(sdp).await {
-                        tracing::info!(stream = %name, error = %e, "play answer refused");
-                        out.text(Reply::error(Definition::NotSetRemoteDescription, Some(stream_id))).await;
-                        break None;
+                    match peer.accept_answer(&sdp).await {
+                        Ok(rejected) => {
+                            for kind in rejected {
+                                let (definition, what) = match kind {
+                                    SectionKind::Video => (Definition::VideoNotAccepted, "video"),
+                                    SectionKind::Audio => (Definition::AudioNotAccepted, "audio"),
+                                    SectionKind::Other => continue,
+                                };
+                                tracing::info!(stream = %name, "the viewer's browser takes none of the {what} codecs offered; playing the rest");
+                                sender.drop_track(kind);
+                                out.text(Reply::error(definition, Some(stream_id))).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(stream = %name, error = %e, "play answer refused");
+                            out.text(Reply::error(Definition::NotSetRemoteDescription, Some(stream_id))).await;
+                            break None;
+                        }
                     }
                 }
                 Some(Control::Sdp(SdpKind::Offer, _)) => {
@@ -342,15 +362,6 @@ fn push_pending(pending: &mut Vec<Arc<SharedFrame>>, frame: Arc<SharedFrame>) {
     pending.push(frame);
 }
 
-/// The `profile-level-id` to offer for a stream's H.264 (constrained baseline 3.1 if the
-/// stream has not said).
-fn profile_level_id(config: &StreamConfig) -> String {
-    match &config.video {
-        Some(v) => format!("{:02x}{:02x}{:02x}", v.profile, v.compatibility, v.level),
-        None => "42e01f".to_owned(),
-    }
-}
-
 /// Writes frames to one viewer.
 struct Sender {
     video: Option<(OutgoingTrack, Stamper, Codec)>,
@@ -399,6 +410,15 @@ enum Stop {
 }
 
 impl Sender {
+    /// Stops writing a track the browser rejected.
+    fn drop_track(&mut self, kind: SectionKind) {
+        match kind {
+            SectionKind::Video => self.video = None,
+            SectionKind::Audio => self.audio = None,
+            SectionKind::Other => {}
+        }
+    }
+
     fn new(peer: &PlayPeer, video: Option<Codec>) -> Self {
         let seed = random_u32();
         Self {
