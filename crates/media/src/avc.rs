@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::nal::{join_annexb, nal_type, AVCC_LENGTH_SIZE, NAL_TYPE_PPS, NAL_TYPE_SPS};
-use crate::read::ByteReader;
+use crate::read::{BitReader, ByteReader};
 use crate::MediaError;
 
 /// Most SPS a record can list (a 5-bit count).
@@ -139,6 +139,118 @@ impl AvcConfig {
     }
 }
 
+/// A picture size read from a sequence parameter set, in pixels before cropping (whole
+/// macroblocks), which is what a decoder allocates for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureSize {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+/// Reads the picture size from an SPS NAL unit (H.264 7.3.2.1.1), header byte included:
+/// what a decoder would allocate for, checked before any decoder sees the unit.
+pub fn sps_picture_size(sps: &[u8]) -> Result<PictureSize, MediaError> {
+    if nal_type(sps) != Some(NAL_TYPE_SPS) {
+        return Err(MediaError::Invalid {
+            what: "SPS",
+            reason: "wrong NAL unit type",
+        });
+    }
+    let rbsp = unescape(sps.get(1..).unwrap_or_default());
+    let mut r = BitReader::new(&rbsp, "SPS");
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        let chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.flag()?; // separate_colour_plane_flag
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.flag()?; // qpprime_y_zero_transform_bypass_flag
+        if r.flag()? {
+            let lists = if chroma_format == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.flag()? {
+                    skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            r.flag()?; // delta_pic_order_always_zero_flag
+            r.se()?; // offset_for_non_ref_pic
+            r.se()?; // offset_for_top_to_bottom_field
+            let cycle = r.ue()?;
+            if cycle > 255 {
+                return Err(MediaError::Unsupported {
+                    what: "SPS num_ref_frames_in_pic_order_cnt_cycle",
+                    value: cycle,
+                });
+            }
+            for _ in 0..cycle {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.flag()?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = u64::from(r.ue()?) + 1;
+    let height_units = u64::from(r.ue()?) + 1;
+    let frame_mbs_only = r.flag()?;
+    let height_mbs = if frame_mbs_only {
+        height_units
+    } else {
+        height_units * 2
+    };
+    let px = |mbs: u64| u32::try_from(mbs * 16).unwrap_or(u32::MAX);
+    Ok(PictureSize {
+        width: px(width_mbs),
+        height: px(height_mbs),
+    })
+}
+
+/// Skips one scaling list of `size` entries (H.264 7.3.2.1.1.1).
+fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), MediaError> {
+    let (mut last, mut next) = (8i64, 8i64);
+    for _ in 0..size {
+        if next != 0 {
+            next = (last + r.se()?).rem_euclid(256);
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Ok(())
+}
+
+/// The RBSP of a NAL unit payload: emulation prevention bytes (`00 00 03`) removed.
+fn unescape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut zeros = 0;
+    for &b in data {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
 /// Reads `count` parameter sets, each behind a 16-bit length.
 fn read_parameter_sets(r: &mut ByteReader<'_>, count: usize) -> Result<Vec<Bytes>, MediaError> {
     let mut sets = Vec::with_capacity(count);
@@ -218,6 +330,141 @@ mod tests {
         assert_eq!(
             &parsed.parameter_sets_annexb()[..],
             &[0, 0, 0, 1, 0x67, 66, 0xc0, 30, 0, 0, 0, 1, 0x68, 0xce]
+        );
+    }
+
+    /// An SPS written bit by bit: Exp-Golomb codes and plain bits, RBSP trailing bits, and
+    /// emulation prevention where the bytes need it.
+    #[derive(Default)]
+    struct SpsWriter {
+        bits: Vec<bool>,
+    }
+
+    impl SpsWriter {
+        fn bits(&mut self, value: u64, n: u32) -> &mut Self {
+            for i in (0..n).rev() {
+                self.bits.push(value >> i & 1 == 1);
+            }
+            self
+        }
+        fn ue(&mut self, value: u64) -> &mut Self {
+            let v = value + 1;
+            let n = 64 - v.leading_zeros();
+            self.bits(0, n - 1).bits(v, n)
+        }
+        fn se(&mut self, value: i64) -> &mut Self {
+            let code = if value > 0 { value * 2 - 1 } else { -value * 2 };
+            self.ue(code as u64)
+        }
+        fn nal(&mut self) -> Vec<u8> {
+            self.bits.push(true);
+            while !self.bits.len().is_multiple_of(8) {
+                self.bits.push(false);
+            }
+            let mut out = vec![0x67];
+            let mut zeros = 0;
+            for byte in self.bits.chunks(8) {
+                let b = byte.iter().fold(0u8, |acc, &bit| acc << 1 | u8::from(bit));
+                if zeros >= 2 && b <= 3 {
+                    out.push(3);
+                    zeros = 0;
+                }
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+                out.push(b);
+            }
+            out
+        }
+    }
+
+    /// A baseline SPS of `width_mbs` x `height_mbs` macroblocks.
+    fn baseline_sps(width_mbs: u64, height_mbs: u64) -> Vec<u8> {
+        SpsWriter::default()
+            .bits(66, 8)
+            .bits(0xc0, 8)
+            .bits(31, 8)
+            .ue(0) // sps id
+            .ue(0) // log2_max_frame_num_minus4
+            .ue(0) // pic_order_cnt_type
+            .ue(0) // log2_max_pic_order_cnt_lsb_minus4
+            .ue(1) // max_num_ref_frames
+            .bits(0, 1)
+            .ue(width_mbs - 1)
+            .ue(height_mbs - 1)
+            .bits(1, 1) // frame_mbs_only
+            .bits(0b100, 3) // direct_8x8_inference, no cropping, no VUI
+            .nal()
+    }
+
+    #[test]
+    fn sps_picture_size_reads_every_profile_layout() {
+        // Real: libx264's 320x240 High profile SPS (20 x 15 macroblocks), with an emulation
+        // prevention byte.
+        let x264 = [
+            0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03,
+            0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99, 0x60,
+        ];
+        assert_eq!(
+            sps_picture_size(&x264).unwrap(),
+            PictureSize {
+                width: 320,
+                height: 240
+            }
+        );
+        assert_eq!(
+            sps_picture_size(&baseline_sps(120, 68)).unwrap(),
+            PictureSize {
+                width: 1920,
+                height: 1088
+            }
+        );
+        // High profile with scaling lists, fields, and the cyclic POC type.
+        let mut w = SpsWriter::default();
+        w.bits(100, 8).bits(0, 8).bits(40, 8).ue(0);
+        w.ue(1).ue(0).ue(0).bits(0, 1); // 4:2:0, 8 bit, no bypass
+        w.bits(1, 1); // scaling matrix present
+        for i in 0..8 {
+            w.bits(1, 1);
+            for _ in 0..if i < 6 { 16 } else { 64 } {
+                w.se(-3);
+            }
+        }
+        w.ue(0)
+            .ue(1)
+            .bits(0, 1)
+            .se(-2)
+            .se(1)
+            .ue(3)
+            .se(1)
+            .se(2)
+            .se(-1);
+        w.ue(4).bits(0, 1).ue(79).ue(22).bits(0, 1); // 80 x 23 x 2 macroblocks, fields
+        w.bits(0b000, 3);
+        assert_eq!(
+            sps_picture_size(&w.nal()).unwrap(),
+            PictureSize {
+                width: 1280,
+                height: 736
+            }
+        );
+        // A huge picture is read as it is (the caller bounds it), cut SPS are errors.
+        assert_eq!(
+            sps_picture_size(&baseline_sps(1 << 20, 1 << 20))
+                .unwrap()
+                .width,
+            1 << 24
+        );
+        // Cut before the frame size ends: an error; after it (in the VUI): the same size.
+        let full = sps_picture_size(&x264).unwrap();
+        let shortest = (1..x264.len())
+            .find(|&len| sps_picture_size(&x264[..len]).is_ok())
+            .unwrap();
+        assert!(shortest > 6, "{shortest}");
+        for len in shortest..x264.len() {
+            assert_eq!(sps_picture_size(&x264[..len]), Ok(full), "prefix {len}");
+        }
+        assert!(
+            sps_picture_size(&[0x68, 0xce]).is_err(),
+            "a PPS is not an SPS"
         );
     }
 

@@ -21,7 +21,7 @@ mod read;
 pub mod ts;
 
 pub use aac::{parse_adts, AacConfig, AdtsHeader, ADTS_HEADER_LEN, MAX_ADTS_FRAME_LEN};
-pub use avc::AvcConfig;
+pub use avc::{sps_picture_size, AvcConfig, PictureSize};
 pub use config::{Metadata, StreamConfig};
 pub use error::MediaError;
 pub use frame::{ms_to_ticks, ticks_to_ms, Codec, Frame, TrackKind, CLOCK_HZ};

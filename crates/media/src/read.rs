@@ -100,6 +100,33 @@ impl<'a> BitReader<'a> {
         }
         Ok(value)
     }
+
+    /// Reads one flag bit.
+    pub(crate) fn flag(&mut self) -> Result<bool, MediaError> {
+        Ok(self.bits(1)? == 1)
+    }
+
+    /// Reads an unsigned exp-Golomb code (H.264 7.2 `ue(v)`), at most 32 bits of value.
+    pub(crate) fn ue(&mut self) -> Result<u32, MediaError> {
+        let mut zeros = 0u32;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return Err(MediaError::Invalid {
+                    what: self.what,
+                    reason: "exp-Golomb code longer than 32 bits",
+                });
+            }
+        }
+        let rest = self.bits(zeros)?;
+        Ok(((1u64 << zeros) - 1 + u64::from(rest)).min(u64::from(u32::MAX)) as u32)
+    }
+
+    /// Reads a signed exp-Golomb code (H.264 7.2 `se(v)`).
+    pub(crate) fn se(&mut self) -> Result<i64, MediaError> {
+        let k = i64::from(self.ue()?);
+        Ok(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+    }
 }
 
 /// Packs bit fields most-significant-bit first.

@@ -13,4 +13,8 @@ pub enum TranscodeError {
     /// The encoder failed; the frame is skipped.
     #[error("cannot encode audio frame: {0}")]
     Encode(String),
+    /// The video codec refused a frame or its configuration (corrupt data, a picture too
+    /// large); the frame is skipped and decoding waits for the next keyframe.
+    #[error("{0}")]
+    Codec(String),
 }

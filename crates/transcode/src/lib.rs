@@ -1,5 +1,5 @@
-//! Audio transcodes between the codecs encoders send (AAC in RTMP and MPEG-TS) and the codec
-//! browsers play (Opus at 48 kHz). It owns the codec work only: no IO, no tasks, no clock.
+//! Transcodes between the codecs encoders send (AAC in RTMP and MPEG-TS, H.264 of any profile)
+//! and the codecs browsers play (Opus at 48 kHz, H.264 without B-frames). It owns the codec work only: no IO, no tasks, no clock.
 //!
 //! Main loop (driven by the caller, once per stream, not per viewer): build an [`AacToOpus`]
 //! from the stream's [`streamgate_media::AacConfig`], hand it every AAC [`Frame`] in order
@@ -15,11 +15,13 @@
 //! Fraunhofer FDK library (`fdk-aac`, built from its bundled sources); the sample rate is converted by [`Resampler`].
 
 mod aac_opus;
+mod avc;
 mod error;
 mod opus_aac;
 mod resample;
 
 pub use aac_opus::{AacToOpus, OPUS_BITRATE, OPUS_FRAME_SAMPLES, OPUS_RATE, RESYNC_GAP};
+pub use avc::{AvcReencoder, AvcSettings, MAX_PICTURE_PIXELS};
 pub use error::TranscodeError;
 pub use opus_aac::{OpusToAac, AAC_BITRATE, AAC_FRAME_SAMPLES};
 pub use resample::Resampler;
