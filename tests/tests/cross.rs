@@ -1,6 +1,7 @@
 //! Every ingest to every viewer: encoders publishing over RTMP and SRT (H.264 + AAC) play in
 //! browsers with sound, through one AAC -> Opus transcode per stream that starts with the
-//! first WebRTC viewer and stops with the last; H.264 with B-frames is refused for WebRTC.
+//! first WebRTC viewer and stops with the last; H.264 with B-frames (x264's defaults) plays
+//! in browsers re-encoded without them, once per stream, or is refused when so configured.
 //! Browsers publishing play over RTMP and SRT with AAC; RTMP and SRT viewers of a VP8 browser
 //! publish are refused with the reason. A/V drift is measured at the player in both
 //! directions (`streamgate_tests::avsync`), and for browser viewers lip sync from the moment
@@ -155,9 +156,86 @@ fn main_and_high_profiles_play_in_browsers() {
     }
 }
 
+/// x264's default stream (High profile, three B-frames) at 720p30 over RTMP, with AAC:
+/// browsers play it with sound, through one re-encode for both viewers that stops with the
+/// last; a viewer who would need a re-encode beyond `webrtc.max_video_transcodes` is refused
+/// with `highResourceUsage`, and the viewers already playing go on.
 #[test]
-fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason() {
-    let s = server();
+fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
+    let s = Server::start_with(
+        Options::default()
+            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
+            .env("STREAMGATE_WEBRTC_MAX_VIDEO_TRANSCODES", "1"),
+    );
+    let dir = TempDir::new("cross-reencode");
+    let stream = "live/x264-default";
+    let token = publish_token(&s, stream);
+    let args = ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None);
+    let args = ffmpeg::with_profile(args, "1280x720", 30, "high", 3);
+    let _publisher = start_publisher(&s, &dir, stream, &args);
+    let mut b = Browser::launch();
+    let first = b.open(&play_page(&s, stream));
+    let second = b.open(&play_page(&s, stream));
+    for (tab, what) in [(&first, "first viewer"), (&second, "second viewer")] {
+        wait_status(&mut b, tab, "playing", 30);
+        assert_picture_and_sound(&mut b, tab, what);
+        let errors = b.eval(tab, "streamgate.state.errors.join(',')");
+        assert_eq!(errors, "", "{what}: errors");
+    }
+    let started = |s: &Server| {
+        s.log_lines_with("H.264 re-encode started")
+            .iter()
+            .filter(|l| l.contains(stream))
+            .count()
+    };
+    assert_eq!(started(&s), 1, "one re-encode for two viewers");
+
+    // A second stream with B-frames would need a second re-encode: refused, with a reason.
+    let other = "live/x264-other";
+    let other_token = publish_token(&s, other);
+    let args = ffmpeg::publish_args(
+        &format!("rtmp://{}/{other}?token={other_token}", s.rtmp),
+        None,
+    );
+    let args = ffmpeg::with_profile(args, "320x240", 30, "high", 2);
+    let _other_publisher = start_publisher(&s, &dir, other, &args);
+    let refused_tab = b.open(&play_page(&s, other));
+    let refused = b.wait_for(
+        &refused_tab,
+        "streamgate.state.errors.join(',')",
+        Duration::from_secs(20),
+        |v| v.as_str().is_some_and(|t| t.contains("highResourceUsage")),
+    );
+    assert!(refused.is_ok(), "viewer errors {refused:?}");
+    assert_eq!(started(&s), 1);
+    // The viewers playing go on.
+    let frames = |b: &mut Browser, tab: &Tab| b.eval(tab, VIDEO_FRAMES).as_u64().unwrap_or(0);
+    let before = frames(&mut b, &first);
+    let grew = b.wait_for(&first, VIDEO_FRAMES, Duration::from_secs(10), |v| {
+        v.as_u64().is_some_and(|n| n > before + 30)
+    });
+    assert!(
+        grew.is_ok(),
+        "the first viewer stalled: {before} then {grew:?}"
+    );
+    b.close(&refused_tab);
+    b.close(&first);
+    b.close(&second);
+    let stopped = wait_until(Duration::from_secs(10), || {
+        s.log_lines_with("H.264 re-encode stopped")
+            .iter()
+            .any(|l| l.contains(stream))
+    });
+    assert!(stopped, "the re-encode stops with its last viewer");
+}
+
+#[test]
+fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason_when_so_configured() {
+    let s = Server::start_with(
+        Options::default()
+            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
+            .env("STREAMGATE_WEBRTC_BFRAMES", "refuse"),
+    );
     let dir = TempDir::new("cross-bframes");
     let stream = "live/bframes";
     let token = publish_token(&s, stream);

@@ -220,6 +220,23 @@ pub struct WebRtcSection {
     /// Seconds a WebSocket may stay without any message (pongs included), or leave what the
     /// server writes unread, before it closes.
     pub ws_idle_timeout: Seconds,
+    /// What browser viewers of a stream whose H.264 has B-frames get.
+    pub bframes: BFrames,
+    /// Most H.264 re-encodes (for B-frames) running at once.
+    pub max_video_transcodes: usize,
+    /// Bit rate of re-encoded H.264, in kbit/s.
+    pub video_transcode_bitrate: u32,
+}
+
+/// `webrtc.bframes`: what browser viewers of a stream whose H.264 has B-frames get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BFrames {
+    /// The stream's video re-encoded without B-frames, once per stream.
+    #[default]
+    Transcode,
+    /// A refusal (`bframes_not_supported`).
+    Refuse,
 }
 
 /// `[relay]`.
@@ -382,6 +399,9 @@ pub const SETTINGS: &[Setting] = &[
     setting("webrtc.max_pending", "N", "Most WebRTC sessions negotiating at once, server-wide"),
     setting("webrtc.ws_ping_interval", "SECONDS", "Time between WebSocket pings"),
     setting("webrtc.ws_idle_timeout", "SECONDS", "Time a WebSocket may stay silent (no message, no pong) or unread"),
+    setting("webrtc.bframes", "transcode|refuse", "Browser viewers of H.264 with B-frames: re-encode it without them, or refuse them"),
+    setting("webrtc.max_video_transcodes", "N", "Most H.264 re-encodes (for B-frames) at once; 0: none"),
+    setting("webrtc.video_transcode_bitrate", "KBITS", "Bit rate of re-encoded H.264, in kbit/s"),
     setting("relay.max_frame_bytes", "BYTES", "Largest media frame taken at ingest"),
     setting("relay.buffer_frames", "N", "Frames each stream keeps for its viewers"),
     setting("relay.buffer_bytes", "BYTES", "Bytes of frames each stream keeps for its viewers"),
@@ -475,6 +495,12 @@ impl Default for WebRtcSection {
             max_pending: limits.max_pending,
             ws_ping_interval: Seconds(limits.ws_ping_interval.as_secs()),
             ws_idle_timeout: Seconds(limits.ws_idle_timeout.as_secs()),
+            bframes: match limits.bframes {
+                streamgate_webrtc::BFramesPolicy::Transcode => BFrames::Transcode,
+                streamgate_webrtc::BFramesPolicy::Refuse => BFrames::Refuse,
+            },
+            max_video_transcodes: limits.max_video_transcodes,
+            video_transcode_bitrate: limits.video_transcode_kbps,
         }
     }
 }
@@ -602,6 +628,12 @@ impl WebRtcSection {
             max_pending: self.max_pending,
             ws_ping_interval: self.ws_ping_interval.duration(),
             ws_idle_timeout: self.ws_idle_timeout.duration(),
+            bframes: match self.bframes {
+                BFrames::Transcode => streamgate_webrtc::BFramesPolicy::Transcode,
+                BFrames::Refuse => streamgate_webrtc::BFramesPolicy::Refuse,
+            },
+            max_video_transcodes: self.max_video_transcodes,
+            video_transcode_kbps: self.video_transcode_bitrate,
         }
     }
 }
@@ -935,6 +967,11 @@ impl Config {
                     "{key}: must be at least relay.max_frame_bytes ({frame})"
                 )));
             }
+        }
+        if !(100..=50_000).contains(&self.webrtc.video_transcode_bitrate) {
+            return Err(ConfigError(
+                "webrtc.video_transcode_bitrate: must be 100 to 50000 (kbit/s)".into(),
+            ));
         }
         Ok(())
     }

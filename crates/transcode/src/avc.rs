@@ -256,7 +256,8 @@ fn check_sps(sps: &[u8]) -> Result<(), TranscodeError> {
 }
 
 /// The encoder's settings for `settings`: real-time camera use, bit rate control, one
-/// thread (a transcode is one of several on the machine), no skipped frames.
+/// thread (a transcode is one of several on the machine). The encoder may skip a picture
+/// to hold the bit rate, as real-time encoders do (its rate control needs that).
 fn encoder_config(settings: AvcSettings) -> EncoderConfig {
     EncoderConfig::new()
         .usage_type(UsageType::CameraVideoRealTime)
@@ -267,7 +268,7 @@ fn encoder_config(settings: AvcSettings) -> EncoderConfig {
             settings.keyframe_interval.max(1),
         ))
         .complexity(Complexity::Low)
-        .skip_frames(false)
+        .skip_frames(true)
         .num_threads(1)
 }
 
@@ -339,7 +340,7 @@ fn output_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamgate_media::flv::{parse_video, FlvVideo};
+    use streamgate_media::flv::{file_tags, parse_video, FlvVideo, TAG_VIDEO};
 
     /// Two seconds of 320x240 at 30 frames/s from libx264, High profile with two B-frames
     /// and a keyframe each second, video only, as FLV.
@@ -349,23 +350,17 @@ mod tests {
     fn fixture() -> (AvcConfig, Vec<Frame>) {
         let mut config = None;
         let mut frames = Vec::new();
-        let mut at = 13; // FLV header (9) and the first previous-tag size (4)
-        while let Some(header) = HIGH_BFRAMES.get(at..at + 11) {
-            let size =
-                usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
-            let ts = u32::from(header[7]) << 24
-                | u32::from(header[4]) << 16
-                | u32::from(header[5]) << 8
-                | u32::from(header[6]);
-            let body = &HIGH_BFRAMES[at + 11..at + 11 + size];
-            if header[0] == 9 {
-                match parse_video(ts, Bytes::copy_from_slice(body)).expect("video tag") {
+        for tag in file_tags(HIGH_BFRAMES) {
+            let tag = tag.expect("FLV tag");
+            if tag.kind == TAG_VIDEO {
+                match parse_video(tag.timestamp_ms, Bytes::copy_from_slice(tag.body))
+                    .expect("video tag")
+                {
                     FlvVideo::Config(c) => config = Some(c),
                     FlvVideo::Frame(f) => frames.push(f),
                     _ => {}
                 }
             }
-            at += 11 + size + 4;
         }
         (config.expect("a sequence header"), frames)
     }
@@ -395,14 +390,19 @@ mod tests {
         let c = r.config().expect("an output configuration");
         assert_eq!((c.profile, c.compatibility & 0x40), (66, 0x40), "{c:?}");
         assert!(out.first().is_some_and(|f| f.keyframe));
-        // Every output frame is AVCC without a B slice: slices of types P (0, 5) or I (2, 7).
+        // Every output frame is AVCC of non-IDR and IDR slices (no B slice: Baseline has none),
+        // and each keyframe carries its own parameter sets.
         for f in &out {
-            for unit in split_avcc(&f.payload, 4).expect("AVCC") {
-                assert!(
-                    matches!(nal_type(unit), Some(1 | 5 | 7 | 8)),
-                    "NAL {unit:?}"
-                );
-            }
+            let types: Vec<Option<u8>> = split_avcc(&f.payload, 4)
+                .expect("AVCC")
+                .iter()
+                .map(|u| nal_type(u))
+                .collect();
+            assert!(
+                types.iter().all(|t| matches!(t, Some(1 | 5 | 7 | 8))),
+                "{types:?}"
+            );
+            assert_eq!(f.keyframe, types.contains(&Some(7)), "{types:?}");
         }
     }
 
@@ -415,12 +415,11 @@ mod tests {
             if i == 10 {
                 r.request_keyframe();
             }
-            keys += r
-                .push(f)
-                .expect("re-encoded")
-                .iter()
-                .filter(|o| o.keyframe)
-                .count();
+            for o in r.push(f).expect("re-encoded").iter().filter(|o| o.keyframe) {
+                keys += 1;
+                let units = split_avcc(&o.payload, 4).expect("AVCC");
+                assert!(units.iter().any(|u| nal_type(u) == Some(7)), "an SPS");
+            }
         }
         // The first keyframe, the requested one, and the source's second second starts none:
         // the output keeps its own interval (60 frames) otherwise.

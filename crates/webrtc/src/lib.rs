@@ -11,7 +11,10 @@
 //! paced on the media clock so that audio and video reach the browser together ([`pace`]).
 //! AAC from RTMP and SRT publishers reaches viewers as Opus through one transcode per stream
 //! ([`opus_feed`]); a browser publisher's Opus reaches RTMP and SRT viewers as AAC, encoded
-//! in its publish session while such viewers are attached; H.264 with B-frames is refused for WebRTC playback.
+//! in its publish session while such viewers are attached. H.264 with B-frames (x264's and
+//! OBS's defaults), which browsers' WebRTC receivers do not reorder, reaches viewers
+//! re-encoded without them, once per stream on a thread of its own ([`video_feed`]), or is
+//! refused ([`WebRtcLimits::bframes`]).
 //! Keyframe requests from viewers reach the publisher through [`keyframe`], rate-limited.
 //! Every socket is pinged and closed when silent ([`WebRtcLimits::ws_idle_timeout`]); sessions
 //! per source address, candidates per session and peer connections negotiating at once are
@@ -34,6 +37,7 @@ mod play;
 mod publish;
 mod session;
 mod socket;
+pub mod video_feed;
 pub mod viewers;
 
 use std::sync::Arc;
@@ -53,6 +57,7 @@ pub use play::{CODEC_PROBE_TIME, MAX_START_BACKLOG};
 pub use publish::AAC_NEED_CHECK;
 pub use session::NEGOTIATION_TIMEOUT;
 pub use socket::MAX_SESSIONS_PER_SOCKET;
+pub use video_feed::{BFramesPolicy, VideoFeeds, VIDEO_FEED_CAPACITY};
 pub use viewers::WebRtcReaders;
 
 /// What every WebRTC session needs.
@@ -68,6 +73,8 @@ pub struct WebRtcContext {
     pub keyframes: KeyframeBoard,
     /// AAC -> Opus transcodes for viewers of RTMP and SRT streams, one per stream.
     pub opus: OpusFeeds,
+    /// H.264 re-encodes without B-frames, one per stream that needs one.
+    pub video: VideoFeeds,
     /// WebRTC readers per stream (viewers and transcodes), to tell whether a browser
     /// publisher's sound is needed in AAC by someone else.
     pub readers: WebRtcReaders,
@@ -95,6 +102,7 @@ impl WebRtcContext {
             counts: limits::Counts::new(&limits),
             keyframes: KeyframeBoard::default(),
             opus: OpusFeeds::default(),
+            video: VideoFeeds::new(&limits),
             readers: WebRtcReaders::default(),
             shutdown,
         }

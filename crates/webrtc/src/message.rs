@@ -275,6 +275,9 @@ pub enum Definition {
     TooManyCandidates,
     /// The server negotiates as many peer connections as it may at once; try again.
     ServerBusy,
+    /// Playing the stream needs work the server has no room for now (an H.264 re-encode
+    /// beyond `webrtc.max_video_transcodes`).
+    HighResourceUsage,
 }
 
 impl Definition {
@@ -305,6 +308,7 @@ impl Definition {
             Self::AudioNotAccepted => "audio_codec_not_accepted",
             Self::TooManyCandidates => "tooManyCandidates",
             Self::ServerBusy => "serverBusy",
+            Self::HighResourceUsage => "highResourceUsage",
         }
     }
 }

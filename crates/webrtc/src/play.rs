@@ -21,6 +21,7 @@ use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
 use crate::pace::{Lane, Pacer, Pushed};
 use crate::peer::{CodecSpec, Connection, OutgoingTrack, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
+use crate::video_feed::{BFramesPolicy, VideoFeed};
 use crate::WebRtcContext;
 
 /// How long to look at a newly started stream's first frames to learn whether it has audio
@@ -47,9 +48,15 @@ pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// transcode.
 const AAC_FRAMES_BEFORE_TRANSCODE: u32 = 3;
 
-/// Why a viewer of a stream with B-frames is refused, in the log and the final message.
+/// Why a viewer of a stream with B-frames is refused (`webrtc.bframes = "refuse"`), in the
+/// log and the final message.
 const BFRAMES_REASON: &str =
     "the stream's H.264 has B-frames, which WebRTC playback cannot carry; publish with -bf 0 (or a baseline profile)";
+
+/// Why a viewer of a stream with B-frames is refused when no re-encode can start, in the log
+/// and the final message.
+const BUSY_REASON: &str =
+    "the stream's H.264 has B-frames and the server runs as many re-encodes as it may; publish with -bf 0 (or a baseline profile)";
 
 /// Why the session ended, for the final message.
 type End = Option<(Definition, Option<&'static str>)>;
@@ -93,7 +100,7 @@ fn ended_by(end: End) -> EndReason {
     match end {
         Some((_, Some("connection lost"))) => EndReason::ConnectionError,
         Some((_, Some("stream ended"))) => EndReason::StreamEnded,
-        Some((_, Some(BFRAMES_REASON))) => EndReason::Unsupported,
+        Some((_, Some(BFRAMES_REASON | BUSY_REASON))) => EndReason::Unsupported,
         _ => EndReason::ClientClosed,
     }
 }
@@ -134,6 +141,8 @@ async fn play(
     let mut video: Option<Codec> = config.config.video.as_ref().map(|_| Codec::H264);
     let mut audio = false;
     let mut aac = 0u32;
+    // The stream's video re-encoded without B-frames, once its frames show them.
+    let mut reencoded: Option<VideoFeed> = None;
     let probe_end = tokio::time::sleep(CODEC_PROBE_TIME);
     tokio::pin!(probe_end);
     // A browser publisher's stream carries Opus and, for RTMP and SRT viewers, AAC made from
@@ -151,8 +160,18 @@ async fn play(
                 Event::Started(c) => config = c,
                 Event::Ended => return Some((Definition::PlayFinished, Some("stream ended"))),
                 Event::Frame(f) => {
-                    if has_bframes(&f) {
-                        return refuse_bframes(name, stream_id, out).await;
+                    if has_bframes(&f) && reencoded.is_none() {
+                        match reencode(ctx, name, stream_id, out).await {
+                            Ok(feed) => {
+                                pending.retain(|p| p.frame.track != TrackKind::Video);
+                                reencoded = Some(feed);
+                            }
+                            Err(end) => return end,
+                        }
+                    }
+                    if reencoded.is_some() && f.frame.track == TrackKind::Video {
+                        video = video.or(Some(Codec::H264));
+                        continue;
                     }
                     match f.frame.codec {
                         Codec::H264 | Codec::Vp8 => video = video.or(Some(f.frame.codec)),
@@ -265,6 +284,7 @@ async fn play(
                         ctx.keyframes.request(name.as_str(), Instant::now());
                         while let Some(ev) = sub.try_recv() {
                             match ev {
+                                Event::Frame(f) if reencoded.is_some() && f.frame.track == TrackKind::Video => {}
                                 Event::Frame(f) => push_pending(&mut pending, f),
                                 Event::Started(c) => config = c,
                                 Event::Ended => {}
@@ -275,37 +295,64 @@ async fn play(
                                 push_pending(&mut opus_pending, f);
                             }
                         }
-                        sender.start(std::mem::take(&mut pending), std::mem::take(&mut opus_pending));
-                        match sender.flush(&config).await {
-                            Ok(()) => {}
-                            Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),
-                            Err(Stop::BFrames) => break refuse_bframes(name, stream_id, out).await,
+                        if let Some(feed) = reencoded.as_mut() {
+                            feed.request_keyframe();
+                            while let Some(f) = feed.try_recv() {
+                                push_pending(&mut pending, f);
+                            }
+                        }
+                        sender.start(
+                            std::mem::take(&mut pending),
+                            std::mem::take(&mut opus_pending),
+                            reencoded.is_some(),
+                        );
+                        if let Err(stop) = sender.flush(&config).await {
+                            match after_stop(ctx, name, stream_id, out, stop).await {
+                                Ok(feed) => {
+                                    sender.reencode();
+                                    reencoded = Some(feed);
+                                }
+                                Err(end) => break end,
+                            }
                         }
                     }
                 }
                 Some(PeerEvent::State(Connection::Gone)) => break Some((Definition::PlayFinished, Some("connection lost"))),
                 Some(PeerEvent::KeyframeRequest) => {
                     ctx.keyframes.request(name.as_str(), Instant::now());
+                    if let Some(feed) = &reencoded {
+                        feed.request_keyframe();
+                    }
                 }
                 Some(PeerEvent::Track(_)) => {}
             },
             ev = sub.recv(), if connected => match ev {
                 Event::Started(c) => config = c,
                 Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
-                // The sound comes from the transcode.
+                // The sound comes from the transcode, the picture from the re-encode.
                 Event::Frame(f) if opus.is_some() && f.frame.track == TrackKind::Audio => {}
-                Event::Frame(f) => sender.push(Instant::now(), f),
+                Event::Frame(f) if reencoded.is_some() && f.frame.track == TrackKind::Video => {}
+                Event::Frame(f) => sender.push(Instant::now(), f, false),
+            },
+            f = next_video(&mut reencoded) => match f {
+                None => reencoded = None,
+                Some(f) if connected => sender.push(Instant::now(), f, true),
+                Some(f) => push_pending(&mut pending, f),
             },
             f = next_opus(&mut opus) => match f {
                 None => opus = None,
-                Some(f) if connected => sender.push(Instant::now(), f),
+                Some(f) if connected => sender.push(Instant::now(), f, false),
                 Some(f) => push_pending(&mut opus_pending, f),
             },
             () = sleep_until(due), if connected && due.is_some() => {
-                match sender.release(Instant::now(), &config).await {
-                    Ok(()) => {}
-                    Err(Stop::Gone) => break Some((Definition::PlayFinished, Some("connection lost"))),
-                    Err(Stop::BFrames) => break refuse_bframes(name, stream_id, out).await,
+                if let Err(stop) = sender.release(Instant::now(), &config).await {
+                    match after_stop(ctx, name, stream_id, out, stop).await {
+                        Ok(feed) => {
+                            sender.reencode();
+                            reencoded = Some(feed);
+                        }
+                        Err(end) => break end,
+                    }
                 }
             },
             _ = reports.tick(), if connected => sender.report_all().await,
@@ -332,6 +379,54 @@ async fn next_opus(feed: &mut Option<OpusFeed>) -> Option<Arc<SharedFrame>> {
     match feed {
         Some(f) => f.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The next frame of the viewer's H.264 re-encode; never ready without one.
+async fn next_video(feed: &mut Option<VideoFeed>) -> Option<Arc<SharedFrame>> {
+    match feed {
+        Some(f) => f.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What writing to a viewer that stopped comes to: the end of the session, or, for a stream
+/// that turned out to have B-frames, its re-encode.
+async fn after_stop(
+    ctx: &WebRtcContext,
+    name: &StreamName,
+    stream_id: &str,
+    out: &Outbox,
+    stop: Stop,
+) -> Result<VideoFeed, End> {
+    match stop {
+        Stop::Gone => Err(Some((Definition::PlayFinished, Some("connection lost")))),
+        Stop::BFrames => reencode(ctx, name, stream_id, out).await,
+    }
+}
+
+/// A viewer of a stream with B-frames: joins the stream's re-encode without them, or is
+/// refused (when the policy says so, or when no re-encode can start).
+async fn reencode(
+    ctx: &WebRtcContext,
+    name: &StreamName,
+    stream_id: &str,
+    out: &Outbox,
+) -> Result<VideoFeed, End> {
+    if ctx.limits.bframes == BFramesPolicy::Refuse {
+        return Err(refuse_bframes(name, stream_id, out).await);
+    }
+    match ctx.video.join(&ctx.hub, name.as_str()) {
+        Ok(feed) => {
+            tracing::info!(stream = %name, "WebRTC viewer takes the stream's H.264 re-encoded without B-frames");
+            Ok(feed)
+        }
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "WebRTC play refused: {BUSY_REASON}");
+            out.text(Reply::error(Definition::HighResourceUsage, Some(stream_id)))
+                .await;
+            Err(Some((Definition::PlayFinished, Some(BUSY_REASON))))
+        }
     }
 }
 
@@ -368,9 +463,11 @@ struct Sender {
     audio: Option<(OutgoingTrack, Stamper)>,
     /// Video is skipped until a keyframe (at start, and after a start backlog too long).
     need_keyframe: bool,
+    /// Whether the video comes from the stream's re-encode: the relay's own is dropped.
+    reencoding: bool,
     backlog: Vec<Arc<SharedFrame>>,
-    /// Live frames, released on the media clock.
-    pacer: Pacer<Arc<SharedFrame>>,
+    /// Live frames, released on the media clock, each with whether it was re-encoded.
+    pacer: Pacer<(Arc<SharedFrame>, bool)>,
     /// The viewer's media clock, shared by its tracks' sender reports: presentation time
     /// `pts` is wall-clock time `wall` (at `instant`), set by the first paced frame.
     clock: Option<MediaClock>,
@@ -436,6 +533,7 @@ impl Sender {
                 )
             }),
             need_keyframe: true,
+            reencoding: false,
             backlog: Vec::new(),
             pacer: Pacer::new(Instant::now()),
             clock: None,
@@ -447,7 +545,14 @@ impl Sender {
     /// unless that spans more than [`MAX_START_BACKLOG`]. A browser renders such a backlog
     /// at once but would buffer a backlog of sound and play it in real time, behind the
     /// picture: with video, sound starts with the live frames.
-    fn start(&mut self, pending: Vec<Arc<SharedFrame>>, opus: Vec<Arc<SharedFrame>>) {
+    /// With `reencoding`, the video in `pending` is the re-encode's.
+    fn start(
+        &mut self,
+        pending: Vec<Arc<SharedFrame>>,
+        opus: Vec<Arc<SharedFrame>>,
+        reencoding: bool,
+    ) {
+        self.reencoding = reencoding;
         if self.video.is_some() {
             let video: Vec<Arc<SharedFrame>> = pending
                 .into_iter()
@@ -486,15 +591,23 @@ impl Sender {
         }
     }
 
+    /// From now on the video is the re-encode's, starting at its next keyframe.
+    fn reencode(&mut self) {
+        self.reencoding = true;
+        self.need_keyframe = true;
+    }
+
     async fn flush(&mut self, config: &SharedConfig) -> Result<(), Stop> {
+        let reencoded = self.reencoding;
         for f in std::mem::take(&mut self.backlog) {
-            self.send(&f, config).await?;
+            self.send(&f, reencoded, config).await?;
         }
         Ok(())
     }
 
-    /// Queues a live frame that arrived `now` for its time on the media clock.
-    fn push(&mut self, now: Instant, f: Arc<SharedFrame>) {
+    /// Queues a live frame that arrived `now` for its time on the media clock; `reencoded`
+    /// when it comes from the stream's re-encode.
+    fn push(&mut self, now: Instant, f: Arc<SharedFrame>, reencoded: bool) {
         let lane = match f.frame.track {
             TrackKind::Video if self.video.as_ref().is_some_and(|v| v.2 == f.frame.codec) => {
                 Lane::Video
@@ -505,7 +618,7 @@ impl Sender {
         };
         let pts = f.frame.pts;
         let bytes = f.frame.payload.len();
-        if self.pacer.push(now, pts, lane, f, bytes) == Pushed::Dropped {
+        if self.pacer.push(now, pts, lane, (f, reencoded), bytes) == Pushed::Dropped {
             let dropped = self.pacer.dropped();
             if dropped.is_power_of_two() {
                 tracing::debug!(dropped, "late audio dropped for a WebRTC viewer");
@@ -520,7 +633,7 @@ impl Sender {
 
     /// Sends the frames due at `now`.
     async fn release(&mut self, now: Instant, config: &SharedConfig) -> Result<(), Stop> {
-        while let Some(f) = self.pacer.pop(now) {
+        while let Some((f, reencoded)) = self.pacer.pop(now) {
             if self.clock.is_none() {
                 self.clock = Some(MediaClock {
                     wall: SystemTime::now(),
@@ -528,7 +641,7 @@ impl Sender {
                     pts: f.frame.pts,
                 });
             }
-            self.send(&f, config).await?;
+            self.send(&f, reencoded, config).await?;
             let first_video =
                 !self.reported.0 && self.video.as_ref().is_some_and(|v| v.0.has_sent());
             let first_audio =
@@ -560,10 +673,20 @@ impl Sender {
         }
     }
 
-    async fn send(&mut self, shared: &SharedFrame, config: &SharedConfig) -> Result<(), Stop> {
+    async fn send(
+        &mut self,
+        shared: &SharedFrame,
+        reencoded: bool,
+        config: &SharedConfig,
+    ) -> Result<(), Stop> {
         let frame = &shared.frame;
-        if has_bframes(shared) {
-            return Err(Stop::BFrames);
+        if frame.track == TrackKind::Video && !reencoded {
+            if self.reencoding {
+                return Ok(());
+            }
+            if has_bframes(shared) {
+                return Err(Stop::BFrames);
+            }
         }
         let (track, stamper) = match frame.track {
             TrackKind::Video => {
@@ -591,9 +714,9 @@ impl Sender {
                 (track, stamper)
             }
         };
-        let encoded = shared.encoded(WireFormat::Rtp, |f| {
-            encode_payloads(f, config.config.video.as_ref())
-        });
+        // A re-encoded keyframe carries its own parameter sets, never the source's.
+        let source_sets = config.config.video.as_ref().filter(|_| !reencoded);
+        let encoded = shared.encoded(WireFormat::Rtp, |f| encode_payloads(f, source_sets));
         let mut payloads = Payloads::new(encoded).peekable();
         while let Some(payload) = payloads.next() {
             let stamp = stamper.stamp(frame.pts, payloads.peek().is_none());
