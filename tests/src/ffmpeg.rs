@@ -82,6 +82,59 @@ pub fn with_profile(
     args
 }
 
+/// OBS's default stream settings as ffmpeg arguments, in real time and endless, as FLV to
+/// `url`: 1920x1080 at 30 frames/s, x264 `veryfast` with High profile, two B-frames, a keyframe
+/// every 2 s, 6 Mbit/s CBR; AAC at 160 kbit/s, 48 kHz stereo.
+pub fn obs_default_args(url: &str) -> Vec<String> {
+    [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1920x1080:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "high",
+        "-bf",
+        "2",
+        "-g",
+        "60",
+        "-b:v",
+        "6000k",
+        "-maxrate",
+        "6000k",
+        "-bufsize",
+        "6000k",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "160k",
+        "-ar",
+        "48000",
+        "-ac",
+        "2",
+        "-f",
+        "flv",
+        url,
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     /// The process.

@@ -229,6 +229,38 @@ fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
     assert!(stopped, "the re-encode stops with its last viewer");
 }
 
+/// OBS's defaults (1080p30 High with two B-frames at 6 Mbit/s, AAC 48 kHz stereo) over RTMP
+/// play in a browser with sound through the re-encode; prints the frame rate the browser
+/// decoded and the server's CPU.
+#[test]
+fn obs_defaults_at_1080p_play_in_a_browser() {
+    let s = server();
+    let pid = s.pid().unwrap();
+    let dir = TempDir::new("cross-obs");
+    let stream = "live/obs";
+    let token = publish_token(&s, stream);
+    let args = ffmpeg::obs_default_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp));
+    let _publisher = start_publisher(&s, &dir, stream, &args);
+    let mut b = Browser::launch();
+    let tab = b.open_window(&play_page(&s, stream));
+    wait_status(&mut b, &tab, "playing", 30);
+    assert_picture_and_sound(&mut b, &tab, "OBS defaults, 1080p30");
+    let errors = b.eval(&tab, "streamgate.state.errors.join(',')");
+    assert_eq!(errors, "", "errors");
+    let (frames0, cpu0, at) = (
+        b.eval(&tab, VIDEO_FRAMES).as_u64().unwrap_or(0),
+        cpu_ticks(pid),
+        std::time::Instant::now(),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let secs = at.elapsed().as_secs_f64();
+    let fps = (b.eval(&tab, VIDEO_FRAMES).as_u64().unwrap_or(0) - frames0) as f64 / secs;
+    let cpu = (cpu_ticks(pid) - cpu0) as f64 / 100.0 / secs * 100.0;
+    println!("OBS defaults 1080p30 -> play.html: {fps:.1} frames/s decoded, server CPU {cpu:.0} % of a core");
+    assert!(fps > 5.0, "the picture stalls: {fps:.1} frames/s");
+    b.close(&tab);
+}
+
 #[test]
 fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason_when_so_configured() {
     let s = Server::start_with(
@@ -485,8 +517,45 @@ impl std::fmt::Display for DriftReport {
 /// plays it in play.html and measures the drift in the page over `seconds` from the first
 /// marks after the page plays.
 fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> DriftReport {
+    drift_to_browser_of(s, b, proto, false, seconds)
+}
+
+/// x264's defaults instead of the browser-safe settings of [`avsync::publish_args`]: High
+/// profile, three B-frames, no `zerolatency`, a keyframe every 2 s (with the `veryfast`
+/// preset rather than the default `medium`, to spare the test machine's CPU).
+fn with_x264_defaults(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.into_iter().peekable();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-tune" => {
+                it.next();
+            }
+            "ultrafast" => out.push("veryfast".into()),
+            "-g" => {
+                it.next();
+                out.extend(["-g", "60", "-profile:v", "high", "-bf", "3"].map(String::from));
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+/// [`drift_to_browser`], with B-frames in the published stream when `bframes` (so that the
+/// browser plays its re-encode).
+fn drift_to_browser_of(
+    s: &Server,
+    b: &mut Browser,
+    proto: &str,
+    bframes: bool,
+    seconds: u64,
+) -> DriftReport {
     let dir = TempDir::new("cross-drift-play");
-    let stream = format!("live/marks-{proto}");
+    let stream = format!(
+        "live/marks-{proto}{}",
+        if bframes { "-bframes" } else { "" }
+    );
     let token = publish_token(s, &stream);
     let args = if proto == "rtmp" {
         avsync::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), "flv")
@@ -495,6 +564,11 @@ fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> D
             &srt::url(s.srt, &format!("{stream},token={token}"), ""),
             "mpegts",
         )
+    };
+    let args = if bframes {
+        with_x264_defaults(args)
+    } else {
+        args
     };
     let _publisher = start_publisher(s, &dir, &stream, &args);
     // A window of its own: a background tab would stop rendering frames.
@@ -517,7 +591,14 @@ fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> D
     });
     let join = join.unwrap_or_else(|| panic!("{proto}: too few marks at join: {v}"));
     DriftReport {
-        what: format!("{proto} -> play.html"),
+        what: format!(
+            "{proto}{} -> play.html",
+            if bframes {
+                " (B-frames, re-encoded)"
+            } else {
+                ""
+            }
+        ),
         drift,
         join: Some(join),
     }
@@ -612,6 +693,21 @@ fn av_drift_from_rtmp_and_srt_to_browsers_stays_small() {
             DRIFT_SECONDS,
         );
     }
+}
+
+/// Lip sync through the H.264 re-encode: x264's defaults (B-frames) over RTMP.
+#[test]
+fn av_drift_through_the_reencode_of_b_frames_stays_small() {
+    let s = server();
+    let mut b = Browser::launch();
+    let report = drift_to_browser_of(&s, &mut b, "rtmp", true, DRIFT_SECONDS);
+    assert_drift(&report, DRIFT_SECONDS);
+    assert!(
+        s.log_lines_with("H.264 re-encode started")
+            .iter()
+            .any(|l| l.contains("marks-rtmp-bframes")),
+        "the browser played the re-encode"
+    );
 }
 
 #[test]

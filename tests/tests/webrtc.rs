@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use streamgate_tests::browser::{Browser, StaticServer, Tab, WsClient};
-use streamgate_tests::{wait_until, Options, Server};
+use streamgate_tests::{ffmpeg, wait_until, Options, Server, TempDir};
 
 /// A server whose ICE candidates are on loopback only (the tests send nothing elsewhere).
 fn server() -> Server {
@@ -232,6 +232,45 @@ fn the_ant_media_sdk_publishes_and_plays_unmodified() {
     b.close(&viewer);
     b.close(&publisher);
     assert_no_sessions(&s, "SDK");
+}
+
+/// An encoder's stream with x264's defaults (High profile, B-frames) over RTMP, played by Ant
+/// Media's unmodified SDK: the SDK gets the re-encode, with picture and sound.
+#[test]
+fn the_ant_media_sdk_plays_an_encoder_stream_with_b_frames() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/antmedia");
+    let s = server();
+    let dir = TempDir::new("webrtc-sdk-bframes");
+    let pages = StaticServer::serve(&root);
+    let stream = "LiveApp/x264";
+    let (_, token) = publish_token(&s, stream, json!({}));
+    let args = ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None);
+    let args = ffmpeg::with_profile(args, "1280x720", 30, "high", 3);
+    let _publisher = s.start_publisher(&dir, stream, &args);
+    let mut b = Browser::launch();
+    let viewer = b.open(&format!(
+        "http://{}/index.html?mode=play&ws=ws://{}/LiveApp/websocket&id=x264&token=",
+        pages.addr, s.http
+    ));
+    b.wait_for(
+        &viewer,
+        "window.events || []",
+        Duration::from_secs(30),
+        |v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|e| e == "play_started"))
+        },
+    )
+    .unwrap_or_else(|v| panic!("SDK play did not start: {v}"));
+    assert_plays(
+        &mut b,
+        &viewer,
+        "Object.values(adaptor.remotePeerConnection)[0]",
+        "Ant Media SDK, x264 defaults",
+    );
+    assert_eq!(b.eval(&viewer, "window.errors || []"), json!([]));
+    assert!(!s.log_lines_with("H.264 re-encode started").is_empty());
+    b.close(&viewer);
 }
 
 /// Sends a publish or play and returns the first reply that is not a candidate.

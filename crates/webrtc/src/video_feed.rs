@@ -8,8 +8,10 @@
 //! through a bounded channel, to a thread of its own: the codec work never runs on the
 //! runtime's workers. The thread re-encodes ([`AvcReencoder`]) and broadcasts the frames, in
 //! [`SharedFrame`]s, so their RTP payloads are produced once for every viewer. When the
-//! thread falls behind, the task drops the source's frames until its next keyframe instead of
-//! queueing without bound. A viewer's keyframe request (at its start, or a PLI) makes the
+//! thread falls behind, the task first leaves out the frames no other frame refers to (most
+//! B-frames), which costs the picture nothing but their own time, and when that is not
+//! enough drops the source's frames until its next keyframe instead of queueing without
+//! bound. A viewer's keyframe request (at its start, or a PLI) makes the
 //! next output picture a keyframe. When the last viewer drops its [`VideoFeed`] the task
 //! and the thread stop.
 
@@ -17,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use streamgate_media::nal::{nal_type, split_avcc, AVCC_LENGTH_SIZE};
 use streamgate_media::{AvcConfig, Codec, TrackKind};
 use streamgate_relay::{Event, Hub, SharedFrame, Subscriber};
 use streamgate_transcode::{AvcReencoder, AvcSettings};
@@ -32,6 +35,9 @@ pub const VIDEO_FEED_CAPACITY: usize = 128;
 /// Source frames waiting for the codec thread; when it has this many, the source's frames
 /// are dropped until its next keyframe.
 const JOB_CAPACITY: usize = 32;
+
+/// Jobs waiting above which frames that no other frame refers to are left out.
+const DISPOSABLE_ABOVE: usize = JOB_CAPACITY / 4;
 
 /// Output keyframe interval: 2 s at the source's frame rate, as encoders for the web use.
 const KEYFRAME_SECONDS: f64 = 2.0;
@@ -233,6 +239,7 @@ async fn forward(mut sub: Subscriber, jobs: mpsc::Sender<Job>, stop: Cancellatio
     let mut config_due = false;
     let mut gap = false;
     let mut dropped: u64 = 0;
+    let mut left_out: u64 = 0;
     loop {
         let ev = tokio::select! {
             () = stop.cancelled() => break,
@@ -254,6 +261,13 @@ async fn forward(mut sub: Subscriber, jobs: mpsc::Sender<Job>, stop: Cancellatio
             {
                 if gap && !f.frame.keyframe {
                     dropped += 1;
+                    continue;
+                }
+                if JOB_CAPACITY - jobs.capacity() > DISPOSABLE_ABOVE && is_disposable(&f.frame) {
+                    left_out += 1;
+                    if left_out.is_power_of_two() {
+                        tracing::debug!(stream = %name, left_out, "H.264 re-encode behind: frames no other refers to left out");
+                    }
                     continue;
                 }
                 if config_due {
@@ -287,7 +301,23 @@ async fn forward(mut sub: Subscriber, jobs: mpsc::Sender<Job>, stop: Cancellatio
             Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
-    tracing::info!(stream = %name, dropped, "H.264 re-encode stopped");
+    tracing::info!(stream = %name, dropped, left_out, "H.264 re-encode stopped");
+}
+
+/// Whether no other frame refers to this one (`nal_ref_idc` 0 in its slices): leaving it out
+/// of the decoder loses only its own picture.
+fn is_disposable(frame: &streamgate_media::Frame) -> bool {
+    if frame.keyframe {
+        return false;
+    }
+    let Ok(units) = split_avcc(&frame.payload, AVCC_LENGTH_SIZE) else {
+        return false;
+    };
+    let mut slices = units
+        .iter()
+        .filter(|u| matches!(nal_type(u), Some(1..=5)))
+        .peekable();
+    slices.peek().is_some() && slices.all(|u| u.first().is_some_and(|h| h & 0x60 == 0))
 }
 
 /// The codec thread of one stream: runs until the task drops its end of `jobs`.
@@ -386,6 +416,29 @@ mod tests {
             }
         }
         (config.unwrap(), frames)
+    }
+
+    #[test]
+    fn only_frames_no_other_refers_to_are_disposable() {
+        let (_, frames) = fixture();
+        let disposable: Vec<&Frame> = frames.iter().filter(|f| is_disposable(f)).collect();
+        // x264 with two B-frames and the default B-pyramid: non-reference B-frames exist,
+        // and each is a B-frame (shown before a frame decoded earlier).
+        assert!(!disposable.is_empty());
+        assert!(disposable.len() < frames.len() / 2, "{}", disposable.len());
+        assert!(frames
+            .iter()
+            .filter(|f| f.keyframe)
+            .all(|f| !is_disposable(f)));
+        let mut frame = frames[1].clone();
+        frame.payload = Bytes::from_static(&[0, 0, 0, 2, 0x01, 0x88]);
+        assert!(is_disposable(&frame), "a non-reference slice");
+        frame.payload = Bytes::from_static(&[0, 0, 0, 2, 0x41, 0x88]);
+        assert!(!is_disposable(&frame), "a reference slice");
+        frame.payload = Bytes::from_static(&[0, 0, 0, 9, 0x01]);
+        assert!(!is_disposable(&frame), "damage is not disposable");
+        frame.payload = Bytes::from_static(&[0, 0, 0, 1, 0x06]);
+        assert!(!is_disposable(&frame), "no slice");
     }
 
     #[test]
