@@ -229,6 +229,36 @@ fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
     assert!(stopped, "the re-encode stops with its last viewer");
 }
 
+/// The README's quickstart: `examples/publish.sh` (libx264 at 720p, with B-frames and High
+/// profile as ffmpeg's defaults have them) plays in play.html with sound.
+#[test]
+fn the_readme_quickstart_stream_plays_in_play_html() {
+    let s = server();
+    let dir = TempDir::new("cross-quickstart");
+    let stream = "live/cam1";
+    let token = publish_token(&s, stream);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/publish.sh");
+    let log = dir.path().join("publish.log");
+    let child = std::process::Command::new(&script)
+        .args([stream, &token])
+        .env("STREAMGATE_RTMP", format!("rtmp://{}", s.rtmp))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut publisher = Proc { child, log };
+    let live = wait_until(Duration::from_secs(15), || s.frames_in(stream) > 0);
+    assert!(live && publisher.running(), "{}", publisher.stderr());
+    let mut b = Browser::launch();
+    let tab = b.open(&play_page(&s, stream));
+    wait_status(&mut b, &tab, "playing", 30);
+    assert_picture_and_sound(&mut b, &tab, "README quickstart");
+    let errors = b.eval(&tab, "streamgate.state.errors.join(',')");
+    assert_eq!(errors, "", "errors");
+    b.close(&tab);
+}
+
 /// OBS's defaults (1080p30 High with two B-frames at 6 Mbit/s, AAC 48 kHz stereo) over RTMP
 /// play in a browser with sound through the re-encode; prints the frame rate the browser
 /// decoded and the server's CPU.
