@@ -496,3 +496,26 @@ async fn remove(
     tracing::info!(kind = kind.as_str(), id = %id, "token deleted");
     Ok(success(serde_json::Value::Null))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streams(json: &str) -> Result<Vec<StreamRule>, String> {
+        serde_json::from_str::<Streams>(json)
+            .map(|s| s.0)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_empty_stream_list_is_refused_and_every_stream_is_said_plainly() {
+        let err = streams("[]").unwrap_err();
+        assert!(err.contains("must not be empty"), "{err}");
+        // Every stream: "*" or null (an omitted field is the default, also empty).
+        assert_eq!(streams("\"*\"").unwrap().len(), 0);
+        assert_eq!(streams("null").unwrap().len(), 0);
+        assert!(streams("\"cam1\"").is_err(), "a bare name is not \"*\"");
+        let one = streams(r#"[{"streamName": "live/cam1"}]"#).unwrap();
+        assert_eq!(one.len(), 1);
+    }
+}
