@@ -182,13 +182,7 @@ fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
         let errors = b.eval(tab, "streamgate.state.errors.join(',')");
         assert_eq!(errors, "", "{what}: errors");
     }
-    let started = |s: &Server| {
-        s.log_lines_with("H.264 re-encode started")
-            .iter()
-            .filter(|l| l.contains(stream))
-            .count()
-    };
-    assert_eq!(started(&s), 1, "one re-encode for two viewers");
+    assert_eq!(h264_transcodes(&s), 1, "one re-encode for two viewers");
 
     // A second stream with B-frames would need a second re-encode: refused, with a reason.
     let other = "live/x264-other";
@@ -207,7 +201,7 @@ fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
         |v| v.as_str().is_some_and(|t| t.contains("highResourceUsage")),
     );
     assert!(refused.is_ok(), "viewer errors {refused:?}");
-    assert_eq!(started(&s), 1);
+    assert_eq!(h264_transcodes(&s), 1);
     // The viewers playing go on.
     let frames = |b: &mut Browser, tab: &Tab| b.eval(tab, VIDEO_FRAMES).as_u64().unwrap_or(0);
     let before = frames(&mut b, &first);
@@ -221,12 +215,23 @@ fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
     b.close(&refused_tab);
     b.close(&first);
     b.close(&second);
-    let stopped = wait_until(Duration::from_secs(10), || {
+    let stopped = wait_until(Duration::from_secs(10), || h264_transcodes(&s) == 0);
+    assert!(stopped, "the re-encode stops with its last viewer");
+    assert!(
         s.log_lines_with("H.264 re-encode stopped")
             .iter()
-            .any(|l| l.contains(stream))
-    });
-    assert!(stopped, "the re-encode stops with its last viewer");
+            .any(|l| l.contains(stream)),
+        "and says so in the log"
+    );
+}
+
+/// H.264 re-encodes running, from `/metrics`.
+fn h264_transcodes(s: &Server) -> u64 {
+    s.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("streamgate_transcodes{kind=\"h264\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// The README's quickstart: `examples/publish.sh` (libx264 at 720p, with B-frames and High

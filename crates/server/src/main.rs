@@ -290,6 +290,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
             ("webrtc", webrtc_ctx.session_gate().clone()),
         ],
         rtmp: rtmp_ctx,
+        webrtc: Arc::clone(&webrtc_ctx),
         panics,
     }));
     if let Some(addr) = config.metrics.listen.0 {

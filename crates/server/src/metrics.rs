@@ -8,6 +8,7 @@ use streamgate_api::MetricsSource;
 use streamgate_auth::ConnectionGate;
 use streamgate_relay::Hub;
 use streamgate_rtmp::RtmpContext;
+use streamgate_webrtc::WebRtcContext;
 
 use crate::supervise::PanicCount;
 
@@ -79,6 +80,8 @@ pub struct ListenerMetrics {
     pub gates: Vec<(&'static str, ConnectionGate)>,
     /// The RTMP listener's counters.
     pub rtmp: Arc<RtmpContext>,
+    /// The WebRTC listener (its transcodes).
+    pub webrtc: Arc<WebRtcContext>,
     /// The process's panics.
     pub panics: PanicCount,
 }
@@ -121,6 +124,17 @@ impl MetricsSource for ListenerMetrics {
                 out,
                 "streamgate_rtmp_closed_total{{reason=\"{reason}\"}} {n}"
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP streamgate_transcodes Transcodes running for WebRTC viewers, one per stream and kind."
+        );
+        let _ = writeln!(out, "# TYPE streamgate_transcodes gauge");
+        for (kind, n) in [
+            ("aac_opus", self.webrtc.opus.running()),
+            ("h264", self.webrtc.video.running()),
+        ] {
+            let _ = writeln!(out, "streamgate_transcodes{{kind=\"{kind}\"}} {n}");
         }
         let _ = writeln!(
             out,
