@@ -121,11 +121,15 @@ impl AvcReencoder {
     pub fn set_source(&mut self, config: &AvcConfig) -> Result<(), TranscodeError> {
         self.need_keyframe = true;
         self.source_sets = None;
-        for sps in &config.sps {
-            check_sps(sps)?;
-        }
+        Self::takes(config)?;
         self.source_sets = Some(config.parameter_sets_annexb());
         Ok(())
+    }
+
+    /// Whether a stream of configuration `config` can be re-encoded: its parameter sets
+    /// are readable and its pictures no larger than [`MAX_PICTURE_PIXELS`].
+    pub fn takes(config: &AvcConfig) -> Result<(), TranscodeError> {
+        config.sps.iter().try_for_each(|sps| check_sps(sps))
     }
 
     /// The next output picture is a keyframe (a new viewer, or one that lost packets).
@@ -455,7 +459,9 @@ mod tests {
         let pps = Bytes::from_static(&[0x68, 0xce, 0x38, 0x80]);
         let config =
             AvcConfig::from_parameter_sets(vec![huge.clone()], vec![pps.clone()]).expect("record");
+        assert!(AvcReencoder::takes(&config).is_err());
         assert!(AvcReencoder::new(Some(&config), AvcSettings::default()).is_err());
+        assert!(AvcReencoder::takes(&fixture().0).is_ok());
 
         // The same SPS in band, in a keyframe of a stream that started well: refused, and the
         // stream goes on at its next keyframe.

@@ -11,6 +11,7 @@ use streamgate_admission::{EndReason, PlaySession};
 use streamgate_auth::StreamName;
 use streamgate_media::{ms_to_ticks, Codec, TrackKind, CLOCK_HZ};
 use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat};
+use streamgate_transcode::AvcReencoder;
 use tokio::sync::mpsc;
 
 use crate::message::{Definition, Reply, SdpKind};
@@ -52,6 +53,11 @@ const AAC_FRAMES_BEFORE_TRANSCODE: u32 = 3;
 /// log and the final message.
 const BFRAMES_REASON: &str =
     "the stream's H.264 has B-frames, which WebRTC playback cannot carry; publish with -bf 0 (or a baseline profile)";
+
+/// Why a viewer of a stream with B-frames is refused when its pictures are too large (or
+/// its parameter sets unreadable) for the re-encode, in the log and the final message.
+const TOO_LARGE_REASON: &str =
+    "the stream's H.264 has B-frames and pictures too large to re-encode; publish with -bf 0 (or a baseline profile)";
 
 /// Why a viewer of a stream with B-frames is refused when no re-encode can start, in the log
 /// and the final message.
@@ -100,7 +106,7 @@ fn ended_by(end: End) -> EndReason {
     match end {
         Some((_, Some("connection lost"))) => EndReason::ConnectionError,
         Some((_, Some("stream ended"))) => EndReason::StreamEnded,
-        Some((_, Some(BFRAMES_REASON | BUSY_REASON))) => EndReason::Unsupported,
+        Some((_, Some(BFRAMES_REASON | BUSY_REASON | TOO_LARGE_REASON))) => EndReason::Unsupported,
         _ => EndReason::ClientClosed,
     }
 }
@@ -161,7 +167,7 @@ async fn play(
                 Event::Ended => return Some((Definition::PlayFinished, Some("stream ended"))),
                 Event::Frame(f) => {
                     if has_bframes(&f) && reencoded.is_none() {
-                        match reencode(ctx, name, stream_id, out).await {
+                        match reencode(ctx, name, stream_id, out, &config).await {
                             Ok(feed) => {
                                 pending.retain(|p| p.frame.track != TrackKind::Video);
                                 reencoded = Some(feed);
@@ -307,7 +313,7 @@ async fn play(
                             reencoded.is_some(),
                         );
                         if let Err(stop) = sender.flush(&config).await {
-                            match after_stop(ctx, name, stream_id, out, stop).await {
+                            match after_stop(ctx, name, stream_id, out, stop, &config).await {
                                 Ok(feed) => {
                                     sender.reencode();
                                     reencoded = Some(feed);
@@ -346,7 +352,7 @@ async fn play(
             },
             () = sleep_until(due), if connected && due.is_some() => {
                 if let Err(stop) = sender.release(Instant::now(), &config).await {
-                    match after_stop(ctx, name, stream_id, out, stop).await {
+                    match after_stop(ctx, name, stream_id, out, stop, &config).await {
                         Ok(feed) => {
                             sender.reencode();
                             reencoded = Some(feed);
@@ -398,23 +404,35 @@ async fn after_stop(
     stream_id: &str,
     out: &Outbox,
     stop: Stop,
+    config: &SharedConfig,
 ) -> Result<VideoFeed, End> {
     match stop {
         Stop::Gone => Err(Some((Definition::PlayFinished, Some("connection lost")))),
-        Stop::BFrames => reencode(ctx, name, stream_id, out).await,
+        Stop::BFrames => reencode(ctx, name, stream_id, out, config).await,
     }
 }
 
 /// A viewer of a stream with B-frames: joins the stream's re-encode without them, or is
-/// refused (when the policy says so, or when no re-encode can start).
+/// refused (when the policy says so, when the stream's pictures are too large, or when no
+/// re-encode can start).
 async fn reencode(
     ctx: &WebRtcContext,
     name: &StreamName,
     stream_id: &str,
     out: &Outbox,
+    config: &SharedConfig,
 ) -> Result<VideoFeed, End> {
     if ctx.limits.bframes == BFramesPolicy::Refuse {
         return Err(refuse_bframes(name, stream_id, out).await);
+    }
+    if let Some(Err(e)) = config.config.video.as_ref().map(AvcReencoder::takes) {
+        tracing::warn!(stream = %name, error = %e, "WebRTC play refused: {TOO_LARGE_REASON}");
+        out.text(Reply::error(
+            Definition::BFramesUnsupported,
+            Some(stream_id),
+        ))
+        .await;
+        return Err(Some((Definition::PlayFinished, Some(TOO_LARGE_REASON))));
     }
     match ctx.video.join(&ctx.hub, name.as_str()) {
         Ok(feed) => {
