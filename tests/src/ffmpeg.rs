@@ -7,24 +7,7 @@ use std::time::{Duration, Instant};
 /// Test pattern with a tone, H.264 (browser-safe yuv420p) + AAC, in real time, as FLV.
 /// `seconds` of media, or endless when `None`.
 pub fn publish_args(url: &str, seconds: Option<u32>) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let mut args = live_source("testsrc2=size=320x240:rate=25", 44100);
     if let Some(s) = seconds {
         args.extend(["-t".to_owned(), s.to_string()]);
     }
@@ -86,6 +69,48 @@ pub fn with_profile(
 /// `url`: 1920x1080 at 30 frames/s, x264 `veryfast` with High profile, two B-frames, a keyframe
 /// every 2 s, 6 Mbit/s CBR; AAC at 160 kbit/s, 48 kHz stereo.
 pub fn obs_default_args(url: &str) -> Vec<String> {
+    let mut args = live_source("testsrc2=size=1920x1080:rate=30", 48000);
+    args.extend(
+        [
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "high",
+            "-bf",
+            "2",
+            "-g",
+            "60",
+            "-b:v",
+            "6000k",
+            "-maxrate",
+            "6000k",
+            "-bufsize",
+            "6000k",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "160k",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-f",
+            "flv",
+            url,
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// ffmpeg's first arguments for a live test source: `video` (a lavfi source) and a 440 Hz
+/// tone at `sample_rate`, read in real time.
+fn live_source(video: &str, sample_rate: u32) -> Vec<String> {
+    let tone = format!("sine=frequency=440:sample_rate={sample_rate}");
     [
         "-hide_banner",
         "-nostdin",
@@ -95,44 +120,14 @@ pub fn obs_default_args(url: &str) -> Vec<String> {
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=1920x1080:rate=30",
+        video,
         "-f",
         "lavfi",
         "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-profile:v",
-        "high",
-        "-bf",
-        "2",
-        "-g",
-        "60",
-        "-b:v",
-        "6000k",
-        "-maxrate",
-        "6000k",
-        "-bufsize",
-        "6000k",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "160k",
-        "-ar",
-        "48000",
-        "-ac",
-        "2",
-        "-f",
-        "flv",
-        url,
+        &tone,
     ]
-    .into_iter()
     .map(String::from)
-    .collect()
+    .to_vec()
 }
 
 /// A child process killed (and reaped) on drop.

@@ -18,7 +18,16 @@ use streamgate_tests::{avsync, cpu_ticks, srt, wait_until, Options, Server, Temp
 
 /// A server whose ICE candidates are on loopback only.
 fn server() -> Server {
-    Server::start_with(Options::default().env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1"))
+    server_with("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
+}
+
+/// [`server`] with one more setting from the environment.
+fn server_with(key: &str, value: &str) -> Server {
+    Server::start_with(
+        Options::default()
+            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
+            .env(key, value),
+    )
 }
 
 fn publish_token(s: &Server, stream: &str) -> String {
@@ -162,11 +171,7 @@ fn main_and_high_profiles_play_in_browsers() {
 /// with `highResourceUsage`, and the viewers already playing go on.
 #[test]
 fn h264_with_b_frames_plays_in_browsers_through_one_reencode_per_stream() {
-    let s = Server::start_with(
-        Options::default()
-            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
-            .env("STREAMGATE_WEBRTC_MAX_VIDEO_TRANSCODES", "1"),
-    );
+    let s = server_with("STREAMGATE_WEBRTC_MAX_VIDEO_TRANSCODES", "1");
     let dir = TempDir::new("cross-reencode");
     let stream = "live/x264-default";
     let token = publish_token(&s, stream);
@@ -298,11 +303,7 @@ fn obs_defaults_at_1080p_play_in_a_browser() {
 
 #[test]
 fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason_when_so_configured() {
-    let s = Server::start_with(
-        Options::default()
-            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
-            .env("STREAMGATE_WEBRTC_BFRAMES", "refuse"),
-    );
+    let s = server_with("STREAMGATE_WEBRTC_BFRAMES", "refuse");
     let dir = TempDir::new("cross-bframes");
     let stream = "live/bframes";
     let token = publish_token(&s, stream);
@@ -782,13 +783,9 @@ fn benchmark_rtmp_to_webrtc_viewers() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     // Every tab comes from this host: the per-address session cap must let them all in.
-    let s = Server::start_with(
-        Options::default()
-            .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
-            .env(
-                "STREAMGATE_WEBRTC_MAX_PEERS_PER_IP",
-                &(viewers + 8).to_string(),
-            ),
+    let s = server_with(
+        "STREAMGATE_WEBRTC_MAX_PEERS_PER_IP",
+        &(viewers + 8).to_string(),
     );
     let pid = s.pid().unwrap();
     let dir = TempDir::new("cross-bench");

@@ -12,8 +12,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use streamgate_media::flv::{file_tags, parse_video, FlvVideo, TAG_VIDEO};
+use streamgate_media::flv::file_video;
 use streamgate_media::{ticks_to_ms, AvcConfig, Frame};
 use streamgate_transcode::{AvcReencoder, AvcSettings};
 
@@ -111,19 +110,7 @@ fn source(size: &str) -> (AvcConfig, Vec<Frame>) {
     assert!(status.success(), "ffmpeg failed");
     let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_file(&file);
-    let mut config = None;
-    let mut frames = Vec::new();
-    for tag in file_tags(&data) {
-        let tag = tag.unwrap_or_else(|e| panic!("{e}"));
-        if tag.kind != TAG_VIDEO {
-            continue;
-        }
-        match parse_video(tag.timestamp_ms, Bytes::copy_from_slice(tag.body)) {
-            Ok(FlvVideo::Config(c)) => config = Some(c),
-            Ok(FlvVideo::Frame(f)) => frames.push(f),
-            _ => {}
-        }
-    }
+    let (config, frames) = file_video(&data).unwrap_or_else(|e| panic!("{e}"));
     let config = config.unwrap_or_else(|| panic!("no sequence header"));
     assert!(
         frames.iter().any(|f| ticks_to_ms(f.cts()) != 0),

@@ -344,7 +344,7 @@ fn output_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamgate_media::flv::{file_tags, parse_video, FlvVideo, TAG_VIDEO};
+    use streamgate_media::flv::file_video;
 
     /// Two seconds of 320x240 at 30 frames/s from libx264, High profile with two B-frames
     /// and a keyframe each second, video only, as FLV.
@@ -352,20 +352,7 @@ mod tests {
 
     /// The fixture's configuration and frames, in decoding order.
     fn fixture() -> (AvcConfig, Vec<Frame>) {
-        let mut config = None;
-        let mut frames = Vec::new();
-        for tag in file_tags(HIGH_BFRAMES) {
-            let tag = tag.expect("FLV tag");
-            if tag.kind == TAG_VIDEO {
-                match parse_video(tag.timestamp_ms, Bytes::copy_from_slice(tag.body))
-                    .expect("video tag")
-                {
-                    FlvVideo::Config(c) => config = Some(c),
-                    FlvVideo::Frame(f) => frames.push(f),
-                    _ => {}
-                }
-            }
-        }
+        let (config, frames) = file_video(HIGH_BFRAMES).expect("FLV");
         (config.expect("a sequence header"), frames)
     }
 

@@ -397,24 +397,14 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use std::time::Duration;
-    use streamgate_media::flv::{file_tags, parse_video, FlvVideo, TAG_VIDEO};
+    use streamgate_media::flv::file_video;
     use streamgate_media::Frame;
 
     /// libx264, High profile, two B-frames, 320x240 at 30 frames/s, two seconds.
     const HIGH_BFRAMES: &[u8] = include_bytes!("../../transcode/testdata/high-bframes.flv");
 
     fn fixture() -> (AvcConfig, Vec<Frame>) {
-        let mut config = None;
-        let mut frames = Vec::new();
-        for tag in file_tags(HIGH_BFRAMES).map(Result::unwrap) {
-            if tag.kind == TAG_VIDEO {
-                match parse_video(tag.timestamp_ms, Bytes::copy_from_slice(tag.body)).unwrap() {
-                    FlvVideo::Config(c) => config = Some(c),
-                    FlvVideo::Frame(f) => frames.push(f),
-                    _ => {}
-                }
-            }
-        }
+        let (config, frames) = file_video(HIGH_BFRAMES).unwrap();
         (config.unwrap(), frames)
     }
 

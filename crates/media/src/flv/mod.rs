@@ -13,7 +13,7 @@ pub use audio::{aac_sequence_header_body, audio_body, parse_audio, FlvAudio};
 pub use video::{avc_sequence_header_body, parse_video, video_body, FlvVideo};
 
 use crate::read::ByteReader;
-use crate::{ticks_to_ms, Frame, MediaError};
+use crate::{ticks_to_ms, AvcConfig, Frame, MediaError};
 
 /// The FLV CodecID of H.264 / AVC.
 pub const CODEC_ID_AVC: u8 = 7;
@@ -110,6 +110,25 @@ impl<'a> FileTags<'a> {
             body,
         })
     }
+}
+
+/// The H.264 configuration (the last sequence header) and the video frames, in decoding
+/// order, of an FLV file: what recordings and test fixtures hold.
+pub fn file_video(file: &[u8]) -> Result<(Option<AvcConfig>, Vec<Frame>), MediaError> {
+    let mut config = None;
+    let mut frames = Vec::new();
+    for tag in file_tags(file) {
+        let tag = tag?;
+        if tag.kind != TAG_VIDEO {
+            continue;
+        }
+        match parse_video(tag.timestamp_ms, bytes::Bytes::copy_from_slice(tag.body))? {
+            FlvVideo::Config(c) => config = Some(c),
+            FlvVideo::Frame(f) => frames.push(f),
+            _ => {}
+        }
+    }
+    Ok((config, frames))
 }
 
 #[cfg(test)]
