@@ -59,6 +59,10 @@ const BFRAMES_REASON: &str =
 const TOO_LARGE_REASON: &str =
     "the stream's H.264 has B-frames and pictures too large to re-encode; publish with -bf 0 (or a baseline profile)";
 
+/// Why a viewer of a re-encoded stream ends when its re-encode stops under it (its thread
+/// died: a bug, counted as a panic), in the log and the final message.
+const REENCODE_LOST_REASON: &str = "the stream's H.264 re-encode stopped";
+
 /// Why a viewer of a stream with B-frames is refused when no re-encode can start, in the log
 /// and the final message.
 const BUSY_REASON: &str =
@@ -106,7 +110,9 @@ fn ended_by(end: End) -> EndReason {
     match end {
         Some((_, Some("connection lost"))) => EndReason::ConnectionError,
         Some((_, Some("stream ended"))) => EndReason::StreamEnded,
-        Some((_, Some(BFRAMES_REASON | BUSY_REASON | TOO_LARGE_REASON))) => EndReason::Unsupported,
+        Some((_, Some(BFRAMES_REASON | BUSY_REASON | TOO_LARGE_REASON | REENCODE_LOST_REASON))) => {
+            EndReason::Unsupported
+        }
         _ => EndReason::ClientClosed,
     }
 }
@@ -341,7 +347,11 @@ async fn play(
                 Event::Frame(f) => sender.push(Instant::now(), f, false),
             },
             f = next_video(&mut reencoded) => match f {
-                None => reencoded = None,
+                None => {
+                    tracing::warn!(stream = %name, "WebRTC play ended: {REENCODE_LOST_REASON}");
+                    out.text(Reply::error(Definition::ServerError, Some(stream_id))).await;
+                    break Some((Definition::PlayFinished, Some(REENCODE_LOST_REASON)));
+                }
                 Some(f) if connected => sender.push(Instant::now(), f, true),
                 Some(f) => push_pending(&mut pending, f),
             },

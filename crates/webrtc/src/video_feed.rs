@@ -228,8 +228,9 @@ enum Job {
     Ended,
 }
 
-/// The task of one stream: the relay's H.264 to the codec thread, until `stop`. Frames the
-/// thread has no room for are dropped up to the next keyframe.
+/// The task of one stream: the relay's H.264 to the codec thread, until `stop`. While the
+/// thread is behind, frames no other refers to are left out; frames it has no room for are
+/// dropped up to the next keyframe.
 async fn forward(mut sub: Subscriber, jobs: mpsc::Sender<Job>, stop: CancellationToken) {
     let name = sub.name().to_owned();
     tracing::info!(stream = %name, "H.264 re-encode started");
