@@ -105,6 +105,8 @@ const streamgate = {
             streamIdInUse: "this stream is already being published",
             invalidStreamName: "invalid stream name",
             noStreamNameSpecified: "no stream name given",
+            bframes_not_supported: "the stream's video has B-frames, which this server does not re-encode for it",
+            highResourceUsage: "the server has no room to re-encode this stream's video now; try again later",
           }[msg.definition] || msg.definition;
           say("error: " + text, true);
           st.errors.push(msg.definition);

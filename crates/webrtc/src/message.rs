@@ -263,7 +263,8 @@ pub enum Definition {
     PlayFinished,
     /// A viewer waits for the stream to go live (notification).
     PlayWaiting,
-    /// The stream's H.264 has B-frames, which WebRTC playback cannot carry.
+    /// The stream's H.264 has B-frames, which WebRTC playback cannot carry, and is not
+    /// re-encoded (`webrtc.bframes = "refuse"`, or pictures too large to re-encode).
     BFramesUnsupported,
     /// The viewer's browser takes none of the video codecs offered: the session plays the
     /// stream's sound only.
