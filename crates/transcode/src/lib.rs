@@ -11,19 +11,23 @@
 //! SRT viewers, with the same timestamp rule.
 //!
 //! Libraries: AAC-LC is decoded by `symphonia-codec-aac` (pure Rust), Opus is encoded by
-//! libopus through the `opus` crate, which also decodes it; AAC is encoded by the
-//! Fraunhofer FDK library (`fdk-aac`, built from its bundled sources); the sample rate is converted by [`Resampler`].
+//! libopus through the `opus` crate, which also decodes it; AAC is encoded by libxaac
+//! (Apache-2.0, the `xaac-rs` crate, built from its bundled sources), or by the Fraunhofer FDK
+//! library with the `fdk-aac` feature (see [`aac_enc`]); the sample rate is converted by
+//! [`Resampler`].
 
+pub mod aac_enc;
 mod aac_opus;
 mod avc;
 mod error;
 mod opus_aac;
 mod resample;
 
+pub use aac_enc::AAC_FRAME_SAMPLES;
 pub use aac_opus::{AacToOpus, OPUS_BITRATE, OPUS_FRAME_SAMPLES, OPUS_RATE, RESYNC_GAP};
 pub use avc::{AvcReencoder, AvcSettings, MAX_PICTURE_PIXELS};
 pub use error::TranscodeError;
-pub use opus_aac::{OpusToAac, AAC_BITRATE, AAC_FRAME_SAMPLES};
+pub use opus_aac::{OpusToAac, AAC_BITRATE};
 pub use resample::Resampler;
 
 use streamgate_media::Frame;

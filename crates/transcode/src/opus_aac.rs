@@ -1,23 +1,17 @@
 //! Opus -> AAC for RTMP and SRT viewers of browser publishers.
 
 use bytes::Bytes;
-use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
 use opus::{Channels, Decoder};
 use streamgate_media::{AacConfig, Codec, Frame, TrackKind};
 
+use crate::aac_enc::{default_encoder, AacFrameEncoder, AAC_FRAME_SAMPLES};
 use crate::{samples_to_ticks, TranscodeError, OPUS_CHANNELS, OPUS_RATE, RESYNC_GAP};
-
-/// Samples per channel in one AAC-LC frame.
-pub const AAC_FRAME_SAMPLES: usize = 1024;
 
 /// AAC bit rate, in bit/s (constant): ample for stereo AAC-LC at 48 kHz.
 pub const AAC_BITRATE: u32 = 128_000;
 
 /// Most samples per channel one Opus packet decodes to: 120 ms at 48 kHz.
 const MAX_OPUS_SAMPLES: usize = 5_760;
-
-/// Room for one encoded AAC frame (6144 bits per channel at most, ISO/IEC 14496-3).
-const MAX_AAC_FRAME: usize = 768 * OPUS_CHANNELS;
 
 /// A gap up to this (in 90 kHz ticks, 100 ms) between Opus packets is filled with the
 /// decoder's loss concealment; a longer one restarts the timeline ([`RESYNC_GAP`]).
@@ -26,7 +20,7 @@ const OPUS_FRAME_TICKS: i64 = 1_800;
 /// One stream's Opus -> AAC transcode (48 kHz stereo in and out).
 pub struct OpusToAac {
     decoder: Decoder,
-    encoder: Encoder,
+    encoder: Box<dyn AacFrameEncoder>,
     config: AacConfig,
     /// Encoder delay in samples per channel.
     delay: u64,
@@ -57,26 +51,14 @@ impl OpusToAac {
     pub fn new() -> Result<Self, TranscodeError> {
         let decoder = Decoder::new(OPUS_RATE, Channels::Stereo)
             .map_err(|e| TranscodeError::Decode(e.to_string()))?;
-        let encoder = Encoder::new(EncoderParams {
-            bit_rate: BitRate::Cbr(AAC_BITRATE),
-            sample_rate: OPUS_RATE,
-            transport: Transport::Raw,
-            channels: ChannelMode::Stereo,
-            audio_object_type: AudioObjectType::Mpeg4LowComplexity,
-        })
-        .map_err(|e| TranscodeError::Encode(e.to_string()))?;
-        let info = encoder
-            .info()
-            .map_err(|e| TranscodeError::Encode(e.to_string()))?;
-        let asc_len = usize::try_from(info.confSize).unwrap_or(0);
-        let asc = info.confBuf.get(..asc_len).unwrap_or(&[]);
-        let config = AacConfig::parse(asc)
+        let encoder = default_encoder(OPUS_CHANNELS as u16, AAC_BITRATE)?;
+        let config = AacConfig::parse(encoder.audio_specific_config())
             .map_err(|_| TranscodeError::Encode("encoder gave no AudioSpecificConfig".into()))?;
         Ok(Self {
             decoder,
+            delay: encoder.delay(),
             encoder,
             config,
-            delay: u64::from(info.nDelay),
             pending: Vec::new(),
             origin: None,
             fed: 0,
@@ -130,37 +112,54 @@ impl OpusToAac {
     /// Encodes every whole AAC frame in `pending`.
     fn drain(&mut self) -> Result<Vec<Frame>, TranscodeError> {
         let per_frame = AAC_FRAME_SAMPLES * OPUS_CHANNELS;
-        let mut out = Vec::new();
-        let mut buf = [0u8; MAX_AAC_FRAME];
+        let mut encoded = Vec::new();
         let mut consumed = 0;
+        let mut failed = None;
         while let Some(chunk) = self.pending.get(consumed..consumed + per_frame) {
-            let info = self
-                .encoder
-                .encode(chunk, &mut buf)
-                .map_err(|e| TranscodeError::Encode(e.to_string()))?;
-            let used = info.input_consumed.max(1);
-            consumed += used.min(per_frame);
-            self.fed += (used.min(per_frame) / OPUS_CHANNELS) as u64;
-            if info.output_size == 0 {
-                continue;
+            consumed += per_frame;
+            self.fed += AAC_FRAME_SAMPLES as u64;
+            match self.encoder.encode(chunk) {
+                Ok(aus) => encoded.extend(aus),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
-            // Output frame i holds input from sample i * 1024 - delay on.
-            let start =
-                i128::from(self.produced) * AAC_FRAME_SAMPLES as i128 - i128::from(self.delay);
-            self.produced += 1;
-            let ticks = start * i128::from(streamgate_media::CLOCK_HZ) / i128::from(OPUS_RATE);
-            let pts = self.origin.unwrap_or(0) + i64::try_from(ticks).unwrap_or(0);
-            out.push(Frame {
-                track: TrackKind::Audio,
-                codec: Codec::Aac,
-                pts,
-                dts: pts,
-                keyframe: true,
-                payload: Bytes::copy_from_slice(buf.get(..info.output_size).unwrap_or(&[])),
-            });
         }
         self.pending.drain(..consumed);
-        Ok(out)
+        let out = self.stamp(encoded);
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// Ends the input (for tests and benchmarks): the frames still inside the encoder.
+    pub fn finish(&mut self) -> Result<Vec<Frame>, TranscodeError> {
+        let aus = self.encoder.finish()?;
+        Ok(self.stamp(aus))
+    }
+
+    /// Gives encoded access units, in order, their frames and timestamps.
+    fn stamp(&mut self, aus: Vec<Vec<u8>>) -> Vec<Frame> {
+        aus.into_iter()
+            .map(|au| {
+                // Output frame i holds input from sample i * 1024 - delay on.
+                let start =
+                    i128::from(self.produced) * AAC_FRAME_SAMPLES as i128 - i128::from(self.delay);
+                self.produced += 1;
+                let ticks = start * i128::from(streamgate_media::CLOCK_HZ) / i128::from(OPUS_RATE);
+                let pts = self.origin.unwrap_or(0) + i64::try_from(ticks).unwrap_or(0);
+                Frame {
+                    track: TrackKind::Audio,
+                    codec: Codec::Aac,
+                    pts,
+                    dts: pts,
+                    keyframe: true,
+                    payload: Bytes::from(au),
+                }
+            })
+            .collect()
     }
 }
 
@@ -200,6 +199,7 @@ mod tests {
             };
             aac.extend(to_aac.push(&f).unwrap());
         }
+        aac.extend(to_aac.finish().unwrap());
         // 2 s of input, less the encoder's delay, in 1024-sample frames.
         assert!((88..=94).contains(&aac.len()), "{}", aac.len());
         for w in aac.windows(2) {

@@ -242,7 +242,11 @@ impl AacOut {
             if on != self.on {
                 self.on = on;
                 if on {
-                    tracing::info!(stream = %name, "Opus -> AAC transcode started");
+                    tracing::info!(
+                        stream = %name,
+                        encoder = streamgate_transcode::aac_enc::DEFAULT_ENCODER,
+                        "Opus -> AAC transcode started"
+                    );
                 } else {
                     tracing::info!(stream = %name, "Opus -> AAC transcode stopped");
                 }
