@@ -43,6 +43,7 @@ fn main() {
                 aus.extend(enc.encode(frame).unwrap_or_else(|e| panic!("{e}")));
             }
             aus.extend(enc.finish().unwrap_or_else(|e| panic!("{e}")));
+            let aus: Vec<Vec<u8>> = aus.into_iter().map(|a| a.data).collect();
             let spent = cpu().saturating_sub(before);
             let bytes: usize = aus.iter().map(Vec::len).sum();
             let decoded = decode(enc.audio_specific_config(), &aus);

@@ -15,6 +15,16 @@ pub const AAC_FRAME_SAMPLES: usize = 1024;
 /// output, at 48 kHz AAC-LC (measured by `xaac_delay_is_what_the_decoder_shows`).
 const XAAC_DELAY: u64 = 1_600;
 
+/// One encoded AAC-LC access unit and its place on the encoder's timeline: unit `index` starts
+/// at input sample `index * AAC_FRAME_SAMPLES - delay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Position on the output timeline, counted in frames from 0.
+    pub index: u64,
+    /// The raw access unit (no ADTS header).
+    pub data: Vec<u8>,
+}
+
 /// An AAC-LC encoder for interleaved 16-bit PCM.
 pub trait AacFrameEncoder: Send {
     /// The AudioSpecificConfig of the stream it produces.
@@ -23,29 +33,52 @@ pub trait AacFrameEncoder: Send {
     /// many samples before input sample 0).
     fn delay(&self) -> u64;
     /// Encodes one frame of interleaved samples (`AAC_FRAME_SAMPLES` per channel); returns
-    /// the raw access units now complete (none while the encoder fills its look-ahead).
-    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Vec<u8>>, TranscodeError>;
-    /// Ends the input; returns the access units still on their way.
-    fn finish(&mut self) -> Result<Vec<Vec<u8>>, TranscodeError>;
+    /// the access units now complete, in order. Never blocks for long: an encoder that cannot
+    /// take the frame loses it (an error) and the timeline goes on without it.
+    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Encoded>, TranscodeError>;
+    /// Ends the input; waits for and returns the access units still on their way.
+    fn finish(&mut self) -> Result<Vec<Encoded>, TranscodeError>;
 }
 
-/// Frames handed to libxaac's thread and not yet returned, beyond which [`XaacEncoder::encode`]
-/// waits for the oldest (the thread takes about a tenth of a millisecond per frame).
-const MAX_IN_FLIGHT: usize = 8;
+/// Frames handed to libxaac's thread and not yet returned (1.4 s of audio), beyond which
+/// [`XaacEncoder::encode`] waits up to [`BEHIND_WAIT`] for the thread, then drops frames. The
+/// thread takes about a tenth of a millisecond per frame: in real time only a thread that is
+/// not being run gets there; a caller faster than real time (a test, a benchmark) is held back.
+const MAX_IN_FLIGHT: usize = 64;
 
-/// How long [`XaacEncoder::encode`] waits for its thread when [`MAX_IN_FLIGHT`] frames are
-/// out, before it reports the encoder stuck.
-const STUCK: Duration = Duration::from_secs(1);
+/// How long [`XaacEncoder::encode`] waits for its thread when [`MAX_IN_FLIGHT`] frames are out
+/// ([`FINISH_WAIT`] while the thread has not answered yet: it is setting up the encoder); once
+/// a wait has failed it does not wait again until the thread answers.
+const BEHIND_WAIT: Duration = Duration::from_millis(50);
+
+/// How long [`AacFrameEncoder::finish`] waits for each frame still out.
+const FINISH_WAIT: Duration = Duration::from_secs(2);
+
+/// AudioSpecificConfig of AAC-LC at 48 kHz (ISO/IEC 14496-3 1.6.2.1): object type 2 (5 bits),
+/// sampling frequency index 3 (4 bits), the channel configuration (4 bits), three zero bits.
+fn lc_48k_config(channels: u8) -> Vec<u8> {
+    vec![(2 << 3) | (3 >> 1), ((3 & 1) << 7) | (channels << 3)]
+}
+
+/// What libxaac's thread sends back for one frame.
+type Done = (u64, Result<Vec<u8>, String>);
 
 /// The default encoder: libxaac through the `xaac-rs` crate. Its encoder may not move between
-/// threads, so it lives on a thread of its own; frames go to it and come back in order,
+/// threads and takes tens of milliseconds to set up, so it lives on a thread of its own:
+/// [`XaacEncoder::new`] returns at once, and frames go to the thread and come back in order,
 /// usually by the next call.
 pub struct XaacEncoder {
     config: Vec<u8>,
     channels: usize,
-    input: Option<mpsc::SyncSender<Vec<i16>>>,
-    output: mpsc::Receiver<Result<Vec<u8>, String>>,
+    input: Option<mpsc::SyncSender<(u64, Vec<i16>)>>,
+    output: mpsc::Receiver<Done>,
+    /// Frames handed in so far (the next frame's index).
+    next: u64,
     in_flight: usize,
+    /// A wait of [`BEHIND_WAIT`] failed and the thread has not answered since.
+    stalled: bool,
+    /// The thread has answered at least once (its encoder is set up).
+    answered: bool,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -53,6 +86,7 @@ impl std::fmt::Debug for XaacEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XaacEncoder")
             .field("channels", &self.channels)
+            .field("next", &self.next)
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
@@ -60,13 +94,17 @@ impl std::fmt::Debug for XaacEncoder {
 
 impl XaacEncoder {
     /// An AAC-LC encoder at 48 kHz with this many channels (1 or 2), constant `bitrate` bit/s.
+    /// The encoder itself is made on its thread; if that fails, the first calls to
+    /// [`AacFrameEncoder::encode`] say so.
     pub fn new(channels: u16, bitrate: u32) -> Result<Self, TranscodeError> {
-        if !(1..=2).contains(&channels) {
-            return Err(TranscodeError::Unsupported("only mono and stereo AAC"));
-        }
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Vec<u8>, String>>(1);
-        let (input, input_rx) = mpsc::sync_channel::<Vec<i16>>(MAX_IN_FLIGHT);
-        let (output_tx, output) = mpsc::sync_channel(MAX_IN_FLIGHT);
+        let config = match channels {
+            1 => lc_48k_config(1),
+            2 => lc_48k_config(2),
+            _ => return Err(TranscodeError::Unsupported("only mono and stereo AAC")),
+        };
+        let expected = config.clone();
+        let (input, input_rx) = mpsc::sync_channel::<(u64, Vec<i16>)>(MAX_IN_FLIGHT);
+        let (output_tx, output) = mpsc::sync_channel::<Done>(MAX_IN_FLIGHT);
         let thread = thread::Builder::new()
             .name("aac-encode".into())
             .spawn(move || {
@@ -77,55 +115,67 @@ impl XaacEncoder {
                     bitrate,
                     output_format: xaac_rs::OutputFormat::Raw,
                     ..Default::default()
+                })
+                .map_err(|e| e.to_string())
+                .and_then(|e| {
+                    if e.input_samples_per_channel() != AAC_FRAME_SAMPLES {
+                        Err(format!(
+                            "libxaac frames of {} samples",
+                            e.input_samples_per_channel()
+                        ))
+                    } else if e.audio_specific_config() != expected.as_slice() {
+                        Err(format!(
+                            "libxaac's AudioSpecificConfig is {:02x?}, not {expected:02x?}",
+                            e.audio_specific_config()
+                        ))
+                    } else {
+                        Ok(e)
+                    }
                 });
                 let mut encoder = match made {
-                    Ok(e) if e.input_samples_per_channel() == AAC_FRAME_SAMPLES => {
-                        let _ = ready_tx.send(Ok(e.audio_specific_config().to_vec()));
-                        e
-                    }
-                    Ok(e) => {
-                        let n = e.input_samples_per_channel();
-                        let _ = ready_tx.send(Err(format!("libxaac frames of {n} samples")));
-                        return;
-                    }
+                    Ok(e) => Some(e),
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
+                        let _ = output_tx.send((0, Err(e)));
+                        None
                     }
                 };
-                for pcm in input_rx {
-                    let encoded = encoder
-                        .encode_i16_interleaved(&pcm)
-                        .map(|p| p.data)
-                        .map_err(|e| e.to_string());
-                    if output_tx.send(encoded).is_err() {
+                for (index, pcm) in input_rx {
+                    let encoded = match encoder.as_mut() {
+                        Some(enc) => enc
+                            .encode_i16_interleaved(&pcm)
+                            .map(|p| p.data)
+                            .map_err(|e| e.to_string()),
+                        None => Err("libxaac could not be set up".to_owned()),
+                    };
+                    if output_tx.send((index, encoded)).is_err() {
                         return;
                     }
                 }
             })
             .map_err(|e| TranscodeError::Encode(format!("no thread for libxaac: {e}")))?;
-        let config = ready_rx
-            .recv()
-            .map_err(|_| TranscodeError::Encode("libxaac's thread ended".into()))?
-            .map_err(TranscodeError::Encode)?;
         Ok(Self {
             config,
             channels: usize::from(channels),
             input: Some(input),
             output,
+            next: 0,
             in_flight: 0,
+            stalled: false,
+            answered: false,
             thread: Some(thread),
         })
     }
 
-    /// Takes one result from the thread, waiting for it when `wait`.
-    fn take(&mut self, wait: bool, out: &mut Vec<Vec<u8>>) -> Result<bool, TranscodeError> {
-        let got = if wait {
-            match self.output.recv_timeout(STUCK) {
+    /// Takes one result that is ready, or waits up to `wait` for one; false when none came.
+    fn take(
+        &mut self,
+        wait: Option<Duration>,
+        out: &mut Vec<Encoded>,
+    ) -> Result<bool, TranscodeError> {
+        let (index, got) = if let Some(wait) = wait {
+            match self.output.recv_timeout(wait) {
                 Ok(r) => r,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(TranscodeError::Encode("libxaac's thread is stuck".into()))
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(false),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(TranscodeError::Encode("libxaac's thread ended".into()))
                 }
@@ -140,9 +190,11 @@ impl XaacEncoder {
             }
         };
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.stalled = false;
+        self.answered = true;
         let data = got.map_err(TranscodeError::Encode)?;
         if !data.is_empty() {
-            out.push(data);
+            out.push(Encoded { index, data });
         }
         Ok(true)
     }
@@ -157,7 +209,7 @@ impl AacFrameEncoder for XaacEncoder {
         XAAC_DELAY
     }
 
-    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Vec<u8>>, TranscodeError> {
+    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Encoded>, TranscodeError> {
         if pcm.len() != AAC_FRAME_SAMPLES * self.channels {
             return Err(TranscodeError::Encode(format!(
                 "{} samples for one frame",
@@ -165,26 +217,41 @@ impl AacFrameEncoder for XaacEncoder {
             )));
         }
         let mut out = Vec::new();
-        while self.in_flight >= MAX_IN_FLIGHT {
-            self.take(true, &mut out)?;
+        while self.take(None, &mut out)? {}
+        let wait = if self.answered {
+            BEHIND_WAIT
+        } else {
+            FINISH_WAIT
+        };
+        if self.in_flight >= MAX_IN_FLIGHT && !self.stalled && !self.take(Some(wait), &mut out)? {
+            self.stalled = true;
+        }
+        let index = self.next;
+        self.next += 1;
+        if self.in_flight >= MAX_IN_FLIGHT {
+            return Err(TranscodeError::Encode(format!(
+                "libxaac's thread is {MAX_IN_FLIGHT} frames behind: frame {index} dropped"
+            )));
         }
         let input = self
             .input
             .as_ref()
             .ok_or_else(|| TranscodeError::Encode("encoder finished".into()))?;
         input
-            .try_send(pcm.to_vec())
+            .try_send((index, pcm.to_vec()))
             .map_err(|_| TranscodeError::Encode("libxaac's thread ended".into()))?;
         self.in_flight += 1;
-        while self.take(false, &mut out)? {}
+        while self.take(None, &mut out)? {}
         Ok(out)
     }
 
-    fn finish(&mut self) -> Result<Vec<Vec<u8>>, TranscodeError> {
+    fn finish(&mut self) -> Result<Vec<Encoded>, TranscodeError> {
         self.input = None;
         let mut out = Vec::new();
         while self.in_flight > 0 {
-            self.take(true, &mut out)?;
+            if !self.take(Some(FINISH_WAIT), &mut out)? {
+                return Err(TranscodeError::Encode("libxaac's thread is stuck".into()));
+            }
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -200,6 +267,8 @@ pub struct FdkEncoder {
     config: Vec<u8>,
     delay: u64,
     channels: usize,
+    /// Access units produced so far.
+    produced: u64,
 }
 
 #[cfg(feature = "fdk-aac")]
@@ -240,6 +309,7 @@ impl FdkEncoder {
             config,
             delay: u64::from(info.nDelay),
             channels: usize::from(channels),
+            produced: 0,
         })
     }
 }
@@ -254,7 +324,7 @@ impl AacFrameEncoder for FdkEncoder {
         self.delay
     }
 
-    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Vec<u8>>, TranscodeError> {
+    fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Encoded>, TranscodeError> {
         // Room for one frame: 6144 bits per channel at most (ISO/IEC 14496-3).
         let mut buf = vec![0u8; 768 * self.channels];
         let mut out = Vec::new();
@@ -265,7 +335,11 @@ impl AacFrameEncoder for FdkEncoder {
                 .encode(rest, &mut buf)
                 .map_err(|e| TranscodeError::Encode(e.to_string()))?;
             if info.output_size > 0 {
-                out.push(buf.get(..info.output_size).unwrap_or(&[]).to_vec());
+                out.push(Encoded {
+                    index: self.produced,
+                    data: buf.get(..info.output_size).unwrap_or(&[]).to_vec(),
+                });
+                self.produced += 1;
             }
             if info.input_consumed == 0 {
                 break;
@@ -275,7 +349,7 @@ impl AacFrameEncoder for FdkEncoder {
         Ok(out)
     }
 
-    fn finish(&mut self) -> Result<Vec<Vec<u8>>, TranscodeError> {
+    fn finish(&mut self) -> Result<Vec<Encoded>, TranscodeError> {
         Ok(Vec::new())
     }
 }
@@ -344,8 +418,12 @@ mod tests {
             aus.extend(enc.encode(&pcm).unwrap());
         }
         aus.extend(enc.finish().unwrap());
-        for au in aus {
-            match dec.decode(&Packet::new_from_slice(0, 0, 0, &au)).unwrap() {
+        for (i, au) in aus.iter().enumerate() {
+            assert_eq!(au.index, i as u64);
+            match dec
+                .decode(&Packet::new_from_slice(0, 0, 0, &au.data))
+                .unwrap()
+            {
                 AudioBufferRef::F32(buf) => out.extend_from_slice(buf.chan(0)),
                 _ => panic!("symphonia decodes AAC to f32"),
             }
@@ -387,6 +465,25 @@ mod tests {
         let mut enc = XaacEncoder::new(2, 128_000).unwrap();
         assert!(enc.encode(&[0; 100]).is_err());
         assert_eq!(enc.audio_specific_config(), [0x11, 0x90]);
+        assert_eq!(
+            XaacEncoder::new(1, 64_000).unwrap().audio_specific_config(),
+            [0x11, 0x88]
+        );
+    }
+
+    /// libxaac's own AudioSpecificConfig is what the encoder announces before it is set up
+    /// (its thread checks this too and refuses to encode otherwise).
+    #[test]
+    fn xaac_announces_its_config_and_keeps_each_frame_on_its_index() {
+        let mut enc = XaacEncoder::new(2, 128_000).unwrap();
+        let mut aus = Vec::new();
+        for _ in 0..20 {
+            aus.extend(enc.encode(&[0; AAC_FRAME_SAMPLES * 2]).unwrap());
+        }
+        aus.extend(enc.finish().unwrap());
+        let indexes: Vec<u64> = aus.iter().map(|a| a.index).collect();
+        assert_eq!(indexes, (0..20).collect::<Vec<u64>>());
+        assert!(enc.encode(&[0; AAC_FRAME_SAMPLES * 2]).is_err());
     }
 
     #[cfg(feature = "fdk-aac")]

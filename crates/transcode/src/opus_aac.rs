@@ -4,7 +4,7 @@ use bytes::Bytes;
 use opus::{Channels, Decoder};
 use streamgate_media::{AacConfig, Codec, Frame, TrackKind};
 
-use crate::aac_enc::{default_encoder, AacFrameEncoder, AAC_FRAME_SAMPLES};
+use crate::aac_enc::{default_encoder, AacFrameEncoder, Encoded, AAC_FRAME_SAMPLES};
 use crate::{samples_to_ticks, TranscodeError, OPUS_CHANNELS, OPUS_RATE, RESYNC_GAP};
 
 /// AAC bit rate, in bit/s (constant): ample for stereo AAC-LC at 48 kHz.
@@ -30,8 +30,6 @@ pub struct OpusToAac {
     origin: Option<i64>,
     /// Samples per channel handed to the encoder so far.
     fed: u64,
-    /// AAC frames produced so far.
-    produced: u64,
     /// The timestamp the next Opus packet should carry.
     expected_pts: Option<i64>,
     scratch: Vec<i16>,
@@ -62,7 +60,6 @@ impl OpusToAac {
             pending: Vec::new(),
             origin: None,
             fed: 0,
-            produced: 0,
             expected_pts: None,
             scratch: vec![0; MAX_OPUS_SAMPLES * OPUS_CHANNELS],
         })
@@ -140,14 +137,13 @@ impl OpusToAac {
         Ok(self.stamp(aus))
     }
 
-    /// Gives encoded access units, in order, their frames and timestamps.
-    fn stamp(&mut self, aus: Vec<Vec<u8>>) -> Vec<Frame> {
+    /// Gives encoded access units their frames and timestamps.
+    fn stamp(&self, aus: Vec<Encoded>) -> Vec<Frame> {
         aus.into_iter()
             .map(|au| {
                 // Output frame i holds input from sample i * 1024 - delay on.
                 let start =
-                    i128::from(self.produced) * AAC_FRAME_SAMPLES as i128 - i128::from(self.delay);
-                self.produced += 1;
+                    i128::from(au.index) * AAC_FRAME_SAMPLES as i128 - i128::from(self.delay);
                 let ticks = start * i128::from(streamgate_media::CLOCK_HZ) / i128::from(OPUS_RATE);
                 let pts = self.origin.unwrap_or(0) + i64::try_from(ticks).unwrap_or(0);
                 Frame {
@@ -156,7 +152,7 @@ impl OpusToAac {
                     pts,
                     dts: pts,
                     keyframe: true,
-                    payload: Bytes::from(au),
+                    payload: Bytes::from(au.data),
                 }
             })
             .collect()
