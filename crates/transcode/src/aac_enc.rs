@@ -33,8 +33,9 @@ pub trait AacFrameEncoder: Send {
     /// many samples before input sample 0).
     fn delay(&self) -> u64;
     /// Encodes one frame of interleaved samples (`AAC_FRAME_SAMPLES` per channel); returns
-    /// the access units now complete, in order. Never blocks for long: an encoder that cannot
-    /// take the frame loses it (an error) and the timeline goes on without it.
+    /// the access units now complete, in order. It waits for the codec only when it is far
+    /// behind (a caller faster than real time); a frame it cannot take is lost (an error) and
+    /// the timeline goes on without it.
     fn encode(&mut self, pcm: &[i16]) -> Result<Vec<Encoded>, TranscodeError>;
     /// Ends the input; waits for and returns the access units still on their way.
     fn finish(&mut self) -> Result<Vec<Encoded>, TranscodeError>;
@@ -132,20 +133,14 @@ impl XaacEncoder {
                         Ok(e)
                     }
                 });
-                let mut encoder = match made {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        let _ = output_tx.send((0, Err(e)));
-                        None
-                    }
-                };
+                let mut encoder = made.map_err(|e| format!("libxaac could not be set up: {e}"));
                 for (index, pcm) in input_rx {
                     let encoded = match encoder.as_mut() {
-                        Some(enc) => enc
+                        Ok(enc) => enc
                             .encode_i16_interleaved(&pcm)
                             .map(|p| p.data)
                             .map_err(|e| e.to_string()),
-                        None => Err("libxaac could not be set up".to_owned()),
+                        Err(e) => Err(e.clone()),
                     };
                     if output_tx.send((index, encoded)).is_err() {
                         return;
