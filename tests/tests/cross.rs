@@ -553,7 +553,53 @@ impl std::fmt::Display for DriftReport {
 /// plays it in play.html and measures the drift in the page over `seconds` from the first
 /// marks after the page plays.
 fn drift_to_browser(s: &Server, b: &mut Browser, proto: &str, seconds: u64) -> DriftReport {
-    drift_to_browser_of(s, b, proto, false, seconds)
+    drift_to_browser_of(s, b, proto, Encoding::BrowserSafe, seconds)
+}
+
+/// How the marked source is encoded for [`drift_to_browser_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// [`avsync::publish_args`] as they are: Constrained Baseline, no B-frames.
+    BrowserSafe,
+    /// [`with_x264_defaults`]: High profile with B-frames, which browsers get re-encoded.
+    X264Defaults,
+    /// Main profile without B-frames (x264's `veryfast`, CABAC), which browsers play as it is.
+    MainWithoutBFrames,
+}
+
+impl Encoding {
+    fn apply(self, args: Vec<String>) -> Vec<String> {
+        match self {
+            Self::BrowserSafe => args,
+            Self::X264Defaults => with_x264_defaults(args),
+            Self::MainWithoutBFrames => {
+                let mut out = Vec::new();
+                let mut it = args.into_iter();
+                while let Some(a) = it.next() {
+                    let gop = a == "-g";
+                    // ultrafast leaves out CABAC, and x264 then writes Constrained Baseline.
+                    out.push(if a == "ultrafast" {
+                        "veryfast".into()
+                    } else {
+                        a
+                    });
+                    if gop {
+                        out.extend(it.next());
+                        out.extend(["-profile:v", "main", "-bf", "0"].map(String::from));
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::BrowserSafe => "",
+            Self::X264Defaults => "-bframes",
+            Self::MainWithoutBFrames => "-main",
+        }
+    }
 }
 
 /// x264's defaults instead of the browser-safe settings of [`avsync::publish_args`]: High
@@ -578,20 +624,16 @@ fn with_x264_defaults(args: Vec<String>) -> Vec<String> {
     out
 }
 
-/// [`drift_to_browser`], with B-frames in the published stream when `bframes` (so that the
-/// browser plays its re-encode).
+/// [`drift_to_browser`], with the source encoded as `encoding` says.
 fn drift_to_browser_of(
     s: &Server,
     b: &mut Browser,
     proto: &str,
-    bframes: bool,
+    encoding: Encoding,
     seconds: u64,
 ) -> DriftReport {
     let dir = TempDir::new("cross-drift-play");
-    let stream = format!(
-        "live/marks-{proto}{}",
-        if bframes { "-bframes" } else { "" }
-    );
+    let stream = format!("live/marks-{proto}{}", encoding.label());
     let token = publish_token(s, &stream);
     let args = if proto == "rtmp" {
         avsync::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), "flv")
@@ -601,11 +643,7 @@ fn drift_to_browser_of(
             "mpegts",
         )
     };
-    let args = if bframes {
-        with_x264_defaults(args)
-    } else {
-        args
-    };
+    let args = encoding.apply(args);
     let _publisher = start_publisher(s, &dir, &stream, &args);
     // A window of its own: a background tab would stop rendering frames.
     let tab = b.open_window(&play_page(s, &stream));
@@ -629,10 +667,10 @@ fn drift_to_browser_of(
     DriftReport {
         what: format!(
             "{proto}{} -> play.html",
-            if bframes {
-                " (B-frames, re-encoded)"
-            } else {
-                ""
+            match encoding {
+                Encoding::BrowserSafe => "",
+                Encoding::X264Defaults => " (B-frames, re-encoded)",
+                Encoding::MainWithoutBFrames => " (Main profile)",
             }
         ),
         drift,
@@ -736,13 +774,31 @@ fn av_drift_from_rtmp_and_srt_to_browsers_stays_small() {
 fn av_drift_through_the_reencode_of_b_frames_stays_small() {
     let s = server();
     let mut b = Browser::launch();
-    let report = drift_to_browser_of(&s, &mut b, "rtmp", true, DRIFT_SECONDS);
+    let report = drift_to_browser_of(&s, &mut b, "rtmp", Encoding::X264Defaults, DRIFT_SECONDS);
     assert_drift(&report, DRIFT_SECONDS);
     assert!(
         s.log_lines_with("H.264 re-encode started")
             .iter()
             .any(|l| l.contains("marks-rtmp-bframes")),
         "the browser played the re-encode"
+    );
+}
+
+#[test]
+fn av_drift_of_main_profile_over_srt_stays_small() {
+    let s = server();
+    let mut b = Browser::launch();
+    let report = drift_to_browser_of(
+        &s,
+        &mut b,
+        "srt",
+        Encoding::MainWithoutBFrames,
+        DRIFT_SECONDS,
+    );
+    assert_drift(&report, DRIFT_SECONDS);
+    assert!(
+        s.log_lines_with("H.264 re-encode started").is_empty(),
+        "Main profile without B-frames plays as it is, without a re-encode"
     );
 }
 
