@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use streamgate_tests::browser::{Browser, StaticServer, Tab, WsClient};
-use streamgate_tests::{ffmpeg, wait_until, Options, Server, TempDir};
+use streamgate_tests::{ffmpeg, srt, wait_until, Options, Server, TempDir};
 
 /// A server whose ICE candidates are on loopback only (the tests send nothing elsewhere).
 fn server() -> Server {
@@ -59,12 +59,14 @@ fn page(s: &Server, page: &str, stream: &str, token: Option<&str>, extra: &str) 
 const VIDEO_FRAMES: &str = "(() => { const v = document.querySelector('#remote'); \
      return v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0; })()";
 
-/// Audio RTP packets the tab's (first) peer connection received.
-fn audio_packets_expr(pc: &str) -> String {
+/// Audio RTP packets the tab's (first) peer connection received, and the energy of the sound
+/// it played (zero for silence): `[packets, energy]`.
+fn audio_stats_expr(pc: &str) -> String {
     format!(
-        "(async () => {{ const pc = {pc}; if (!pc) return 0; let n = 0; \
-         (await pc.getStats()).forEach(r => {{ if (r.type === 'inbound-rtp' && r.kind === 'audio') n += r.packetsReceived; }}); \
-         return n; }})()"
+        "(async () => {{ const pc = {pc}; if (!pc) return [0, 0]; let n = 0, e = 0; \
+         (await pc.getStats()).forEach(r => {{ if (r.type === 'inbound-rtp' && r.kind === 'audio') \
+         {{ n += r.packetsReceived || 0; e += r.totalAudioEnergy || 0; }} }}); \
+         return [n, e]; }})()"
     )
 }
 
@@ -77,15 +79,16 @@ fn wait_status(b: &mut Browser, tab: &Tab, needle: &str, secs: u64) -> Value {
     .unwrap_or_else(|v| panic!("status never contained {needle:?}; last {v}"))
 }
 
+/// Waits for decoded video (over 30 frames) and for audio with energy (over 50 packets).
 fn assert_plays(b: &mut Browser, tab: &Tab, pc: &str, what: &str) {
     let frames = b.wait_for(tab, VIDEO_FRAMES, Duration::from_secs(20), |v| {
         v.as_u64().is_some_and(|n| n > 30)
     });
     assert!(frames.is_ok(), "{what}: video frames {frames:?}");
-    let audio = b.wait_for(tab, &audio_packets_expr(pc), Duration::from_secs(10), |v| {
-        v.as_u64().is_some_and(|n| n > 50)
+    let audio = b.wait_for(tab, &audio_stats_expr(pc), Duration::from_secs(10), |v| {
+        v[0].as_u64().is_some_and(|n| n > 50) && v[1].as_f64().is_some_and(|e| e > 0.0)
     });
-    assert!(audio.is_ok(), "{what}: audio packets {audio:?}");
+    assert!(audio.is_ok(), "{what}: audio [packets, energy] {audio:?}");
 }
 
 #[test]
@@ -234,43 +237,69 @@ fn the_ant_media_sdk_publishes_and_plays_unmodified() {
     assert_no_sessions(&s, "SDK");
 }
 
-/// An encoder's stream with x264's defaults (High profile, B-frames) over RTMP, played by Ant
-/// Media's unmodified SDK: the SDK gets the re-encode, with picture and sound.
+/// Encoders' streams played by Ant Media's unmodified SDK, with picture and sound: x264's
+/// defaults (High profile, B-frames) at 720p and OBS's defaults at 1080p over RTMP, which the
+/// SDK gets re-encoded, and Main profile without B-frames over SRT, which it gets as it is.
 #[test]
-fn the_ant_media_sdk_plays_an_encoder_stream_with_b_frames() {
+fn the_ant_media_sdk_plays_encoder_streams_of_any_profile() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/antmedia");
     let s = server();
-    let dir = TempDir::new("webrtc-sdk-bframes");
     let pages = StaticServer::serve(&root);
-    let stream = "LiveApp/x264";
-    let (_, token) = publish_token(&s, stream, json!({}));
-    let args = ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None);
-    let args = ffmpeg::with_profile(args, "1280x720", 30, "high", 3);
-    let _publisher = s.start_publisher(&dir, stream, &args);
     let mut b = Browser::launch();
-    let viewer = b.open(&format!(
-        "http://{}/index.html?mode=play&ws=ws://{}/LiveApp/websocket&id=x264&token=",
-        pages.addr, s.http
-    ));
-    b.wait_for(
-        &viewer,
-        "window.events || []",
-        Duration::from_secs(30),
-        |v| {
-            v.as_array()
-                .is_some_and(|a| a.iter().any(|e| e == "play_started"))
-        },
-    )
-    .unwrap_or_else(|v| panic!("SDK play did not start: {v}"));
-    assert_plays(
-        &mut b,
-        &viewer,
-        "Object.values(adaptor.remotePeerConnection)[0]",
-        "Ant Media SDK, x264 defaults",
-    );
-    assert_eq!(b.eval(&viewer, "window.errors || []"), json!([]));
-    assert!(!s.log_lines_with("H.264 re-encode started").is_empty());
-    b.close(&viewer);
+    for (id, what) in [
+        ("x264", "x264 defaults, 720p30, RTMP"),
+        ("obs", "OBS defaults, 1080p30, RTMP"),
+        ("main", "Main profile without B-frames, SRT"),
+    ] {
+        let dir = TempDir::new(&format!("webrtc-sdk-{id}"));
+        let stream = format!("LiveApp/{id}");
+        let (_, token) = publish_token(&s, &stream, json!({}));
+        let rtmp = format!("rtmp://{}/{stream}?token={token}", s.rtmp);
+        let args = match id {
+            "x264" => {
+                ffmpeg::with_profile(ffmpeg::publish_args(&rtmp, None), "1280x720", 30, "high", 3)
+            }
+            "obs" => ffmpeg::obs_default_args(&rtmp),
+            _ => ffmpeg::with_profile(
+                srt::publish_args(
+                    &srt::url(s.srt, &format!("{stream},token={token}"), ""),
+                    None,
+                ),
+                "1280x720",
+                30,
+                "main",
+                0,
+            ),
+        };
+        let _publisher = s.start_publisher(&dir, &stream, &args);
+        let viewer = b.open(&format!(
+            "http://{}/index.html?mode=play&ws=ws://{}/LiveApp/websocket&id={id}&token=",
+            pages.addr, s.http
+        ));
+        b.wait_for(
+            &viewer,
+            "window.events || []",
+            Duration::from_secs(30),
+            |v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().any(|e| e == "play_started"))
+            },
+        )
+        .unwrap_or_else(|v| panic!("{what}: SDK play did not start: {v}"));
+        assert_plays(
+            &mut b,
+            &viewer,
+            "Object.values(adaptor.remotePeerConnection)[0]",
+            &format!("Ant Media SDK, {what}"),
+        );
+        assert_eq!(b.eval(&viewer, "window.errors || []"), json!([]), "{what}");
+        let reencoded = s
+            .log_lines_with("H.264 re-encode started")
+            .iter()
+            .any(|l| l.contains(&stream));
+        assert_eq!(reencoded, id != "main", "{what}: re-encoded");
+        b.close(&viewer);
+    }
 }
 
 /// Sends a publish or play and returns the first reply that is not a candidate.
