@@ -331,6 +331,46 @@ fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason_when_so_configured() {
 }
 
 /// Decodes a recording's audio and returns ffmpeg's error output (empty when clean).
+/// A stream with B-frames whose pictures are larger than the re-encode takes (4160 x 2352
+/// against 4096 x 2304) is refused to WebRTC viewers with `bframes_not_supported` and the
+/// reason, instead of playing without a picture.
+#[test]
+fn h264_with_b_frames_too_large_to_reencode_is_refused_with_a_reason() {
+    let s = server();
+    let dir = TempDir::new("cross-bframes-large");
+    let stream = "live/bframes-large";
+    let token = publish_token(&s, stream);
+    let args = ffmpeg::with_profile(
+        ffmpeg::publish_args(&format!("rtmp://{}/{stream}?token={token}", s.rtmp), None),
+        "4160x2352",
+        2,
+        "high",
+        2,
+    );
+    let _publisher = start_publisher(&s, &dir, stream, &args);
+    let mut b = Browser::launch();
+    let viewer = b.open(&play_page(&s, stream));
+    let refused = b.wait_for(
+        &viewer,
+        "streamgate.state.errors.join(',')",
+        Duration::from_secs(30),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("bframes_not_supported"))
+        },
+    );
+    assert!(refused.is_ok(), "viewer errors {refused:?}");
+    let shown = b.eval(&viewer, "document.body.innerText");
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.contains("too large to re-encode")),
+        "the page shows the reason: {shown}"
+    );
+    assert_eq!(h264_transcodes(&s), 0, "no re-encode started");
+    b.close(&viewer);
+}
+
 fn audio_decode_errors(file: &std::path::Path) -> String {
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
