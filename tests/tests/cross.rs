@@ -301,6 +301,15 @@ fn obs_defaults_at_1080p_play_in_a_browser() {
     b.close(&tab);
 }
 
+/// Waits for the viewer page to show the `bframes_not_supported` error.
+fn wait_refused_bframes(b: &mut Browser, viewer: &Tab, within: Duration) {
+    let refused = b.wait_for(viewer, "streamgate.state.errors.join(',')", within, |v| {
+        v.as_str()
+            .is_some_and(|t| t.contains("bframes_not_supported"))
+    });
+    assert!(refused.is_ok(), "viewer errors {refused:?}");
+}
+
 #[test]
 fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason_when_so_configured() {
     let s = server_with("STREAMGATE_WEBRTC_BFRAMES", "refuse");
@@ -317,20 +326,10 @@ fn h264_with_b_frames_is_refused_for_webrtc_with_a_reason_when_so_configured() {
     let _publisher = start_publisher(&s, &dir, stream, &args);
     let mut b = Browser::launch();
     let viewer = b.open(&play_page(&s, stream));
-    let refused = b.wait_for(
-        &viewer,
-        "streamgate.state.errors.join(',')",
-        Duration::from_secs(20),
-        |v| {
-            v.as_str()
-                .is_some_and(|t| t.contains("bframes_not_supported"))
-        },
-    );
-    assert!(refused.is_ok(), "viewer errors {refused:?}");
+    wait_refused_bframes(&mut b, &viewer, Duration::from_secs(20));
     assert!(!s.log_lines_with("B-frames").is_empty(), "log line");
 }
 
-/// Decodes a recording's audio and returns ffmpeg's error output (empty when clean).
 /// A stream with B-frames whose pictures are larger than the re-encode takes (4160 x 2352
 /// against 4096 x 2304) is refused to WebRTC viewers with `bframes_not_supported` and the
 /// reason, instead of playing without a picture.
@@ -350,16 +349,7 @@ fn h264_with_b_frames_too_large_to_reencode_is_refused_with_a_reason() {
     let _publisher = start_publisher(&s, &dir, stream, &args);
     let mut b = Browser::launch();
     let viewer = b.open(&play_page(&s, stream));
-    let refused = b.wait_for(
-        &viewer,
-        "streamgate.state.errors.join(',')",
-        Duration::from_secs(30),
-        |v| {
-            v.as_str()
-                .is_some_and(|t| t.contains("bframes_not_supported"))
-        },
-    );
-    assert!(refused.is_ok(), "viewer errors {refused:?}");
+    wait_refused_bframes(&mut b, &viewer, Duration::from_secs(30));
     let shown = b.eval(&viewer, "document.body.innerText");
     assert!(
         shown
@@ -371,6 +361,7 @@ fn h264_with_b_frames_too_large_to_reencode_is_refused_with_a_reason() {
     b.close(&viewer);
 }
 
+/// Decodes a recording's audio and returns ffmpeg's error output (empty when clean).
 fn audio_decode_errors(file: &std::path::Path) -> String {
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])

@@ -79,6 +79,22 @@ fn wait_status(b: &mut Browser, tab: &Tab, needle: &str, secs: u64) -> Value {
     .unwrap_or_else(|v| panic!("status never contained {needle:?}; last {v}"))
 }
 
+/// Waits for Ant Media's SDK page to report `play_started` within `within`, then for its
+/// picture and sound ([`assert_plays`]).
+fn assert_sdk_plays(b: &mut Browser, tab: &Tab, within: Duration, what: &str) {
+    b.wait_for(tab, "window.events || []", within, |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|e| e == "play_started"))
+    })
+    .unwrap_or_else(|v| panic!("{what}: SDK play did not start: {v}"));
+    assert_plays(
+        b,
+        tab,
+        "Object.values(adaptor.remotePeerConnection)[0]",
+        what,
+    );
+}
+
 /// Waits for decoded video (over 30 frames) and for audio with energy (over 50 packets).
 fn assert_plays(b: &mut Browser, tab: &Tab, pc: &str, what: &str) {
     let frames = b.wait_for(tab, VIDEO_FRAMES, Duration::from_secs(20), |v| {
@@ -213,17 +229,7 @@ fn the_ant_media_sdk_publishes_and_plays_unmodified() {
         )
     });
     let viewer = b.open(&url("play", &sub));
-    b.wait_for(&viewer, events, Duration::from_secs(20), |v| {
-        v.as_array()
-            .is_some_and(|a| a.iter().any(|e| e == "play_started"))
-    })
-    .unwrap_or_else(|v| panic!("SDK play did not start: {v}"));
-    assert_plays(
-        &mut b,
-        &viewer,
-        "Object.values(adaptor.remotePeerConnection)[0]",
-        "Ant Media SDK",
-    );
+    assert_sdk_plays(&mut b, &viewer, Duration::from_secs(20), "Ant Media SDK");
     // The SDK's refusal path: a wrong token gets the SDK's error callback.
     let bad = b.open(&url("play", "not-a-token"));
     b.wait_for(&bad, "window.errors || []", Duration::from_secs(15), |v| {
@@ -276,20 +282,10 @@ fn the_ant_media_sdk_plays_encoder_streams_of_any_profile() {
             "http://{}/index.html?mode=play&ws=ws://{}/LiveApp/websocket&id={id}&token=",
             pages.addr, s.http
         ));
-        b.wait_for(
-            &viewer,
-            "window.events || []",
-            Duration::from_secs(30),
-            |v| {
-                v.as_array()
-                    .is_some_and(|a| a.iter().any(|e| e == "play_started"))
-            },
-        )
-        .unwrap_or_else(|v| panic!("{what}: SDK play did not start: {v}"));
-        assert_plays(
+        assert_sdk_plays(
             &mut b,
             &viewer,
-            "Object.values(adaptor.remotePeerConnection)[0]",
+            Duration::from_secs(30),
             &format!("Ant Media SDK, {what}"),
         );
         assert_eq!(b.eval(&viewer, "window.errors || []"), json!([]), "{what}");
