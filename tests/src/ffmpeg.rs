@@ -52,7 +52,16 @@ pub fn with_profile(
     for a in args.iter_mut() {
         if a.starts_with("testsrc2=") {
             *a = format!("testsrc2=size={size}:rate={rate}");
-        } else if a == "ultrafast" {
+        }
+    }
+    with_h264_profile(args, profile, bframes)
+}
+
+/// Arguments encoding with libx264 (`-c:v`) given another H.264 profile, the picture left as
+/// it is: the `veryfast` preset instead of `ultrafast`, `-profile:v profile -bf bframes`.
+pub fn with_h264_profile(mut args: Vec<String>, profile: &str, bframes: u32) -> Vec<String> {
+    for a in args.iter_mut() {
+        if a == "ultrafast" {
             *a = "veryfast".into();
         }
     }

@@ -603,24 +603,7 @@ impl Encoding {
         match self {
             Self::BrowserSafe => args,
             Self::X264Defaults => with_x264_defaults(args),
-            Self::MainWithoutBFrames => {
-                let mut out = Vec::new();
-                let mut it = args.into_iter();
-                while let Some(a) = it.next() {
-                    let gop = a == "-g";
-                    // ultrafast leaves out CABAC, and x264 then writes Constrained Baseline.
-                    out.push(if a == "ultrafast" {
-                        "veryfast".into()
-                    } else {
-                        a
-                    });
-                    if gop {
-                        out.extend(it.next());
-                        out.extend(["-profile:v", "main", "-bf", "0"].map(String::from));
-                    }
-                }
-                out
-            }
+            Self::MainWithoutBFrames => ffmpeg::with_h264_profile(args, "main", 0),
         }
     }
 
