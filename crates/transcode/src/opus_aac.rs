@@ -219,4 +219,39 @@ mod tests {
         }
         assert!(energy > 1e9, "{energy}");
     }
+
+    /// Crafted Opus payloads (a browser publisher's bytes) never panic: each is refused or
+    /// decoded, and the AAC that comes out stays on one timeline.
+    #[test]
+    fn crafted_opus_packets_never_panic_and_keep_the_timeline() {
+        let mut to_aac = OpusToAac::new().unwrap();
+        let mut seed = 7u32;
+        let mut aac = Vec::new();
+        for i in 0..300i64 {
+            let len = (seed % 400) as usize;
+            let payload: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 24) as u8
+                })
+                .collect();
+            let f = Frame {
+                track: TrackKind::Audio,
+                codec: Codec::Opus,
+                pts: i * 1800,
+                dts: i * 1800,
+                keyframe: true,
+                payload: Bytes::from(payload),
+            };
+            if let Ok(frames) = to_aac.push(&f) {
+                aac.extend(frames);
+            }
+        }
+        aac.extend(to_aac.finish().unwrap());
+        // libopus takes most random payloads (and conceals the rest): sound comes out.
+        assert!(aac.len() > 100, "{} AAC frames", aac.len());
+        for w in aac.windows(2) {
+            assert_eq!(w[1].pts - w[0].pts, 1920, "{} then {}", w[0].pts, w[1].pts);
+        }
+    }
 }
