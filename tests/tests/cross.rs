@@ -419,6 +419,16 @@ fn a_browser_publish_plays_in_ffmpeg_over_rtmp_and_srt_with_aac() {
         );
     }
     assert!(!s.log_lines_with("Opus -> AAC transcode started").is_empty());
+    // The relay counts viewers by format: with the last RTMP/SRT viewer gone, the transcode
+    // stops at the next Opus packet (20 ms), not at a later check.
+    let stopped = (0..20).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        !s.log_lines_with("Opus -> AAC transcode stopped").is_empty()
+    });
+    assert!(
+        stopped,
+        "the Opus -> AAC transcode outlived its last viewer by 2 s"
+    );
     b.close(&publisher);
 }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use streamgate_auth::{Action, Auth, AuthFailures, Denial, FailurePolicy};
-use streamgate_relay::Hub;
+use streamgate_relay::{Hub, WireFormat};
 
 pub use end::EndReason;
 pub use request::AdmitRequest;
@@ -209,15 +209,27 @@ fn decide(
             let subscriber = match grant.bound_to() {
                 // The publish that admitted it may have ended meanwhile.
                 Some(publish) => hub
-                    .subscribe_bound(name, publish)
+                    .subscribe_bound_as(name, publish, wire_format(req.protocol))
                     .map_err(|_| Denial::StreamNotLive)?,
-                None => hub.subscribe(name),
+                None => hub.subscribe_as(name, wire_format(req.protocol)),
             };
             Admitted::Play(PlaySession::new(subscriber, grant, req, Arc::clone(stats)))
         }
     };
     stats.admitted(req.protocol, req.action);
     Ok(admitted)
+}
+
+/// The format a viewer of `protocol` takes a stream in, which the relay counts as that
+/// stream's demand (so that a browser publisher's Opus is transcoded to AAC exactly while
+/// RTMP or SRT viewers watch).
+pub const fn wire_format(protocol: Protocol) -> Option<WireFormat> {
+    match protocol {
+        Protocol::Rtmp => Some(WireFormat::Rtmp),
+        Protocol::Srt => Some(WireFormat::MpegTs),
+        Protocol::WebRtc => Some(WireFormat::Rtp),
+        Protocol::Http => None,
+    }
 }
 
 /// "publish" or "play".

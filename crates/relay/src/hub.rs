@@ -2,12 +2,12 @@
 //! holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::session::{lock, Session};
 use crate::wake::Signal;
-use crate::{Publisher, RelayError, RelayLimits, StreamWatch, Subscriber};
+use crate::{Publisher, RelayError, RelayLimits, StreamWatch, Subscriber, WireFormat};
 
 /// The stream hub; clones share the same streams.
 #[derive(Debug, Clone, Default)]
@@ -35,6 +35,9 @@ pub(crate) struct StreamEntry {
     bytes_in: AtomicU64,
     dropped: AtomicU64,
     oversized: AtomicU64,
+    /// Subscribers attached by wire format (see [`Hub::subscribe_as`]), by
+    /// [`WireFormat::index`]: what the stream's viewers take, read with one atomic load.
+    demand: [AtomicUsize; WireFormat::ALL.len()],
 }
 
 /// What changes when publishers and subscribers come and go.
@@ -135,6 +138,14 @@ impl Hub {
     /// On a live stream its queue starts now, with the GOP cache; otherwise it waits, and
     /// its queue starts with the first frame of the next publish.
     pub fn subscribe(&self, name: &str) -> Subscriber {
+        self.subscribe_as(name, None)
+    }
+
+    /// Attaches a subscriber to `name`, as [`Hub::subscribe`] does, that takes the stream in
+    /// `format`: it is counted in the stream's demand for that format
+    /// ([`Publisher::demand`]) while it lives. `None` is for the server's own readers (a
+    /// transcode's input), which are no viewer of any format.
+    pub fn subscribe_as(&self, name: &str, format: Option<WireFormat>) -> Subscriber {
         let mut streams = lock(&self.inner.streams);
         let entry = Arc::clone(
             streams
@@ -147,13 +158,25 @@ impl Hub {
             state.session.clone()
         };
         drop(streams);
-        Subscriber::new(Arc::clone(&self.inner), entry, session)
+        entry.count_demand(format, true);
+        Subscriber::new(Arc::clone(&self.inner), entry, session, format)
     }
 
     /// Attaches a subscriber to the live publish of `name` tagged `tag`, and to it only: it
     /// joins with the GOP cache, gets `Ended` when that publish ends, and never reads a later
     /// publish of the name. Fails if `name` is not live under that tag.
     pub fn subscribe_bound(&self, name: &str, tag: u64) -> Result<Subscriber, RelayError> {
+        self.subscribe_bound_as(name, tag, None)
+    }
+
+    /// [`Hub::subscribe_bound`] for a subscriber that takes the stream in `format` (see
+    /// [`Hub::subscribe_as`]).
+    pub fn subscribe_bound_as(
+        &self,
+        name: &str,
+        tag: u64,
+        format: Option<WireFormat>,
+    ) -> Result<Subscriber, RelayError> {
         let not_live = || RelayError::NotLive {
             name: name.to_owned(),
         };
@@ -170,7 +193,8 @@ impl Hub {
             session
         };
         drop(streams);
-        Subscriber::new_bound(Arc::clone(&self.inner), entry, session).ok_or_else(not_live)
+        entry.count_demand(format, true);
+        Subscriber::new_bound(Arc::clone(&self.inner), entry, session, format).ok_or_else(not_live)
     }
 
     /// Watches `name`, live or not, for changes without reading frames: for a listener that
@@ -237,7 +261,8 @@ impl HubInner {
 
     /// Detaches a subscriber (its parking slot already given back): the entry is removed if
     /// it was the last user.
-    pub(crate) fn detach_subscriber(&self, entry: &Arc<StreamEntry>) {
+    pub(crate) fn detach_subscriber(&self, entry: &Arc<StreamEntry>, format: Option<WireFormat>) {
+        entry.count_demand(format, false);
         let mut streams = lock(&self.streams);
         let mut state = lock(&entry.state);
         state.subscribers = state.subscribers.saturating_sub(1);
@@ -279,7 +304,28 @@ impl StreamEntry {
             bytes_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
+            demand: Default::default(),
         }
+    }
+
+    /// Counts a subscriber of `format` in or out of the demand.
+    fn count_demand(&self, format: Option<WireFormat>, attach: bool) {
+        let Some(slot) = format.and_then(|f| self.demand.get(f.index())) else {
+            return;
+        };
+        if attach {
+            slot.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Never below zero: every detach follows its attach.
+            let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Subscribers attached now that take the stream in `format`.
+    pub(crate) fn demand(&self, format: WireFormat) -> usize {
+        self.demand
+            .get(format.index())
+            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// The stream name.

@@ -6,7 +6,7 @@ use streamgate_media::{AacConfig, AvcConfig, Frame, Metadata, StreamConfig};
 
 use crate::hub::{HubInner, StreamEntry};
 use crate::session::Session;
-use crate::{SharedConfig, SharedFrame};
+use crate::{SharedConfig, SharedFrame, WireFormat};
 
 /// The one publisher of a live stream. Dropping it ends the stream: subscribers receive
 /// [`crate::Event::Ended`] after the frames already pushed, and stay subscribed for the next
@@ -51,6 +51,13 @@ impl Publisher {
     /// Sets the encoder-announced metadata.
     pub fn set_metadata(&self, metadata: Metadata) {
         self.session.update_config(|c| c.metadata = Some(metadata));
+    }
+
+    /// Viewers attached now that take the stream in `format`: one atomic load, cheap enough
+    /// to ask at every frame, so that a transcode for those viewers starts with the first of
+    /// them and stops with the last.
+    pub fn demand(&self, format: WireFormat) -> usize {
+        self.entry.demand(format)
     }
 
     /// The configuration in force.

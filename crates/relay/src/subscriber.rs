@@ -8,7 +8,7 @@ use crate::hub::{HubInner, StreamEntry};
 use crate::queue::Slot;
 use crate::session::{JoinPoint, Session};
 use crate::wake::{Registration, NEVER};
-use crate::{SharedConfig, SharedFrame};
+use crate::{SharedConfig, SharedFrame, WireFormat};
 
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct Subscriber {
     /// Bound to the publish it joined (see [`crate::Hub::subscribe_bound`]): once that one is
     /// read to its end, nothing more comes.
     bound: Bound,
+    /// The format it takes the stream in, counted in the stream's demand.
+    format: Option<WireFormat>,
 }
 
 /// Whether a subscriber follows later publishes of its stream name.
@@ -103,6 +105,7 @@ impl Subscriber {
         hub: Arc<HubInner>,
         entry: Arc<StreamEntry>,
         live: Option<Arc<Session>>,
+        format: Option<WireFormat>,
     ) -> Self {
         // Registered before joining, so that no change after the join is missed.
         let parking = entry.signal.register();
@@ -118,6 +121,7 @@ impl Subscriber {
             parking,
             seen: NEVER,
             bound: Bound::No,
+            format,
         }
     }
 
@@ -127,8 +131,9 @@ impl Subscriber {
         hub: Arc<HubInner>,
         entry: Arc<StreamEntry>,
         session: Arc<Session>,
+        format: Option<WireFormat>,
     ) -> Option<Self> {
-        let mut sub = Self::new(hub, entry, None);
+        let mut sub = Self::new(hub, entry, None, format);
         let join = session.join()?;
         sub.reader = Some(Reader::new(session, join));
         sub.bound = Bound::Reading;
@@ -138,6 +143,11 @@ impl Subscriber {
     /// The stream name.
     pub fn name(&self) -> &str {
         self.entry.name()
+    }
+
+    /// The format this subscriber takes the stream in, if it is a viewer.
+    pub fn format(&self) -> Option<WireFormat> {
+        self.format
     }
 
     /// Frames this subscriber lost by falling behind.
@@ -223,7 +233,7 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.entry.signal.unregister(&self.parking);
-        self.hub.detach_subscriber(&self.entry);
+        self.hub.detach_subscriber(&self.entry, self.format);
     }
 }
 

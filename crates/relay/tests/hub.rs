@@ -723,3 +723,44 @@ async fn a_bound_subscriber_reads_its_publish_only() {
     drop(bound);
     assert_eq!(hub.stream_stats("live/a").unwrap().subscribers, 1);
 }
+
+#[test]
+fn demand_counts_viewers_by_format_while_they_live() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/d").unwrap();
+    let demand = |p: &streamgate_relay::Publisher| WireFormat::ALL.map(|f| p.demand(f));
+    assert_eq!(demand(&publisher), [0, 0, 0]);
+
+    // The server's own readers (a transcode's input) are no demand.
+    let internal = hub.subscribe("live/d");
+    assert_eq!(demand(&publisher), [0, 0, 0]);
+
+    let rtmp = hub.subscribe_as("live/d", Some(WireFormat::Rtmp));
+    let rtp_a = hub.subscribe_as("live/d", Some(WireFormat::Rtp));
+    let rtp_b = hub.subscribe_as("live/d", Some(WireFormat::Rtp));
+    assert_eq!(demand(&publisher), [1, 0, 2]);
+    assert_eq!(rtmp.format(), Some(WireFormat::Rtmp));
+    assert_eq!(internal.format(), None);
+
+    // A bound viewer counts too, and stops counting when it goes.
+    let ts = hub
+        .subscribe_bound_as("live/d", 0, Some(WireFormat::MpegTs))
+        .unwrap();
+    assert_eq!(demand(&publisher), [1, 1, 2]);
+    drop(ts);
+    drop(rtp_a);
+    assert_eq!(demand(&publisher), [1, 0, 1]);
+
+    // A bound viewer refused (no such publish) leaves no count behind.
+    assert!(hub
+        .subscribe_bound_as("live/d", 7, Some(WireFormat::Rtmp))
+        .is_err());
+    assert_eq!(demand(&publisher), [1, 0, 1]);
+
+    // Viewers waiting for the next publish are its demand from its first frame.
+    drop(publisher);
+    let next = hub.publish("live/d").unwrap();
+    assert_eq!(demand(&next), [1, 0, 1]);
+    drop((rtmp, rtp_b, internal));
+    assert_eq!(demand(&next), [0, 0, 0]);
+}

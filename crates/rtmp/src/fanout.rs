@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use streamgate_media::Codec;
 use streamgate_relay::{Event, Hub, StreamWatch, Subscriber};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::AbortHandle;
@@ -187,8 +186,10 @@ impl Viewer {
             let mut bytes = 0;
             while state.batch.len() < MAX_EVENTS_PER_WRITE && bytes < MAX_BYTES_PER_WRITE {
                 match subscriber.try_recv() {
-                    // Refused by the connection task: RTMP cannot carry VP8.
-                    Some(Event::Frame(frame)) if frame.frame.codec == Codec::Vp8 => {
+                    // Refused by the connection task: video RTMP cannot carry (VP8).
+                    Some(Event::Frame(frame))
+                        if !crate::session::carried_video(frame.frame.codec) =>
+                    {
                         state.held = Some(Event::Frame(frame));
                         hand_off = true;
                         break;

@@ -22,8 +22,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use streamgate_admission::{AdmitRequest, Admitted, EndReason, PlaySession, PublishSession};
 use streamgate_auth::{Action as AuthAction, Denial, Protocol, StreamName};
 use streamgate_media::flv::{self, FlvAudio, FlvVideo};
-use streamgate_media::{Codec, Frame};
-use streamgate_relay::{Event, Subscriber};
+use streamgate_media::{Codec, Frame, TrackKind};
+use streamgate_relay::{Event, Subscriber, WireFormat};
 use tokio_util::sync::CancellationToken;
 
 use crate::amf0::{self, Amf0Error};
@@ -887,7 +887,7 @@ impl Session {
                 self.out.push(metadata_message(stream_id, &config.config));
                 self.out.push(config_bytes(&config, stream_id));
             }
-            Event::Frame(shared) if shared.frame.codec == Codec::Vp8 => {
+            Event::Frame(shared) if !carried_video(shared.frame.codec) => {
                 if let Role::Playing(p) = &mut self.role {
                     p.session.set_end_reason(EndReason::Unsupported);
                 }
@@ -976,3 +976,10 @@ fn aggregate_parts(payload: &Bytes, timestamp: u32) -> Vec<(u8, u32, Bytes)> {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether RTMP carries video in `codec` (the relay's codec table,
+/// [`WireFormat::carries`]); sound is always passed on (what RTMP cannot carry, a browser's
+/// Opus, is written as nothing, and its AAC comes beside it). Two comparisons per frame.
+pub(crate) const fn carried_video(codec: Codec) -> bool {
+    !matches!(codec.track(), TrackKind::Video) || WireFormat::Rtmp.carries(codec)
+}

@@ -9,7 +9,7 @@ use futures::{SinkExt as _, StreamExt as _};
 use srt_tokio::SrtSocket;
 use streamgate_admission::{EndReason, PlaySession, PublishSession};
 use streamgate_media::ts::{TsDemuxer, TsEvent, PACKET_LEN};
-use streamgate_media::Codec;
+use streamgate_media::{Codec, TrackKind};
 use streamgate_relay::{Event, SharedConfig, WireFormat};
 use tokio_util::sync::CancellationToken;
 
@@ -164,12 +164,14 @@ pub const VP8_REASON: &str = "the stream's video is VP8, which SRT (MPEG-TS) can
      the publisher must send H.264 (publish.html?codec=h264) for SRT and RTMP viewers";
 
 /// Why a viewer must be closed at a frame in `codec`, if it must: video that MPEG-TS cannot
-/// carry. Audio the muxer cannot carry (a browser's Opus) is no reason: the publisher sends
-/// the same sound in AAC beside it while SRT or RTMP viewers watch. One comparison per frame.
+/// carry (the relay's codec table, [`WireFormat::carries`]). Audio the muxer cannot carry (a
+/// browser's Opus) is no reason: the publisher sends the same sound in AAC beside it while
+/// SRT or RTMP viewers watch. Two comparisons per frame.
 pub const fn refusal(codec: Codec) -> Option<Close> {
-    match codec {
-        Codec::Vp8 => Some(Close::VideoNotCarried(Codec::Vp8)),
-        Codec::H264 | Codec::Aac | Codec::Opus => None,
+    if matches!(codec.track(), TrackKind::Video) && !WireFormat::MpegTs.carries(codec) {
+        Some(Close::VideoNotCarried(codec))
+    } else {
+        None
     }
 }
 

@@ -11,7 +11,7 @@
 //! paced on the media clock so that audio and video reach the browser together ([`pace`]).
 //! AAC from RTMP and SRT publishers reaches viewers as Opus through one transcode per stream
 //! ([`opus_feed`]); a browser publisher's Opus reaches RTMP and SRT viewers as AAC, encoded
-//! in its publish session while such viewers are attached. H.264 with B-frames (x264's and
+//! in its publish session while the relay counts such viewers. H.264 with B-frames (x264's and
 //! OBS's defaults), which browsers' WebRTC receivers do not reorder, reaches viewers
 //! re-encoded without them, once per stream on a thread of its own ([`video_feed`]), or is
 //! refused ([`WebRtcLimits::bframes`]).
@@ -38,7 +38,6 @@ mod publish;
 mod session;
 mod socket;
 pub mod video_feed;
-pub mod viewers;
 
 use std::sync::Arc;
 
@@ -54,11 +53,9 @@ pub use message::MAX_MESSAGE_BYTES;
 pub use opus_feed::{OpusFeeds, OPUS_FEED_CAPACITY};
 pub use peer::IceSettings;
 pub use play::{CODEC_PROBE_TIME, MAX_START_BACKLOG};
-pub use publish::AAC_NEED_CHECK;
 pub use session::NEGOTIATION_TIMEOUT;
 pub use socket::MAX_SESSIONS_PER_SOCKET;
 pub use video_feed::{BFramesPolicy, VideoFeeds, VIDEO_FEED_CAPACITY};
-pub use viewers::WebRtcReaders;
 
 /// What every WebRTC session needs.
 #[derive(Debug)]
@@ -75,9 +72,6 @@ pub struct WebRtcContext {
     pub opus: OpusFeeds,
     /// H.264 re-encodes without B-frames, one per stream that needs one.
     pub video: VideoFeeds,
-    /// WebRTC readers per stream (viewers and transcodes), to tell whether a browser
-    /// publisher's sound is needed in AAC by someone else.
-    pub readers: WebRtcReaders,
     /// Fires at server shutdown: every socket and session ends.
     pub shutdown: CancellationToken,
     /// Bounds of sessions and sockets.
@@ -103,7 +97,6 @@ impl WebRtcContext {
             keyframes: KeyframeBoard::default(),
             opus: OpusFeeds::default(),
             video: VideoFeeds::new(&limits),
-            readers: WebRtcReaders::default(),
             shutdown,
         }
     }

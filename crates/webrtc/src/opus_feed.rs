@@ -16,8 +16,6 @@ use streamgate_transcode::AacToOpus;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::viewers::{ReaderGuard, WebRtcReaders};
-
 /// Opus frames buffered per viewer: 256 frames of 20 ms, about 5 s. A viewer that falls
 /// further behind loses the oldest frames (the loss is logged) and goes on with the newest.
 pub const OPUS_FEED_CAPACITY: usize = 256;
@@ -78,8 +76,9 @@ impl OpusFeed {
 
 impl OpusFeeds {
     /// Joins the transcode of `name`, starting it if no viewer runs it yet.
-    /// The transcode counts as a WebRTC reader of the stream in `readers`.
-    pub fn join(&self, hub: &Hub, readers: &WebRtcReaders, name: &str) -> OpusFeed {
+    /// The transcode's own subscription is no viewer of any format: it does not count as
+    /// demand for the stream.
+    pub fn join(&self, hub: &Hub, name: &str) -> OpusFeed {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         feeds.retain(|_, f| f.strong_count() > 0);
         if let Some(feed) = feeds.get(name).and_then(Weak::upgrade) {
@@ -98,8 +97,7 @@ impl OpusFeeds {
         feeds.insert(name.to_owned(), Arc::downgrade(&feed));
         drop(feeds);
         let sub = hub.subscribe(name);
-        let reader = readers.enter(name);
-        tokio::spawn(transcode(sub, reader, tx, feed.stop.clone()));
+        tokio::spawn(transcode(sub, tx, feed.stop.clone()));
         OpusFeed {
             _feed: feed,
             rx,
@@ -117,7 +115,6 @@ impl OpusFeeds {
 /// The transcode task of one stream: relay AAC in, broadcast Opus out, until `stop`.
 async fn transcode(
     mut sub: Subscriber,
-    _reader: ReaderGuard,
     tx: broadcast::Sender<Arc<SharedFrame>>,
     stop: CancellationToken,
 ) {

@@ -83,7 +83,6 @@ pub(crate) async fn run(
     let Some(mut sub) = session.take_subscriber() else {
         return;
     };
-    let reader = ctx.readers.enter(name.as_str());
     tracing::info!(stream = %name, session = session.grant().session_id(), "WebRTC play admitted");
     let end = play(
         &ctx,
@@ -100,7 +99,6 @@ pub(crate) async fn run(
             .await;
     }
     drop(sub);
-    drop(reader);
     let reason = session.set_end_reason(ended_by(end));
     tracing::info!(stream = %name, session = session.grant().session_id(), reason = reason.code(), "WebRTC play ended: {reason}");
 }
@@ -197,7 +195,7 @@ async fn play(
     }
     // AAC reaches browsers as Opus, from the stream's one transcode.
     let mut opus: Option<OpusFeed> = (!audio && aac > 0 && config.config.audio.is_some())
-        .then(|| ctx.opus.join(&ctx.hub, &ctx.readers, name.as_str()));
+        .then(|| ctx.opus.join(&ctx.hub, name.as_str()));
     let mut opus_pending: Vec<Arc<SharedFrame>> = Vec::new();
     let audio = audio || opus.is_some();
     let video_specs: Vec<CodecSpec> = match video {

@@ -1,13 +1,15 @@
 //! One browser's publish: offer/answer, candidates, incoming tracks into the relay, keyframe
-//! requests from viewers, Opus -> AAC for RTMP and SRT viewers while there are any, and the end of the session (stop, socket gone, peer gone, revoked).
+//! requests from viewers, Opus -> AAC for RTMP and SRT viewers while there are any (the
+//! relay counts viewers by wire format), and the end of the session (stop, socket gone, peer
+//! gone, revoked).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use streamgate_admission::{EndReason, PublishSession};
 use streamgate_auth::StreamName;
 use streamgate_media::{ms_to_ticks, Codec, Frame};
-use streamgate_relay::{Hub, Publisher};
+use streamgate_relay::{Publisher, WireFormat};
 use streamgate_transcode::OpusToAac;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,7 +20,6 @@ use crate::message::{Definition, Reply, SdpKind};
 use crate::name::revocation_reason;
 use crate::peer::{Connection, IncomingTrack, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
-use crate::viewers::WebRtcReaders;
 use crate::WebRtcContext;
 
 /// Runs a publish session until it ends. The grant is held for the session's life.
@@ -105,7 +106,6 @@ pub(crate) async fn run(
                         started,
                         ctx.keyframes.clone(),
                         name.as_str().to_owned(),
-                        AacNeed { hub: ctx.hub.clone(), readers: ctx.readers.clone() },
                     ));
                 }
                 Some(PeerEvent::KeyframeRequest) => {}
@@ -149,7 +149,6 @@ async fn read_track(
     started: Instant,
     keyframes: KeyframeBoard,
     name: String,
-    need: AacNeed,
 ) {
     let Some(codec) = track.codec() else {
         return;
@@ -170,9 +169,9 @@ async fn read_track(
         }
         if let Some(frame) = out.frame {
             if codec == Codec::Vp8 {
-                vp8_warning.check(&need, &name);
+                vp8_warning.check(&publisher, &name);
             }
-            let aac_frames = aac.as_mut().map(|a| a.push(&frame, &need, &name));
+            let aac_frames = aac.as_mut().map(|a| a.push(&frame, &publisher, &name));
             publisher.push(frame);
             for f in aac_frames.into_iter().flatten() {
                 publisher.push(f);
@@ -184,30 +183,28 @@ async fn read_track(
     }
 }
 
-/// How often a browser publisher checks whether its sound is needed in AAC.
-pub const AAC_NEED_CHECK: Duration = Duration::from_secs(1);
-
-/// Tells whether anyone besides WebRTC readers (an RTMP or SRT viewer) reads a stream.
-#[derive(Debug, Clone)]
-struct AacNeed {
-    hub: Hub,
-    readers: WebRtcReaders,
+/// Whether anyone takes the stream in a format that carries AAC and not Opus (an RTMP or
+/// SRT viewer): one atomic load per format, asked at every frame.
+fn needs_aac(publisher: &Publisher) -> bool {
+    WireFormat::ALL
+        .iter()
+        .any(|&f| !f.carries(Codec::Opus) && f.carries(Codec::Aac) && publisher.demand(f) > 0)
 }
 
-impl AacNeed {
-    fn now(&self, name: &str) -> bool {
-        let subscribers = self.hub.stream_stats(name).map_or(0, |s| s.subscribers);
-        subscribers > self.readers.count(name)
-    }
+/// Whether anyone takes the stream in a format that cannot carry VP8.
+fn needs_other_than_vp8(publisher: &Publisher) -> bool {
+    WireFormat::ALL
+        .iter()
+        .any(|&f| !f.carries(Codec::Vp8) && publisher.demand(f) > 0)
 }
 
-/// A browser publisher's Opus -> AAC transcode, run while RTMP or SRT viewers are attached.
-/// The AAC configuration is announced at once, so that such a viewer's player is set up
-/// for sound when it joins.
+/// A browser publisher's Opus -> AAC transcode, run while RTMP or SRT viewers are attached:
+/// it starts at the first Opus frame after the first of them joins and stops at the first
+/// after the last leaves. The AAC configuration is announced at once, so that such a
+/// viewer's player is set up for sound when it joins.
 struct AacOut {
     transcode: OpusToAac,
     on: bool,
-    checked: Option<Instant>,
     errors: u64,
 }
 
@@ -219,7 +216,6 @@ impl AacOut {
                 Some(Self {
                     transcode: t,
                     on: false,
-                    checked: None,
                     errors: 0,
                 })
             }
@@ -231,25 +227,18 @@ impl AacOut {
     }
 
     /// The AAC frames to publish after this Opus frame (none while nobody needs them).
-    fn push(&mut self, frame: &Frame, need: &AacNeed, name: &str) -> Vec<Frame> {
-        let now = Instant::now();
-        if self
-            .checked
-            .is_none_or(|t| now.duration_since(t) >= AAC_NEED_CHECK)
-        {
-            self.checked = Some(now);
-            let on = need.now(name);
-            if on != self.on {
-                self.on = on;
-                if on {
-                    tracing::info!(
-                        stream = %name,
-                        encoder = streamgate_transcode::aac_enc::DEFAULT_ENCODER,
-                        "Opus -> AAC transcode started"
-                    );
-                } else {
-                    tracing::info!(stream = %name, "Opus -> AAC transcode stopped");
-                }
+    fn push(&mut self, frame: &Frame, publisher: &Publisher, name: &str) -> Vec<Frame> {
+        let on = needs_aac(publisher);
+        if on != self.on {
+            self.on = on;
+            if on {
+                tracing::info!(
+                    stream = %name,
+                    encoder = streamgate_transcode::aac_enc::DEFAULT_ENCODER,
+                    "Opus -> AAC transcode started"
+                );
+            } else {
+                tracing::info!(stream = %name, "Opus -> AAC transcode stopped");
             }
         }
         if !self.on {
@@ -276,21 +265,12 @@ const VP8_REASON: &str =
 /// Logs [`VP8_REASON`] once each time RTMP or SRT viewers appear on a VP8 stream.
 #[derive(Debug, Default)]
 struct Vp8Warning {
-    checked: Option<Instant>,
     warned: bool,
 }
 
 impl Vp8Warning {
-    fn check(&mut self, need: &AacNeed, name: &str) {
-        let now = Instant::now();
-        if self
-            .checked
-            .is_some_and(|t| now.duration_since(t) < AAC_NEED_CHECK)
-        {
-            return;
-        }
-        self.checked = Some(now);
-        let others = need.now(name);
+    fn check(&mut self, publisher: &Publisher, name: &str) {
+        let others = needs_other_than_vp8(publisher);
         if others && !self.warned {
             tracing::warn!(stream = %name, "{VP8_REASON}");
         }
