@@ -220,9 +220,9 @@ fn decide(
     Ok(admitted)
 }
 
-/// The format a viewer of `protocol` takes a stream in, which the relay counts as that
-/// stream's demand (so that a browser publisher's Opus is transcoded to AAC exactly while
-/// RTMP or SRT viewers watch).
+/// The format a viewer of `protocol` takes a stream in, from which the relay chooses its
+/// tracks (and the derived tracks it runs for it: a browser publisher's Opus as AAC for RTMP
+/// and SRT viewers, say).
 pub const fn wire_format(protocol: Protocol) -> Option<WireFormat> {
     match protocol {
         Protocol::Rtmp => Some(WireFormat::Rtmp),

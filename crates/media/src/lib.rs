@@ -1,6 +1,6 @@
 //! Codec-level media types for streamgate: the [`Frame`] every listener turns its protocol
 //! into, the stream configurations ([`AvcConfig`], [`AacConfig`], [`Metadata`],
-//! [`StreamConfig`]), and the conversions between them and the byte layouts the protocols
+//! [`StreamConfig`], whose [`Tracks`] say what a stream carries), and the conversions between them and the byte layouts the protocols
 //! carry (AVCC/Annex-B in [`nal`], ADTS in [`AacConfig::adts_header`] / [`parse_adts`], FLV tag
 //! bodies in [`flv`], MPEG-TS in [`ts`]).
 //!
@@ -22,6 +22,6 @@ pub mod ts;
 
 pub use aac::{parse_adts, AacConfig, AdtsHeader, ADTS_HEADER_LEN, MAX_ADTS_FRAME_LEN};
 pub use avc::{sps_picture_size, AvcConfig, PictureSize};
-pub use config::{Metadata, StreamConfig};
+pub use config::{Metadata, StreamConfig, Tracks, VideoTrack};
 pub use error::MediaError;
 pub use frame::{ms_to_ticks, ticks_to_ms, Codec, Frame, TrackKind, CLOCK_HZ};

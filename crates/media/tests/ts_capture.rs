@@ -5,7 +5,8 @@ use streamgate_media::{Codec, Frame, StreamConfig};
 
 const CAPTURE: &[u8] = include_bytes!("fixtures/h264_aac_two_seconds.ts");
 
-fn demux(ts: &[u8], piece: usize) -> (StreamConfig, Vec<Frame>) {
+/// The configuration, the frames and the codecs the program map listed.
+fn demux(ts: &[u8], piece: usize) -> (StreamConfig, Vec<Frame>, Vec<Codec>) {
     let mut d = TsDemuxer::new();
     let mut events = Vec::new();
     for p in ts.chunks(piece) {
@@ -13,8 +14,13 @@ fn demux(ts: &[u8], piece: usize) -> (StreamConfig, Vec<Frame>) {
     }
     let mut config = StreamConfig::default();
     let mut frames = Vec::new();
+    let mut tracks = Vec::new();
     for e in events {
         match e {
+            TsEvent::Track(codec) => {
+                assert!(frames.is_empty(), "tracks are announced before frames");
+                tracks.push(codec);
+            }
             TsEvent::VideoConfig(c) => config.video = Some(c),
             TsEvent::AudioConfig(c) => config.audio = Some(c),
             TsEvent::Frame(f) => frames.push(f),
@@ -23,12 +29,17 @@ fn demux(ts: &[u8], piece: usize) -> (StreamConfig, Vec<Frame>) {
     let stats = d.stats();
     assert_eq!(stats.continuity_errors, 0, "{stats:?}");
     assert_eq!(stats.dropped_units, 0, "{stats:?}");
-    (config, frames)
+    (config, frames, tracks)
 }
 
 #[test]
 fn capture_demuxes_to_every_frame() {
-    let (config, frames) = demux(CAPTURE, 1316);
+    let (config, frames, tracks) = demux(CAPTURE, 1316);
+    assert_eq!(
+        tracks,
+        [Codec::H264, Codec::Aac],
+        "the program map's tracks, once each"
+    );
     let video = config.video.as_ref().unwrap();
     assert_eq!(video.profile, 100);
     let audio = config.audio.as_ref().unwrap();
@@ -56,13 +67,14 @@ fn capture_demuxes_to_every_frame() {
 
 #[test]
 fn remuxed_capture_demuxes_the_same() {
-    let (config, frames) = demux(CAPTURE, 188 * 7);
+    let (config, frames, _) = demux(CAPTURE, 188 * 7);
     let mut m = TsMuxer::new();
     let ts: Vec<u8> = frames
         .iter()
         .flat_map(|f| m.frame(f, &config).to_vec())
         .collect();
-    let (config2, frames2) = demux(&ts, 1000);
+    let (config2, frames2, tracks) = demux(&ts, 1000);
+    assert_eq!(tracks, [Codec::H264, Codec::Aac], "our muxer's program map");
     assert_eq!(
         config2.video.as_ref().unwrap().sps,
         config.video.as_ref().unwrap().sps

@@ -51,10 +51,12 @@ impl GopCache {
         }
     }
 
-    /// Records a pushed frame.
+    /// Records a pushed frame. Only a keyframe of the stream's own video starts a GOP; a
+    /// derived track's frames are kept with the GOP they come in (a viewer of a derived video
+    /// starts at its own next keyframe, which its joining asks for).
     pub(crate) fn push(&mut self, slot: &Slot) {
         let frame = &slot.frame.frame;
-        if frame.track == TrackKind::Video && frame.keyframe {
+        if frame.track == TrackKind::Video && frame.keyframe && slot.frame.derived.is_none() {
             self.clear();
             self.active = true;
         }

@@ -2,12 +2,12 @@
 //! holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::session::{lock, Session};
 use crate::wake::Signal;
-use crate::{Publisher, RelayError, RelayLimits, StreamWatch, Subscriber, WireFormat};
+use crate::{Deriver, Publisher, RelayError, RelayLimits, StreamWatch, Subscriber, WireFormat};
 
 /// The stream hub; clones share the same streams.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +20,8 @@ pub struct Hub {
 pub(crate) struct HubInner {
     streams: Mutex<HashMap<String, Arc<StreamEntry>>>,
     pub(crate) limits: RelayLimits,
+    /// What starts derived tracks; without one, every derivation is refused.
+    deriver: OnceLock<Arc<dyn Deriver>>,
 }
 
 /// One stream name, live or waited for. It exists while it has a publisher or a subscriber.
@@ -35,9 +37,6 @@ pub(crate) struct StreamEntry {
     bytes_in: AtomicU64,
     dropped: AtomicU64,
     oversized: AtomicU64,
-    /// Subscribers attached by wire format (see [`Hub::subscribe_as`]), by
-    /// [`WireFormat::index`]: what the stream's viewers take, read with one atomic load.
-    demand: [AtomicUsize; WireFormat::ALL.len()],
 }
 
 /// What changes when publishers and subscribers come and go.
@@ -92,6 +91,7 @@ impl Hub {
             inner: Arc::new(HubInner {
                 streams: Mutex::default(),
                 limits,
+                deriver: OnceLock::new(),
             }),
         }
     }
@@ -99,6 +99,12 @@ impl Hub {
     /// The limits of every stream.
     pub fn limits(&self) -> RelayLimits {
         self.inner.limits
+    }
+
+    /// Installs what starts derived tracks (the server's transcoders), once; a second call
+    /// changes nothing and returns `false`.
+    pub fn set_deriver(&self, deriver: Arc<dyn Deriver>) -> bool {
+        self.inner.deriver.set(deriver).is_ok()
     }
 
     /// Attaches the publisher of `name`; fails if one is attached already.
@@ -142,9 +148,9 @@ impl Hub {
     }
 
     /// Attaches a subscriber to `name`, as [`Hub::subscribe`] does, that takes the stream in
-    /// `format`: it is counted in the stream's demand for that format
-    /// ([`Publisher::demand`]) while it lives. `None` is for the server's own readers (a
-    /// transcode's input), which are no viewer of any format.
+    /// `format`: it reads what that format carries of the stream, with derived tracks for
+    /// the rest (see [`crate::Selection`]). `None` takes the stream's own tracks as they
+    /// are, for the server's own readers.
     pub fn subscribe_as(&self, name: &str, format: Option<WireFormat>) -> Subscriber {
         let mut streams = lock(&self.inner.streams);
         let entry = Arc::clone(
@@ -158,7 +164,6 @@ impl Hub {
             state.session.clone()
         };
         drop(streams);
-        entry.count_demand(format, true);
         Subscriber::new(Arc::clone(&self.inner), entry, session, format)
     }
 
@@ -193,7 +198,6 @@ impl Hub {
             session
         };
         drop(streams);
-        entry.count_demand(format, true);
         Subscriber::new_bound(Arc::clone(&self.inner), entry, session, format).ok_or_else(not_live)
     }
 
@@ -239,6 +243,17 @@ impl Hub {
 }
 
 impl HubInner {
+    /// What starts derived tracks, if installed.
+    pub(crate) fn deriver(&self) -> Option<&Arc<dyn Deriver>> {
+        self.deriver.get()
+    }
+
+    /// Counts one more subscriber of `entry` (one the relay attaches itself).
+    pub(crate) fn attach_subscriber(&self, entry: &Arc<StreamEntry>) {
+        let _streams = lock(&self.streams);
+        lock(&entry.state).subscribers += 1;
+    }
+
     /// Detaches a publisher: the entry goes inactive and is removed if nobody waits on it.
     pub(crate) fn detach_publisher(&self, entry: &Arc<StreamEntry>, session: &Arc<Session>) {
         {
@@ -261,8 +276,7 @@ impl HubInner {
 
     /// Detaches a subscriber (its parking slot already given back): the entry is removed if
     /// it was the last user.
-    pub(crate) fn detach_subscriber(&self, entry: &Arc<StreamEntry>, format: Option<WireFormat>) {
-        entry.count_demand(format, false);
+    pub(crate) fn detach_subscriber(&self, entry: &Arc<StreamEntry>) {
         let mut streams = lock(&self.streams);
         let mut state = lock(&entry.state);
         state.subscribers = state.subscribers.saturating_sub(1);
@@ -304,28 +318,7 @@ impl StreamEntry {
             bytes_in: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             oversized: AtomicU64::new(0),
-            demand: Default::default(),
         }
-    }
-
-    /// Counts a subscriber of `format` in or out of the demand.
-    fn count_demand(&self, format: Option<WireFormat>, attach: bool) {
-        let Some(slot) = format.and_then(|f| self.demand.get(f.index())) else {
-            return;
-        };
-        if attach {
-            slot.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // Never below zero: every detach follows its attach.
-            let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
-    }
-
-    /// Subscribers attached now that take the stream in `format`.
-    pub(crate) fn demand(&self, format: WireFormat) -> usize {
-        self.demand
-            .get(format.index())
-            .map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// The stream name.

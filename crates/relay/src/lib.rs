@@ -4,10 +4,18 @@
 //! ([`SharedFrame::encoded`], [`SharedConfig::encoded`]). It knows no tokens and no sockets:
 //! listeners attach to it only after the auth crate has granted the request.
 //!
-//! Main loop: a listener's publish task calls [`Hub::publish`], sets the stream
-//! configuration and calls [`Publisher::push`] for each frame, which never waits; each play
-//! task calls [`Hub::subscribe`] and loops on [`Subscriber::recv`], writing every
-//! [`Event::Frame`] in its own wire format through the shared encode cache.
+//! It knows which codecs each wire format carries ([`WireFormat::carries`]) and what each
+//! viewer takes of a stream ([`Selection`]): the stream's own tracks, or a derived track (a
+//! transcode, run once per publish for every viewer that takes it through the hub's
+//! [`Deriver`]), or nothing, with the reason. A publish's tracks are settled from its first
+//! frames before any viewer reads them ([`settle`]).
+//!
+//! Main loop: a listener's publish task calls [`Hub::publish`], says which tracks it knows
+//! the stream carries ([`Publisher::expect`]), sets the stream configuration and calls
+//! [`Publisher::push`] for each frame, which never waits; each play task calls
+//! [`Hub::subscribe_as`] with its wire format and loops on [`Subscriber::recv`], writing
+//! every [`Event::Frame`] in its own wire format through the shared encode cache, after the
+//! [`Event::Started`] that says what it takes.
 //!
 //! Queue design: each stream keeps one ring of the last frames (at most
 //! [`RelayLimits::buffer_frames`] and [`RelayLimits::buffer_bytes`]) and each subscriber only a cursor into it, so a push does no per-subscriber queueing (one
@@ -20,6 +28,7 @@
 //! than [`RelayLimits::max_frame_bytes`] is dropped at the push, so that the memory of a stream
 //! stays within its [`RelayLimits`] whatever its publisher sends.
 
+mod derive;
 mod error;
 mod gop;
 mod hub;
@@ -27,17 +36,22 @@ mod limits;
 mod publisher;
 mod queue;
 mod session;
+pub mod settle;
 mod shared;
 mod stream_watch;
 mod subscriber;
+mod tracks;
 mod wake;
 
+pub use derive::{DeriveHandle, DeriveJob, DerivedOutput, Deriver};
 pub use error::RelayError;
 pub use gop::{GOP_CACHE_MAX_BYTES, GOP_CACHE_MAX_FRAMES};
 pub use hub::{Hub, StreamStats};
 pub use limits::{RelayLimits, MAX_FRAME_BYTES};
 pub use publisher::Publisher;
 pub use queue::{SUBSCRIBER_QUEUE_BYTES, SUBSCRIBER_QUEUE_FRAMES};
-pub use shared::{SharedConfig, SharedFrame, WireFormat};
+pub use settle::SETTLE_WINDOW;
+pub use shared::{SharedConfig, SharedFrame};
 pub use stream_watch::StreamWatch;
 pub use subscriber::{Event, Subscriber};
+pub use tracks::{Derivation, Pick, Refusal, Selection, Unavailable, WireFormat};

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use streamgate_media::{AacConfig, AvcConfig, Frame, Metadata, StreamConfig};
+use streamgate_media::{AacConfig, AvcConfig, Codec, Frame, Metadata, StreamConfig};
 
 use crate::hub::{HubInner, StreamEntry};
 use crate::session::Session;
-use crate::{SharedConfig, SharedFrame, WireFormat};
+use crate::{SharedConfig, SharedFrame};
 
 /// The one publisher of a live stream. Dropping it ends the stream: subscribers receive
 /// [`crate::Event::Ended`] after the frames already pushed, and stay subscribed for the next
@@ -33,7 +33,15 @@ impl Publisher {
         self.entry.name()
     }
 
-    /// Replaces the whole configuration.
+    /// Says that the stream carries a track in `codec`, as soon as the listener knows (from
+    /// RTMP's `onMetaData` or sequence headers, MPEG-TS's program map, the browser's SDP):
+    /// the publish's first frames are held until a frame of every such track has come, so
+    /// that viewers start knowing what the stream carries (see [`crate::settle`]).
+    pub fn expect(&self, codec: Codec) {
+        self.session.expect(codec);
+    }
+
+    /// Replaces the whole configuration (the tracks stay the relay's).
     pub fn set_config(&self, config: StreamConfig) {
         self.session.update_config(|c| *c = config);
     }
@@ -51,13 +59,6 @@ impl Publisher {
     /// Sets the encoder-announced metadata.
     pub fn set_metadata(&self, metadata: Metadata) {
         self.session.update_config(|c| c.metadata = Some(metadata));
-    }
-
-    /// Viewers attached now that take the stream in `format`: one atomic load, cheap enough
-    /// to ask at every frame, so that a transcode for those viewers starts with the first of
-    /// them and stops with the last.
-    pub fn demand(&self, format: WireFormat) -> usize {
-        self.entry.demand(format)
     }
 
     /// The configuration in force.
@@ -102,9 +103,11 @@ impl Publisher {
             return;
         }
         let count = shared.len() as u64;
-        self.session.push_all(shared);
+        let appended = self.session.push_all(shared);
         self.entry.count_in(count, bytes);
-        self.entry.signal.wake_all();
+        if appended {
+            self.entry.signal.wake_all();
+        }
     }
 }
 

@@ -1,13 +1,16 @@
-//! One publish of a stream: its ring, GOP cache and current configuration. A new publish of
-//! the same name gets a new session, so readers of the old one finish it undisturbed.
+//! One publish of a stream: its ring, GOP cache, current configuration, the settling of its
+//! tracks and its derived tracks. A new publish of the same name gets a new session, so
+//! readers of the old one finish it undisturbed.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use streamgate_media::{StreamConfig, TrackKind};
+use streamgate_media::{Codec, StreamConfig};
 
+use crate::derive::Derivations;
 use crate::gop::GopCache;
 use crate::queue::{Ring, Slot};
+use crate::settle::{Admit, Settle};
 use crate::{RelayLimits, SharedConfig, SharedFrame};
 
 /// Locks a mutex, ignoring poisoning (no code here panics while holding a lock, and the
@@ -22,6 +25,8 @@ pub(crate) struct Session {
     state: Mutex<SessionState>,
     /// The publisher's tag (see [`crate::Hub::publish_tagged`]).
     pub(crate) tag: u64,
+    /// The derived tracks running for this publish.
+    pub(crate) derivations: Derivations,
 }
 
 /// Everything behind the session lock.
@@ -31,18 +36,32 @@ pub(crate) struct SessionState {
     pub(crate) ring: Ring,
     gop: GopCache,
     config: Arc<SharedConfig>,
-    /// Whether the stream has video, so that readers must resume at video keyframes.
-    pub(crate) has_video: bool,
+    /// The tracks, settled from the first frames (see [`crate::settle`]).
+    settle: Settle,
     /// Whether the publisher has gone.
     pub(crate) ended: bool,
 }
 
 impl SessionState {
-    /// Whether a reader may start (or resume) at `frame`: a video keyframe, or any keyframe
-    /// (every audio frame) when the stream has no video.
-    pub(crate) fn is_start_point(&self, frame: &SharedFrame) -> bool {
-        let frame = &frame.frame;
-        frame.keyframe && (frame.track == TrackKind::Video || !self.has_video)
+    /// Puts a frame where readers find it: the ring and the GOP cache.
+    fn append(&mut self, frame: Arc<SharedFrame>) {
+        let slot = Slot {
+            frame,
+            config: Arc::clone(&self.config),
+        };
+        self.gop.push(&slot);
+        self.ring.push(slot);
+    }
+
+    /// Makes the configuration carry the settled tracks, if they changed: frames appended
+    /// from now on announce the change to their readers.
+    fn sync_tracks(&mut self) {
+        let tracks = self.settle.tracks();
+        if tracks != self.config.config.tracks {
+            let mut config = self.config.config.clone();
+            config.tracks = tracks;
+            self.config = Arc::new(SharedConfig::new(config));
+        }
     }
 }
 
@@ -74,9 +93,10 @@ impl Session {
                 ring: Ring::new(limits.buffer_frames, limits.buffer_bytes),
                 gop: GopCache::new(limits.gop_frames, limits.gop_bytes),
                 config: Arc::new(SharedConfig::new(StreamConfig::default())),
-                has_video: false,
+                settle: Settle::new(limits.buffer_frames, limits.buffer_bytes),
                 ended: false,
             }),
+            derivations: Derivations::default(),
         }
     }
 
@@ -85,33 +105,60 @@ impl Session {
         lock(&self.state)
     }
 
-    /// Appends frames, in order, for every reader and the GOP cache, under one lock.
-    pub(crate) fn push_all(&self, frames: impl IntoIterator<Item = Arc<SharedFrame>>) {
+    /// Appends the publisher's frames, in order, for every reader and the GOP cache, under
+    /// one lock; the first ones are held until the stream's tracks are settled. Returns
+    /// whether readers have anything new.
+    pub(crate) fn push_all(&self, frames: impl IntoIterator<Item = Arc<SharedFrame>>) -> bool {
         let mut state = self.lock();
+        let mut appended = false;
         for frame in frames {
-            if frame.frame.track == TrackKind::Video {
-                state.has_video = true;
+            match state.settle.push(frame) {
+                Admit::Now(frame) => {
+                    state.sync_tracks();
+                    state.append(frame);
+                    appended = true;
+                }
+                Admit::Held => {}
+                Admit::Released(frames) => {
+                    state.sync_tracks();
+                    for frame in frames {
+                        state.append(frame);
+                    }
+                    appended = true;
+                }
             }
-            let slot = Slot {
-                frame,
-                config: Arc::clone(&state.config),
-            };
-            state.gop.push(&slot);
-            state.ring.push(slot);
         }
+        appended
+    }
+
+    /// Appends a derivation's frames (see [`crate::derive`]); nothing once the publish has
+    /// ended. Returns whether any were appended.
+    pub(crate) fn push_derived(&self, frames: Vec<Arc<SharedFrame>>) -> bool {
+        let mut state = self.lock();
+        if state.ended {
+            return false;
+        }
+        for frame in frames {
+            state.append(frame);
+        }
+        true
+    }
+
+    /// The listener knows the stream carries a track in `codec` (see [`crate::settle`]).
+    pub(crate) fn expect(&self, codec: Codec) {
+        self.lock().settle.expect(codec);
     }
 
     /// Applies `change` to a copy of the configuration; frames pushed from now on carry the
-    /// result. An unchanged configuration keeps its identity (no new announcement).
+    /// result. An unchanged configuration keeps its identity (no new announcement). The
+    /// tracks stay the relay's.
     pub(crate) fn update_config(&self, change: impl FnOnce(&mut StreamConfig)) {
         let mut state = self.lock();
         let mut config = state.config.config.clone();
         change(&mut config);
+        config.tracks = state.config.config.tracks;
         if config == state.config.config {
             return;
-        }
-        if config.video.is_some() {
-            state.has_video = true;
         }
         state.config = Arc::new(SharedConfig::new(config));
     }

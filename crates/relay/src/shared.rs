@@ -4,46 +4,9 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use streamgate_media::{Codec, Frame, StreamConfig};
+use streamgate_media::{Frame, StreamConfig};
 
-/// A wire format whose encoded bytes are cached per frame. The relay knows only the names;
-/// each listener supplies its own encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WireFormat {
-    /// RTMP / FLV message bodies.
-    Rtmp,
-    /// MPEG-TS packets (SRT).
-    MpegTs,
-    /// RTP payloads (WebRTC).
-    Rtp,
-}
-
-impl WireFormat {
-    /// Every format, in the order of [`WireFormat::index`].
-    pub const ALL: [Self; 3] = [Self::Rtmp, Self::MpegTs, Self::Rtp];
-
-    /// The one table of which codecs each format carries here. Everything that decides
-    /// whether a viewer can take a stream's video or sound asks it: H.264 everywhere, VP8
-    /// only in RTP; AAC in RTMP and MPEG-TS, Opus only in RTP (each reaches the other side
-    /// through a transcode).
-    pub const fn carries(self, codec: Codec) -> bool {
-        matches!(
-            (self, codec),
-            (_, Codec::H264)
-                | (Self::Rtmp | Self::MpegTs, Codec::Aac)
-                | (Self::Rtp, Codec::Opus | Codec::Vp8)
-        )
-    }
-
-    /// The position of the format in [`WireFormat::ALL`].
-    pub(crate) const fn index(self) -> usize {
-        match self {
-            Self::Rtmp => 0,
-            Self::MpegTs => 1,
-            Self::Rtp => 2,
-        }
-    }
-}
+use crate::{Derivation, WireFormat};
 
 /// One lazily filled slot per [`WireFormat`].
 #[derive(Debug, Default)]
@@ -72,16 +35,28 @@ impl EncodeCache {
 /// A published frame as every subscriber sees it: the frame plus its encoded forms.
 #[derive(Debug)]
 pub struct SharedFrame {
-    /// The frame as the publisher pushed it.
+    /// The frame as the publisher (or a derivation) pushed it.
     pub frame: Frame,
+    /// The derived track it belongs to; `None` for the stream's own frames.
+    pub derived: Option<Derivation>,
     cache: EncodeCache,
 }
 
 impl SharedFrame {
-    /// Wraps a frame with an empty encode cache.
+    /// Wraps a frame of the stream's own with an empty encode cache.
     pub fn new(frame: Frame) -> Self {
         Self {
             frame,
+            derived: None,
+            cache: EncodeCache::default(),
+        }
+    }
+
+    /// Wraps a frame of a derived track with an empty encode cache.
+    pub fn derived(frame: Frame, derivation: Derivation) -> Self {
+        Self {
+            frame,
+            derived: Some(derivation),
             cache: EncodeCache::default(),
         }
     }
@@ -125,24 +100,7 @@ impl SharedConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use streamgate_media::TrackKind;
-
-    #[test]
-    fn the_codec_table() {
-        use Codec::{Aac, Opus, Vp8, H264};
-        let rows = [
-            (WireFormat::Rtmp, [true, true, false, false]),
-            (WireFormat::MpegTs, [true, true, false, false]),
-            (WireFormat::Rtp, [true, false, true, true]),
-        ];
-        for (format, expected) in rows {
-            let got = [H264, Aac, Opus, Vp8].map(|c| format.carries(c));
-            assert_eq!(got, expected, "{format:?}");
-        }
-        for (i, format) in WireFormat::ALL.iter().enumerate() {
-            assert_eq!(format.index(), i);
-        }
-    }
+    use streamgate_media::{Codec, TrackKind};
 
     #[test]
     fn formats_are_cached_separately() {

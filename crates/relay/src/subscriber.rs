@@ -4,18 +4,21 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::derive::Lease;
 use crate::hub::{HubInner, StreamEntry};
 use crate::queue::Slot;
 use crate::session::{JoinPoint, Session};
 use crate::wake::{Registration, NEVER};
-use crate::{SharedConfig, SharedFrame, WireFormat};
+use crate::{Refusal, Selection, SharedConfig, SharedFrame, WireFormat};
 
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The stream is live with this configuration: sent before the first frame of a publish
-    /// and again before the first frame that follows a configuration change.
-    Started(Arc<SharedConfig>),
+    /// The stream is live with this configuration, and this is what the subscriber takes of
+    /// it (the tracks it gets, derived or not, and why it gets none of a kind): sent before
+    /// the first frame of a publish, again before the first frame that follows a
+    /// configuration change, and when a derived track it takes has failed.
+    Started(Arc<SharedConfig>, Selection),
     /// The next frame, in push order (possibly after a gap: see [`Subscriber`]).
     Frame(Arc<SharedFrame>),
     /// The publisher has gone (sent only after a `Started`). The subscriber stays subscribed:
@@ -25,9 +28,13 @@ pub enum Event {
 
 /// One viewer of a stream name, whether or not it is live.
 ///
-/// Joining a live stream, it starts at the latest video keyframe from the GOP cache (an
-/// audio-only stream starts with the next frame); waiting for a stream, it starts with the
-/// first frame of the publish. Its queue holds at most the hub's
+/// It reads only the frames its [`Selection`] takes: the stream's own tracks that its wire
+/// format carries, and the derived tracks (transcodes) of those it does not, which it keeps
+/// running while it takes them (see [`crate::Deriver`]).
+///
+/// Joining a live stream, it starts at the latest keyframe of the video it takes, from the
+/// GOP cache (without video, with the next frame of its sound); waiting for a stream, it
+/// starts at the first such point of the publish. Its queue holds at most the hub's
 /// [`crate::RelayLimits::buffer_frames`] frames and [`crate::RelayLimits::buffer_bytes`]
 /// bytes; a subscriber that falls further behind loses frames and, at its next read, skips
 /// to the newest video keyframe still queued (or waits for the next one), so that
@@ -47,7 +54,8 @@ pub struct Subscriber {
     /// Bound to the publish it joined (see [`crate::Hub::subscribe_bound`]): once that one is
     /// read to its end, nothing more comes.
     bound: Bound,
-    /// The format it takes the stream in, counted in the stream's demand.
+    /// The format it takes the stream in (`None`: the stream's own tracks, for the server's
+    /// own readers).
     format: Option<WireFormat>,
 }
 
@@ -76,6 +84,15 @@ struct Reader {
     last_config: Option<Arc<SharedConfig>>,
     /// A frame held back while its `Started` is delivered.
     pending: Option<Arc<SharedFrame>>,
+    /// What the subscriber takes of this session, as last announced (`None` before the first
+    /// `Started`), and the selection it was resolved from (before any derivation was
+    /// refused), to tell whether a new configuration changes it.
+    selection: Option<Selection>,
+    wanted: Option<Selection>,
+    /// The derived tracks it takes, kept running while it holds them.
+    leases: Vec<Lease>,
+    /// The subscriber's format.
+    format: Option<WireFormat>,
 }
 
 /// How the reader takes the next frame.
@@ -111,7 +128,7 @@ impl Subscriber {
         let parking = entry.signal.register();
         let reader = live.and_then(|session| {
             let join = session.join()?;
-            Some(Reader::new(session, join))
+            Some(Reader::new(session, join, format))
         });
         Self {
             hub,
@@ -125,6 +142,18 @@ impl Subscriber {
         }
     }
 
+    /// A subscriber of the server's own (a derivation's input): counted in `entry` like a
+    /// viewer, bound to `session`, taking the stream's own tracks. `None` if the session has
+    /// ended.
+    pub(crate) fn internal(
+        hub: Arc<HubInner>,
+        entry: Arc<StreamEntry>,
+        session: Arc<Session>,
+    ) -> Option<Self> {
+        hub.attach_subscriber(&entry);
+        Self::new_bound(hub, entry, session, None)
+    }
+
     /// A subscriber counted in `entry` that reads `session` only; `None` (and uncounted) if
     /// the session has ended meanwhile.
     pub(crate) fn new_bound(
@@ -135,7 +164,7 @@ impl Subscriber {
     ) -> Option<Self> {
         let mut sub = Self::new(hub, entry, None, format);
         let join = session.join()?;
-        sub.reader = Some(Reader::new(session, join));
+        sub.reader = Some(Reader::new(session, join, format));
         sub.bound = Bound::Reading;
         Some(sub)
     }
@@ -153,6 +182,24 @@ impl Subscriber {
     /// Frames this subscriber lost by falling behind.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// What this subscriber takes of the publish it reads, as announced by its last
+    /// [`Event::Started`]; `None` before that.
+    pub fn selection(&self) -> Option<Selection> {
+        self.reader.as_ref().and_then(|r| r.selection)
+    }
+
+    /// Asks the derived video this subscriber takes, if any, for a keyframe (after a loss, or
+    /// when the viewer's decoder asks). The stream's own video is the publisher's business.
+    pub fn request_keyframe(&self) {
+        if let Some(reader) = &self.reader {
+            for lease in &reader.leases {
+                if lease.derivation().output().track() == streamgate_media::TrackKind::Video {
+                    lease.request_keyframe();
+                }
+            }
+        }
     }
 
     /// Waits for the next event. Cancel-safe: if the future is dropped before it completes,
@@ -208,12 +255,27 @@ impl Subscriber {
                 let Some(session) = self.entry.session() else {
                     return (None, true);
                 };
-                self.reader = Some(Reader::new(session, JoinPoint::session_start()));
+                self.reader = Some(Reader::new(
+                    session,
+                    JoinPoint::session_start(),
+                    self.format,
+                ));
             }
             let Some(reader) = self.reader.as_mut() else {
                 return (None, true);
             };
+            if let Some(event) = reader.failed_derivation() {
+                return (Some(event), false);
+            }
             match reader.next(&self.entry, &mut self.dropped) {
+                Step::Deliver {
+                    event: Event::Started(config, _),
+                    drained,
+                } => {
+                    // No lock is held here: leasing may start a derivation.
+                    let selection = reader.select(&config, &self.hub, &self.entry);
+                    return (Some(Event::Started(config, selection)), drained);
+                }
                 Step::Deliver { event, drained } => return (Some(event), drained),
                 Step::Empty => return (None, true),
                 Step::Finished { started } => {
@@ -233,47 +295,114 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.entry.signal.unregister(&self.parking);
-        self.hub.detach_subscriber(&self.entry, self.format);
+        self.hub.detach_subscriber(&self.entry);
     }
 }
 
 impl Reader {
-    /// Starts reading `session` at `join`: the GOP if there is one, else the next start point.
-    fn new(session: Arc<Session>, join: JoinPoint) -> Self {
-        let resume = if join.backlog.is_empty() {
-            Resume::StartPoint { counted: false }
-        } else {
-            Resume::Any
-        };
+    /// Starts reading `session` at `join`, from its first start point (the GOP's keyframe,
+    /// for a viewer of the stream's own video).
+    fn new(session: Arc<Session>, join: JoinPoint, format: Option<WireFormat>) -> Self {
         Self {
             session,
             backlog: join.backlog,
             cursor: join.cursor,
-            resume,
+            resume: Resume::StartPoint { counted: false },
             last_config: None,
             pending: None,
+            selection: None,
+            wanted: None,
+            leases: Vec::new(),
+            format,
         }
     }
 
-    /// Takes the next deliverable frame (skipping as `resume` says), or reports that there
-    /// is none yet or the session is over. Lost frames are added to `dropped` and the entry.
-    fn next(&mut self, entry: &StreamEntry, dropped: &mut u64) -> Step {
-        if let Some(frame) = self.pending.take() {
-            return Step::Deliver {
-                event: Event::Frame(frame),
-                drained: false,
-            };
+    /// The selection for a newly announced `config`: what `format` takes of its tracks, each
+    /// derived track leased (started if need be) or, refused, replaced by the reason. A
+    /// change of what is taken makes the reader wait for a start point of the new selection.
+    fn select(
+        &mut self,
+        config: &SharedConfig,
+        hub: &Arc<HubInner>,
+        entry: &Arc<StreamEntry>,
+    ) -> Selection {
+        let wanted = wanted(self.format, config);
+        if self.wanted == Some(wanted) {
+            if let Some(selection) = self.selection {
+                return selection;
+            }
         }
+        let mut selection = wanted;
+        let mut leases = Vec::new();
+        for derivation in wanted.derivations() {
+            let held = self
+                .leases
+                .iter()
+                .position(|l| l.derivation() == derivation)
+                .map(|i| self.leases.swap_remove(i));
+            let lease = match held {
+                Some(lease) => Ok(lease),
+                None => self
+                    .session
+                    .derivations
+                    .lease(derivation, hub, entry, &self.session),
+            };
+            match lease {
+                Ok(lease) => leases.push(lease),
+                Err(why) => selection = selection.refuse(derivation, why),
+            }
+        }
+        // Leases no longer taken are dropped here, outside every lock.
+        self.leases = leases;
+        if self.selection.is_some_and(|s| s.video != selection.video) {
+            // Another picture: decoding starts again at one of its keyframes. (Sound decodes
+            // from any frame.)
+            self.resume = Resume::StartPoint { counted: false };
+        }
+        self.wanted = Some(wanted);
+        self.selection = Some(selection);
+        selection
+    }
+
+    /// A new announcement if a derived track this reader takes has failed: the same
+    /// configuration, with that track refused. Its lease is let go.
+    fn failed_derivation(&mut self) -> Option<Event> {
+        let i = self.leases.iter().position(|l| l.failed())?;
+        let failed = self.leases.swap_remove(i);
+        let config = self.last_config.clone()?;
+        let selection = self.selection?.refuse(failed.derivation(), Refusal::Failed);
+        self.selection = Some(selection);
+        Some(Event::Started(config, selection))
+    }
+
+    /// Takes the next deliverable frame (skipping frames it does not take, and as `resume`
+    /// says), or reports that there is none yet or the session is over. Lost frames are added
+    /// to `dropped` and the entry.
+    fn next(&mut self, entry: &StreamEntry, dropped: &mut u64) -> Step {
         let mut lost = 0u64;
+        if let Some(frame) = self.pending.take() {
+            if admit(self.selection, &mut self.resume, &frame, &mut lost) {
+                count_lost(entry, dropped, lost);
+                return Step::Deliver {
+                    event: Event::Frame(frame),
+                    drained: false,
+                };
+            }
+        }
         let (event, at_end, ended) = {
             let state = self.session.lock();
             if self.cursor < state.ring.base() {
                 // Frames were overwritten before we read them. Resume at the newest start
                 // point still queued (or the next one to come), so that the viewer gets
                 // back as close to live as possible; everything in between is lost.
+                let (selection, format) = (self.selection, self.format);
                 let resume_at = state
                     .ring
-                    .newest(|slot| state.is_start_point(&slot.frame))
+                    .newest(|slot| {
+                        selection
+                            .unwrap_or_else(|| wanted(format, &slot.config))
+                            .is_start_point(&slot.frame)
+                    })
                     .unwrap_or_else(|| state.ring.head());
                 lost += resume_at - self.cursor + self.backlog.len() as u64;
                 self.backlog.clear();
@@ -293,30 +422,39 @@ impl Reader {
                         None => break,
                     },
                 };
-                let take = match self.resume {
-                    Resume::Any => true,
-                    Resume::StartPoint { counted } => {
-                        let start = state.is_start_point(&slot.frame);
-                        if start {
-                            self.resume = Resume::Any;
-                        } else if counted {
-                            lost += 1;
-                        }
-                        start
+                let announced = self
+                    .last_config
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, &slot.config));
+                if announced {
+                    if admit(self.selection, &mut self.resume, &slot.frame, &mut lost) {
+                        event = Some(Event::Frame(Arc::clone(&slot.frame)));
                     }
-                };
-                if take {
-                    event = Some(announce(&mut self.last_config, &mut self.pending, slot));
+                    continue;
+                }
+                // A new configuration is announced right before the first frame taken under
+                // it (judged here by what the format takes of its tracks, and again once the
+                // subscriber has resolved its derived tracks, outside this lock), or at once
+                // if it changes what the subscriber takes (it must know at once, a picture it
+                // can no longer take say), or if it takes a derived track (announcing is what
+                // starts the derivation).
+                let wanted = wanted(self.format, &slot.config);
+                let mut resume = self.resume;
+                let changed = self.wanted.is_some_and(|w| w != wanted);
+                if changed
+                    || wanted.derivations().next().is_some()
+                    || admit(Some(wanted), &mut resume, &slot.frame, &mut lost)
+                {
+                    self.last_config = Some(Arc::clone(&slot.config));
+                    self.pending = Some(Arc::clone(&slot.frame));
+                    event = Some(Event::Started(Arc::clone(&slot.config), wanted));
                 }
             }
             let at_end =
                 self.backlog.is_empty() && self.cursor >= state.ring.head() && !state.ended;
             (event, at_end, state.ended)
         };
-        if lost > 0 {
-            *dropped += lost;
-            entry.count_dropped(lost);
-        }
+        count_lost(entry, dropped, lost);
         match event {
             Some(event) => Step::Deliver {
                 event,
@@ -330,21 +468,46 @@ impl Reader {
     }
 }
 
-/// The event for `slot`: the frame itself, or first a `Started` if its configuration is not
-/// the one last announced (the frame is then held back in `pending` for the next read). Only
-/// the references handed out are cloned.
-fn announce(
-    last_config: &mut Option<Arc<SharedConfig>>,
-    pending: &mut Option<Arc<SharedFrame>>,
-    slot: &Slot,
-) -> Event {
-    if last_config
-        .as_ref()
-        .is_some_and(|c| Arc::ptr_eq(c, &slot.config))
-    {
-        return Event::Frame(Arc::clone(&slot.frame));
+/// Whether a subscriber with `selection` takes `frame` now: a frame of its selection, at a
+/// start point if `resume` waits for one (frames of its selection skipped before it are
+/// counted in `lost` when the wait follows a loss).
+fn admit(
+    selection: Option<Selection>,
+    resume: &mut Resume,
+    frame: &SharedFrame,
+    lost: &mut u64,
+) -> bool {
+    let Some(selection) = selection else {
+        return false;
+    };
+    if !selection.takes(frame) {
+        return false;
     }
-    *last_config = Some(Arc::clone(&slot.config));
-    *pending = Some(Arc::clone(&slot.frame));
-    Event::Started(Arc::clone(&slot.config))
+    match *resume {
+        Resume::Any => true,
+        Resume::StartPoint { counted } => {
+            if selection.is_start_point(frame) {
+                *resume = Resume::Any;
+                true
+            } else {
+                *lost += u64::from(counted);
+                false
+            }
+        }
+    }
+}
+
+/// Adds frames a subscriber lost to its count and the stream's.
+fn count_lost(entry: &StreamEntry, dropped: &mut u64, lost: u64) {
+    if lost > 0 {
+        *dropped += lost;
+        entry.count_dropped(lost);
+    }
+}
+
+/// What a subscriber in `format` takes of a stream with `config`, before any derivation is
+/// asked for (`None`: the stream's own tracks).
+fn wanted(format: Option<WireFormat>, config: &SharedConfig) -> Selection {
+    let tracks = &config.config.tracks;
+    format.map_or_else(|| Selection::source(tracks), |f| f.select(tracks))
 }

@@ -1,5 +1,8 @@
 //! Behaviour of the hub through its public API, without sockets.
 
+mod common;
+
+use common::{audio, frame, recv, video};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,31 +12,9 @@ use streamgate_media::{
     ms_to_ticks, AacConfig, AvcConfig, Codec, Frame, Metadata, StreamConfig, TrackKind,
 };
 use streamgate_relay::{
-    Event, Hub, RelayError, RelayLimits, SharedFrame, Subscriber, WireFormat, GOP_CACHE_MAX_FRAMES,
+    Event, Hub, Publisher, RelayError, RelayLimits, Subscriber, WireFormat, GOP_CACHE_MAX_FRAMES,
     SUBSCRIBER_QUEUE_FRAMES,
 };
-
-fn video(n: i64, keyframe: bool) -> Frame {
-    Frame {
-        track: TrackKind::Video,
-        codec: Codec::H264,
-        pts: ms_to_ticks(n * 40),
-        dts: ms_to_ticks(n * 40),
-        keyframe,
-        payload: Bytes::from(vec![0u8; 10]),
-    }
-}
-
-fn audio(n: i64) -> Frame {
-    Frame {
-        track: TrackKind::Audio,
-        codec: Codec::Aac,
-        pts: ms_to_ticks(n * 40),
-        dts: ms_to_ticks(n * 40),
-        keyframe: true,
-        payload: Bytes::from(vec![0u8; 4]),
-    }
-}
 
 fn avc() -> AvcConfig {
     match AvcConfig::from_parameter_sets(
@@ -52,25 +33,23 @@ fn aac() -> AacConfig {
     }
 }
 
-fn frame(event: Option<Event>) -> Arc<SharedFrame> {
-    match event {
-        Some(Event::Frame(frame)) => frame,
-        other => panic!("expected a frame, got {other:?}"),
-    }
+/// A publisher of H.264 and AAC that says so, as every listener does: its first frames are
+/// held until both tracks have shown up.
+fn av_publisher(hub: &Hub, name: &str) -> Publisher {
+    let Ok(publisher) = hub.publish(name) else {
+        panic!("{name} is free");
+    };
+    publisher.expect(Codec::H264);
+    publisher.expect(Codec::Aac);
+    publisher.set_video_config(avc());
+    publisher.set_audio_config(aac());
+    publisher
 }
 
 fn started(event: Option<Event>) -> StreamConfig {
     match event {
-        Some(Event::Started(config)) => config.config.clone(),
+        Some(Event::Started(config, _)) => config.config.clone(),
         other => panic!("expected Started, got {other:?}"),
-    }
-}
-
-/// `recv` with a deadline, so that a hang fails the test instead of stalling it.
-async fn recv(sub: &mut Subscriber) -> Event {
-    match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
-        Ok(event) => event,
-        Err(_) => panic!("no event within 5 s"),
     }
 }
 
@@ -149,7 +128,7 @@ async fn config_change_is_announced_before_the_next_frame() {
     assert_eq!(started(late.try_recv()).metadata, None);
     assert!(frame(late.try_recv()).frame.keyframe);
     match late.try_recv() {
-        Some(Event::Started(config)) => assert!(Arc::ptr_eq(&config, &publisher.config())),
+        Some(Event::Started(config, _)) => assert!(Arc::ptr_eq(&config, &publisher.config())),
         other => panic!("expected Started, got {other:?}"),
     }
     assert_eq!(frame(late.try_recv()).frame.pts, ms_to_ticks(40));
@@ -180,7 +159,7 @@ async fn stuck_subscriber_does_not_block_publisher_or_other_subscribers() {
                         seen.push(f.frame.pts);
                         progress.store(seen.len(), Ordering::Release);
                     }
-                    Event::Started(_) => {}
+                    Event::Started(..) => {}
                     Event::Ended => panic!("ended early"),
                 }
             }
@@ -240,12 +219,12 @@ async fn stuck_subscriber_does_not_block_publisher_or_other_subscribers() {
 #[tokio::test]
 async fn lagging_subscriber_resumes_audio_with_the_video_keyframe() {
     let hub = Hub::new();
-    let publisher = hub.publish("live/av").unwrap();
-    publisher.set_video_config(avc());
-    publisher.set_audio_config(aac());
+    let publisher = av_publisher(&hub, "live/av");
     let mut sub = hub.subscribe("live/av");
     publisher.push(video(0, true));
+    publisher.push(audio(0));
     started(sub.try_recv());
+    frame(sub.try_recv());
     frame(sub.try_recv());
 
     // Overflow the queue with audio and inter frames, then a keyframe.
@@ -300,9 +279,7 @@ async fn waiting_subscriber_starts_with_the_first_frame_and_lags_if_it_does_not_
     let hub = Hub::new();
     let mut prompt = hub.subscribe("live/cam1");
     let mut idle = hub.subscribe("live/cam1");
-    let publisher = hub.publish("live/cam1").unwrap();
-    publisher.set_video_config(avc());
-    publisher.set_audio_config(aac());
+    let publisher = av_publisher(&hub, "live/cam1");
     // Audio before the first keyframe is not a start point in a video stream.
     publisher.push(audio(0));
     publisher.push(video(0, true));
@@ -340,7 +317,7 @@ async fn waiting_subscriber_sees_start_end_and_next_publish() {
     publisher.set_video_config(avc());
     publisher.push(video(0, true));
     let (mut sub, first) = waiter.await.unwrap();
-    assert!(matches!(first, Event::Started(_)));
+    assert!(matches!(first, Event::Started(..)));
     assert!(frame(Some(recv(&mut sub).await)).frame.keyframe);
 
     publisher.push(video(1, false));
@@ -356,7 +333,7 @@ async fn waiting_subscriber_sees_start_end_and_next_publish() {
     let publisher = hub.publish("live/cam1").unwrap();
     publisher.set_video_config(avc());
     publisher.push(video(100, true));
-    assert!(matches!(recv(&mut sub).await, Event::Started(_)));
+    assert!(matches!(recv(&mut sub).await, Event::Started(..)));
     assert_eq!(
         frame(Some(recv(&mut sub).await)).frame.pts,
         ms_to_ticks(4_000)
@@ -413,7 +390,7 @@ async fn encode_runs_once_for_many_subscribers() {
     for sub in &mut subs {
         while let Some(event) = sub.try_recv() {
             match event {
-                Event::Started(config) => {
+                Event::Started(config, _) => {
                     config.encoded(WireFormat::Rtmp, |_| {
                         config_encodes.fetch_add(1, Ordering::Relaxed);
                         Bytes::from_static(b"sequence header")
@@ -473,8 +450,8 @@ async fn audio_only_stream_starts_immediately() {
 #[tokio::test]
 async fn oversized_gop_makes_new_subscribers_wait_for_the_next_keyframe() {
     let hub = Hub::new();
-    let publisher = hub.publish("live/long-gop").unwrap();
-    publisher.set_video_config(avc());
+    let publisher = av_publisher(&hub, "live/long-gop");
+    publisher.push(audio(0));
     publisher.push(video(0, true));
     for n in 1..=i64::try_from(GOP_CACHE_MAX_FRAMES).unwrap() {
         publisher.push(video(n, false));
@@ -505,8 +482,7 @@ fn handles_are_send() {
 #[tokio::test]
 async fn push_all_delivers_in_order_and_counts_every_frame() {
     let hub = Hub::new();
-    let publisher = hub.publish("live/batch").unwrap();
-    publisher.set_video_config(avc());
+    let publisher = av_publisher(&hub, "live/batch");
     let mut sub = hub.subscribe("live/batch");
     publisher.push_all([video(0, true), audio(0), video(1, false)]);
     publisher.push_all(std::iter::empty());
@@ -528,7 +504,7 @@ async fn dropped_recv_loses_nothing_and_a_later_recv_wakes() {
     assert_pending(&mut sub).await;
     publisher.set_audio_config(aac());
     publisher.push(audio(0));
-    assert!(matches!(recv(&mut sub).await, Event::Started(_)));
+    assert!(matches!(recv(&mut sub).await, Event::Started(..)));
     assert_eq!(frame(Some(recv(&mut sub).await)).frame.pts, 0);
     assert_pending(&mut sub).await;
     let pusher = {
@@ -564,7 +540,7 @@ async fn no_wake_up_is_lost_between_threads() {
             let mut next = 0;
             loop {
                 match recv(&mut sub).await {
-                    Event::Started(_) => {}
+                    Event::Started(..) => {}
                     Event::Frame(f) => {
                         assert_eq!(f.frame.pts, ms_to_ticks(next * 40), "in order");
                         next += 1;
@@ -704,7 +680,7 @@ async fn a_bound_subscriber_reads_its_publish_only() {
     let mut bound = hub.subscribe_bound("live/a", 1).unwrap();
     let mut follower = hub.subscribe("live/a");
     first.push(video(0, true));
-    assert!(matches!(recv(&mut bound).await, Event::Started(_)));
+    assert!(matches!(recv(&mut bound).await, Event::Started(..)));
     assert!(matches!(recv(&mut bound).await, Event::Frame(_)));
     drop(first);
     assert!(matches!(recv(&mut bound).await, Event::Ended));
@@ -722,45 +698,4 @@ async fn a_bound_subscriber_reads_its_publish_only() {
     assert!(saw_second);
     drop(bound);
     assert_eq!(hub.stream_stats("live/a").unwrap().subscribers, 1);
-}
-
-#[test]
-fn demand_counts_viewers_by_format_while_they_live() {
-    let hub = Hub::new();
-    let publisher = hub.publish("live/d").unwrap();
-    let demand = |p: &streamgate_relay::Publisher| WireFormat::ALL.map(|f| p.demand(f));
-    assert_eq!(demand(&publisher), [0, 0, 0]);
-
-    // The server's own readers (a transcode's input) are no demand.
-    let internal = hub.subscribe("live/d");
-    assert_eq!(demand(&publisher), [0, 0, 0]);
-
-    let rtmp = hub.subscribe_as("live/d", Some(WireFormat::Rtmp));
-    let rtp_a = hub.subscribe_as("live/d", Some(WireFormat::Rtp));
-    let rtp_b = hub.subscribe_as("live/d", Some(WireFormat::Rtp));
-    assert_eq!(demand(&publisher), [1, 0, 2]);
-    assert_eq!(rtmp.format(), Some(WireFormat::Rtmp));
-    assert_eq!(internal.format(), None);
-
-    // A bound viewer counts too, and stops counting when it goes.
-    let ts = hub
-        .subscribe_bound_as("live/d", 0, Some(WireFormat::MpegTs))
-        .unwrap();
-    assert_eq!(demand(&publisher), [1, 1, 2]);
-    drop(ts);
-    drop(rtp_a);
-    assert_eq!(demand(&publisher), [1, 0, 1]);
-
-    // A bound viewer refused (no such publish) leaves no count behind.
-    assert!(hub
-        .subscribe_bound_as("live/d", 7, Some(WireFormat::Rtmp))
-        .is_err());
-    assert_eq!(demand(&publisher), [1, 0, 1]);
-
-    // Viewers waiting for the next publish are its demand from its first frame.
-    drop(publisher);
-    let next = hub.publish("live/d").unwrap();
-    assert_eq!(demand(&next), [1, 0, 1]);
-    drop((rtmp, rtp_b, internal));
-    assert_eq!(demand(&next), [0, 0, 0]);
 }

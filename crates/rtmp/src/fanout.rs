@@ -8,8 +8,9 @@
 //!   non-blocking vectored write, all under the cell's lock.
 //! - `Task`: the viewer's own connection task writes. The shard switches a cell to `Task`
 //!   and wakes that task whenever it cannot finish there: a write that would block, was
-//!   partial or failed (the rest is left in the cell), a `Started` or `Ended` event, which
-//!   need the connection's RTMP session, or a VP8 frame, which ends the play. The connection also takes over before it
+//!   partial or failed (the rest is left in the cell), or a `Started` or `Ended` event, which
+//!   need the connection's RTMP session (a `Started` whose video RTMP cannot carry ends the
+//!   play). The connection also takes over before it
 //!   writes replies of its own. Once it has caught up (waiting for the socket when needed,
 //!   with the stall timeout) and the relay has nothing more, it hands the cell back to `Fast`
 //!   under the lock, so that a frame pushed meanwhile is either seen by it or by the next
@@ -186,14 +187,6 @@ impl Viewer {
             let mut bytes = 0;
             while state.batch.len() < MAX_EVENTS_PER_WRITE && bytes < MAX_BYTES_PER_WRITE {
                 match subscriber.try_recv() {
-                    // Refused by the connection task: video RTMP cannot carry (VP8).
-                    Some(Event::Frame(frame))
-                        if !crate::session::carried_video(frame.frame.codec) =>
-                    {
-                        state.held = Some(Event::Frame(frame));
-                        hand_off = true;
-                        break;
-                    }
                     Some(Event::Frame(frame)) => {
                         let encoded = frame_bytes(&frame, state.stream_id);
                         bytes += encoded.len();
@@ -455,6 +448,7 @@ mod tests {
     use std::time::Duration;
 
     use streamgate_media::{ms_to_ticks, AacConfig, Codec, Frame, TrackKind};
+    use streamgate_relay::{Pick, Unavailable, WireFormat};
     use tokio::io::AsyncReadExt as _;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -533,7 +527,7 @@ mod tests {
         let events = take_events(&viewer);
         assert!(matches!(
             events.as_slice(),
-            [Event::Started(_), Event::Frame(_)]
+            [Event::Started(..), Event::Frame(_)]
         ));
         assert!(matches!(viewer.take_work(8), Work::Done), "back to Fast");
 
@@ -576,12 +570,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_vp8_frame_goes_to_the_connection_task() {
+    async fn a_stream_turning_to_vp8_goes_to_the_connection_task_without_its_frames() {
         let hub = Hub::new();
         let publisher = hub.publish("live/v").unwrap();
         let (server, _client) = pair().await;
         let (_read, write) = server.into_split();
-        let viewer = Viewer::new(hub.subscribe("live/v"), Arc::new(write), 1);
+        let viewer = Viewer::new(
+            hub.subscribe_as("live/v", Some(WireFormat::Rtmp)),
+            Arc::new(write),
+            1,
+        );
         publisher.push(audio(0, 10));
         while !matches!(viewer.take_work(8), Work::Done) {}
 
@@ -596,8 +594,11 @@ mod tests {
         viewer.serve();
         assert!(viewer.handoff.raised.load(Ordering::SeqCst));
         match take_events(&viewer).as_slice() {
-            [Event::Frame(f)] => assert_eq!(f.frame.codec, Codec::Vp8),
-            other => panic!("expected the VP8 frame, got {other:?}"),
+            [Event::Started(_, selection)] => assert_eq!(
+                selection.video,
+                Pick::Unavailable(Unavailable::NotCarried(Codec::Vp8))
+            ),
+            other => panic!("expected the new selection, got {other:?}"),
         }
     }
 
@@ -662,7 +663,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             take_events(&viewer).as_slice(),
-            [Event::Started(_), Event::Frame(_)]
+            [Event::Started(..), Event::Frame(_)]
         ));
         while !matches!(viewer.take_work(8), Work::Done) {}
 

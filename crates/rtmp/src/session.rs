@@ -22,8 +22,8 @@ use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use streamgate_admission::{AdmitRequest, Admitted, EndReason, PlaySession, PublishSession};
 use streamgate_auth::{Action as AuthAction, Denial, Protocol, StreamName};
 use streamgate_media::flv::{self, FlvAudio, FlvVideo};
-use streamgate_media::{Codec, Frame, TrackKind};
-use streamgate_relay::{Event, Subscriber, WireFormat};
+use streamgate_media::{Codec, Frame, Metadata};
+use streamgate_relay::{Event, Pick, Publisher, Subscriber, Unavailable};
 use tokio_util::sync::CancellationToken;
 
 use crate::amf0::{self, Amf0Error};
@@ -836,7 +836,7 @@ impl Session {
         };
         if let Some(meta) = metadata_from_amf(amf0::decode_all(body)?) {
             p.push_frames();
-            p.session.publisher().set_metadata(meta);
+            set_metadata(p.session.publisher(), meta);
         }
         Ok(())
     }
@@ -862,7 +862,7 @@ impl Session {
                             if let Ok(values) = amf0::decode_all(&body) {
                                 if let Some(meta) = metadata_from_amf(values) {
                                     p.push_frames();
-                                    p.session.publisher().set_metadata(meta);
+                                    set_metadata(p.session.publisher(), meta);
                                 }
                             }
                         }
@@ -883,11 +883,12 @@ impl Session {
         };
         let stream_id = p.stream_id;
         match event {
-            Event::Started(config) => {
-                self.out.push(metadata_message(stream_id, &config.config));
-                self.out.push(config_bytes(&config, stream_id));
-            }
-            Event::Frame(shared) if !carried_video(shared.frame.codec) => {
+            Event::Started(_, selection)
+                if matches!(
+                    selection.video,
+                    Pick::Unavailable(Unavailable::NotCarried(_))
+                ) =>
+            {
                 if let Role::Playing(p) = &mut self.role {
                     p.session.set_end_reason(EndReason::Unsupported);
                 }
@@ -899,6 +900,14 @@ impl Session {
                     VP8_NOT_PLAYABLE,
                 ));
                 return Err(Close::Refused);
+            }
+            Event::Started(config, selection) => {
+                if let Pick::Unavailable(why) = selection.audio {
+                    let name = self.granted.as_ref().map(|(_, n)| n.as_str()).unwrap_or("");
+                    tracing::warn!(peer = %self.peer, stream = %name, reason = ?why, "rtmp viewer gets no sound");
+                }
+                self.out.push(metadata_message(stream_id, &config.config));
+                self.out.push(config_bytes(&config, stream_id));
             }
             Event::Frame(shared) => self.out.push(frame_bytes(&shared, stream_id)),
             Event::Ended => {
@@ -914,12 +923,22 @@ impl Session {
     }
 }
 
+/// Sets the encoder's metadata; the codecs it announces are the tracks the relay waits for
+/// before the publish's first frames reach viewers.
+fn set_metadata(publisher: &Publisher, meta: Metadata) {
+    for codec in [meta.video_codec, meta.audio_codec].into_iter().flatten() {
+        publisher.expect(codec);
+    }
+    publisher.set_metadata(meta);
+}
+
 /// Parses an audio or video message into the publisher's configuration or frames.
 fn ingest(p: &mut Publishing, type_id: u8, timestamp: u32, body: Bytes, peer: &SocketAddr) {
     if type_id == msg_type::VIDEO {
         match flv::parse_video(timestamp, body) {
             Ok(FlvVideo::Config(c)) => {
                 p.push_frames();
+                p.session.publisher().expect(Codec::H264);
                 p.session.publisher().set_video_config(c);
             }
             Ok(FlvVideo::Frame(f)) => p.frames.push(f),
@@ -932,6 +951,7 @@ fn ingest(p: &mut Publishing, type_id: u8, timestamp: u32, body: Bytes, peer: &S
         match flv::parse_audio(timestamp, body) {
             Ok(FlvAudio::Config(c)) => {
                 p.push_frames();
+                p.session.publisher().expect(Codec::Aac);
                 p.session.publisher().set_audio_config(c);
             }
             Ok(FlvAudio::Frame(f)) => p.frames.push(f),
@@ -976,10 +996,3 @@ fn aggregate_parts(payload: &Bytes, timestamp: u32) -> Vec<(u8, u32, Bytes)> {
 
 #[cfg(test)]
 mod tests;
-
-/// Whether RTMP carries video in `codec` (the relay's codec table,
-/// [`WireFormat::carries`]); sound is always passed on (what RTMP cannot carry, a browser's
-/// Opus, is written as nothing, and its AAC comes beside it). Two comparisons per frame.
-pub(crate) const fn carried_video(codec: Codec) -> bool {
-    !matches!(codec.track(), TrackKind::Video) || WireFormat::Rtmp.carries(codec)
-}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
 use streamgate_auth::Denial;
-use streamgate_media::{Metadata, StreamConfig};
+use streamgate_media::{flv, Codec, Metadata, StreamConfig};
 
 use crate::chunk::{encode_message, msg_type, DATA_CSID};
 
@@ -169,6 +169,12 @@ pub fn metadata_from_amf(values: Vec<Amf0Value>) -> Option<Metadata> {
         Some(Amf0Value::Utf8String(s)) => Some(truncate(s, MAX_ENCODER_LEN).to_owned()),
         _ => None,
     };
+    // A codec id is FLV's number or, from some encoders, a FourCC.
+    let announced = |key: &str, id: u8, fourcc: &str, codec: Codec| match props.get(key) {
+        Some(Amf0Value::Number(n)) if *n == f64::from(id) => Some(codec),
+        Some(Amf0Value::Utf8String(s)) if s == fourcc => Some(codec),
+        _ => None,
+    };
     Some(Metadata {
         width: whole("width"),
         height: whole("height"),
@@ -178,6 +184,8 @@ pub fn metadata_from_amf(values: Vec<Amf0Value>) -> Option<Metadata> {
         audio_sample_rate: whole("audiosamplerate"),
         audio_channels: channels,
         encoder,
+        video_codec: announced("videocodecid", flv::CODEC_ID_AVC, "avc1", Codec::H264),
+        audio_codec: announced("audiocodecid", flv::SOUND_FORMAT_AAC, "mp4a", Codec::Aac),
     })
 }
 
@@ -213,16 +221,10 @@ pub fn metadata_message(stream_id: u32, c: &StreamConfig) -> Bytes {
         .or(c.audio.as_ref().map(|a| a.channel_config));
     num("audiochannels", channels.map(f64::from));
     if c.video.is_some() {
-        num(
-            "videocodecid",
-            Some(f64::from(streamgate_media::flv::CODEC_ID_AVC)),
-        );
+        num("videocodecid", Some(f64::from(flv::CODEC_ID_AVC)));
     }
     if c.audio.is_some() {
-        num(
-            "audiocodecid",
-            Some(f64::from(streamgate_media::flv::SOUND_FORMAT_AAC)),
-        );
+        num("audiocodecid", Some(f64::from(flv::SOUND_FORMAT_AAC)));
     }
     if let Some(ch) = channels {
         m.insert("stereo".to_owned(), Amf0Value::Boolean(ch >= 2));
@@ -321,7 +323,32 @@ mod tests {
             (Some(1920), Some(1080), Some(2))
         );
         assert_eq!(m.video_data_rate, None, "NaN is no rate");
+        assert_eq!(
+            (m.video_codec, m.audio_codec),
+            (None, None),
+            "none announced"
+        );
         assert_eq!(m.encoder.as_deref().map(str::len), Some(MAX_ENCODER_LEN));
+        // Codec ids as ffmpeg and OBS send them (FLV's numbers), as FourCCs, and ones not
+        // taken here (VP6, MP3).
+        let codecs = |video: Amf0Value, audio: Amf0Value| {
+            let props = HashMap::from([
+                ("videocodecid".to_owned(), video),
+                ("audiocodecid".to_owned(), audio),
+            ]);
+            let m = metadata_from_amf(vec![text("onMetaData"), Amf0Value::Object(props)]).unwrap();
+            (m.video_codec, m.audio_codec)
+        };
+        let both = (Some(Codec::H264), Some(Codec::Aac));
+        assert_eq!(
+            codecs(Amf0Value::Number(7.0), Amf0Value::Number(10.0)),
+            both
+        );
+        assert_eq!(codecs(text("avc1"), text("mp4a")), both);
+        assert_eq!(
+            codecs(Amf0Value::Number(4.0), Amf0Value::Number(2.0)),
+            (None, None)
+        );
         assert!(metadata_from_amf(vec![text("@setDataFrame")]).is_none());
         assert!(metadata_from_amf(vec![text("onCuePoint"), Amf0Value::Null]).is_none());
 

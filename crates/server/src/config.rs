@@ -485,6 +485,7 @@ impl Default for SrtSection {
 impl Default for WebRtcSection {
     fn default() -> Self {
         let limits = streamgate_webrtc::WebRtcLimits::default();
+        let transcode = streamgate_transcode::TranscodeSettings::default();
         Self {
             public_ip: String::new(),
             udp_port_min: 0,
@@ -495,12 +496,12 @@ impl Default for WebRtcSection {
             max_pending: limits.max_pending,
             ws_ping_interval: Seconds(limits.ws_ping_interval.as_secs()),
             ws_idle_timeout: Seconds(limits.ws_idle_timeout.as_secs()),
-            bframes: match limits.bframes {
-                streamgate_webrtc::BFramesPolicy::Transcode => BFrames::Transcode,
-                streamgate_webrtc::BFramesPolicy::Refuse => BFrames::Refuse,
+            bframes: match transcode.bframes {
+                streamgate_transcode::BFramesPolicy::Transcode => BFrames::Transcode,
+                streamgate_transcode::BFramesPolicy::Refuse => BFrames::Refuse,
             },
-            max_video_transcodes: limits.max_video_transcodes,
-            video_transcode_bitrate: limits.video_transcode_kbps,
+            max_video_transcodes: transcode.max_video,
+            video_transcode_bitrate: transcode.video_bitrate_bps / 1000,
         }
     }
 }
@@ -628,12 +629,19 @@ impl WebRtcSection {
             max_pending: self.max_pending,
             ws_ping_interval: self.ws_ping_interval.duration(),
             ws_idle_timeout: self.ws_idle_timeout.duration(),
+        }
+    }
+
+    /// How the relay's derived tracks for browsers run (the H.264 re-encode's policy, cap
+    /// and bit rate).
+    pub fn transcode_settings(&self) -> streamgate_transcode::TranscodeSettings {
+        streamgate_transcode::TranscodeSettings {
             bframes: match self.bframes {
-                BFrames::Transcode => streamgate_webrtc::BFramesPolicy::Transcode,
-                BFrames::Refuse => streamgate_webrtc::BFramesPolicy::Refuse,
+                BFrames::Transcode => streamgate_transcode::BFramesPolicy::Transcode,
+                BFrames::Refuse => streamgate_transcode::BFramesPolicy::Refuse,
             },
-            max_video_transcodes: self.max_video_transcodes,
-            video_transcode_kbps: self.video_transcode_bitrate,
+            max_video: self.max_video_transcodes,
+            video_bitrate_bps: self.video_transcode_bitrate.saturating_mul(1000),
         }
     }
 }

@@ -19,9 +19,10 @@ use streamgate_admission::Admission;
 use streamgate_api::{ApiState, Health, MetricsAccess};
 use streamgate_auth::jwt::JwtVerifier;
 use streamgate_auth::{Auth, AuthConfig, ConnectionGate, Secret, SqliteStore};
-use streamgate_relay::Hub;
+use streamgate_relay::{Deriver, Hub};
 use streamgate_rtmp::{RtmpContext, RtmpListener};
 use streamgate_srt::{SrtContext, SrtListener};
+use streamgate_transcode::Transcoders;
 use streamgate_webrtc::WebRtcContext;
 use tokio_util::sync::CancellationToken;
 
@@ -192,6 +193,8 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     health.expect("rtmp");
     health.expect("srt");
     let hub = Hub::with_limits(config.relay.limits());
+    let transcoders = Arc::new(Transcoders::new(config.webrtc.transcode_settings()));
+    hub.set_deriver(Arc::clone(&transcoders) as Arc<dyn Deriver>);
     health.add_metrics(Arc::new(metrics::RelayMetrics(hub.clone())));
     let admission = Arc::new(Admission::new(
         Arc::clone(&auth),
@@ -290,7 +293,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
             ("webrtc", webrtc_ctx.session_gate().clone()),
         ],
         rtmp: rtmp_ctx,
-        webrtc: Arc::clone(&webrtc_ctx),
+        transcoders,
         panics,
     }));
     if let Some(addr) = config.metrics.listen.0 {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use streamgate_admission::{Admission, LATENCY_BUCKETS_MICROS};
 use streamgate_api::MetricsSource;
 use streamgate_auth::ConnectionGate;
-use streamgate_relay::Hub;
+use streamgate_relay::{Derivation, Hub};
 use streamgate_rtmp::RtmpContext;
-use streamgate_webrtc::WebRtcContext;
+use streamgate_transcode::Transcoders;
 
 use crate::supervise::PanicCount;
 
@@ -80,8 +80,8 @@ pub struct ListenerMetrics {
     pub gates: Vec<(&'static str, ConnectionGate)>,
     /// The RTMP listener's counters.
     pub rtmp: Arc<RtmpContext>,
-    /// The WebRTC listener (its transcodes).
-    pub webrtc: Arc<WebRtcContext>,
+    /// The relay's derived tracks (transcodes).
+    pub transcoders: Arc<Transcoders>,
     /// The process's panics.
     pub panics: PanicCount,
 }
@@ -127,14 +127,16 @@ impl MetricsSource for ListenerMetrics {
         }
         let _ = writeln!(
             out,
-            "# HELP streamgate_transcodes Transcodes running for WebRTC viewers, one per stream and kind."
+            "# HELP streamgate_transcodes Transcodes running (the relay's derived tracks), one per stream and kind at most."
         );
         let _ = writeln!(out, "# TYPE streamgate_transcodes gauge");
-        for (kind, n) in [
-            ("aac_opus", self.webrtc.opus.running()),
-            ("h264", self.webrtc.video.running()),
-        ] {
-            let _ = writeln!(out, "streamgate_transcodes{{kind=\"{kind}\"}} {n}");
+        for derivation in Derivation::ALL {
+            let _ = writeln!(
+                out,
+                "streamgate_transcodes{{kind=\"{}\"}} {}",
+                derivation.name(),
+                self.transcoders.running(derivation)
+            );
         }
         let _ = writeln!(
             out,

@@ -9,8 +9,8 @@ use futures::{SinkExt as _, StreamExt as _};
 use srt_tokio::SrtSocket;
 use streamgate_admission::{EndReason, PlaySession, PublishSession};
 use streamgate_media::ts::{TsDemuxer, TsEvent, PACKET_LEN};
-use streamgate_media::{Codec, TrackKind};
-use streamgate_relay::{Event, SharedConfig, WireFormat};
+use streamgate_media::Codec;
+use streamgate_relay::{Event, Pick, Selection, SharedConfig, Unavailable, WireFormat};
 use tokio_util::sync::CancellationToken;
 
 use crate::feeds::Feed;
@@ -89,6 +89,7 @@ pub async fn publish(
         demux.push(&data, &mut events);
         for event in events.drain(..) {
             match event {
+                TsEvent::Track(codec) => publisher.expect(codec),
                 TsEvent::VideoConfig(c) => publisher.set_video_config(c),
                 TsEvent::AudioConfig(c) => publisher.set_audio_config(c),
                 TsEvent::Frame(f) => publisher.push(f),
@@ -135,9 +136,8 @@ pub async fn play(
             event = subscriber.recv() => event,
         };
         match event {
-            Event::Started(c) => config = Some(c),
-            Event::Frame(frame) => {
-                if let Some(refused) = refusal(frame.frame.codec) {
+            Event::Started(c, selection) => {
+                if let Some(refused) = refusal(selection) {
                     tracing::warn!(
                         stream = subscriber.name(),
                         peer = %socket.settings().remote,
@@ -145,6 +145,9 @@ pub async fn play(
                     );
                     break refused;
                 }
+                config = Some(c);
+            }
+            Event::Frame(frame) => {
                 let Some(c) = &config else { continue };
                 let bytes = frame.encoded(WireFormat::MpegTs, |f| feed.mux(f, &c.config));
                 if let Err(reason) = send(&mut socket, &bytes).await {
@@ -163,15 +166,13 @@ pub async fn play(
 pub const VP8_REASON: &str = "the stream's video is VP8, which SRT (MPEG-TS) cannot carry; \
      the publisher must send H.264 (publish.html?codec=h264) for SRT and RTMP viewers";
 
-/// Why a viewer must be closed at a frame in `codec`, if it must: video that MPEG-TS cannot
-/// carry (the relay's codec table, [`WireFormat::carries`]). Audio the muxer cannot carry (a
-/// browser's Opus) is no reason: the publisher sends the same sound in AAC beside it while
-/// SRT or RTMP viewers watch. Two comparisons per frame.
-pub const fn refusal(codec: Codec) -> Option<Close> {
-    if matches!(codec.track(), TrackKind::Video) && !WireFormat::MpegTs.carries(codec) {
-        Some(Close::VideoNotCarried(codec))
-    } else {
-        None
+/// Why a viewer must be closed when it is told what it takes of the stream, if it must: a
+/// picture MPEG-TS cannot carry (the relay's codec table). A sound it cannot carry (a
+/// browser's Opus) is no reason: it gets that sound as AAC, derived.
+pub const fn refusal(selection: Selection) -> Option<Close> {
+    match selection.video {
+        Pick::Unavailable(Unavailable::NotCarried(codec)) => Some(Close::VideoNotCarried(codec)),
+        _ => None,
     }
 }
 
@@ -208,16 +209,24 @@ async fn close(mut socket: SrtSocket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use streamgate_media::{Tracks, VideoTrack};
 
     #[test]
-    fn only_vp8_video_closes_a_viewer() {
+    fn only_a_picture_it_cannot_carry_closes_a_viewer() {
+        let tracks = |video, audio| Tracks {
+            video: Some(VideoTrack {
+                codec: video,
+                bframes: true,
+            }),
+            audio: Some(audio),
+        };
+        let select = |video, audio| WireFormat::MpegTs.select(&tracks(video, audio));
         assert!(matches!(
-            refusal(Codec::Vp8),
+            refusal(select(Codec::Vp8, Codec::Opus)),
             Some(Close::VideoNotCarried(Codec::Vp8))
         ));
-        assert!(refusal(Codec::H264).is_none());
-        assert!(refusal(Codec::Aac).is_none());
-        // A browser publisher's Opus travels beside its AAC; the muxer skips it.
-        assert!(refusal(Codec::Opus).is_none());
+        assert!(refusal(select(Codec::H264, Codec::Aac)).is_none());
+        // A browser publisher's Opus reaches SRT viewers as AAC.
+        assert!(refusal(select(Codec::H264, Codec::Opus)).is_none());
     }
 }

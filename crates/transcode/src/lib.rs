@@ -1,5 +1,8 @@
 //! Transcodes between the codecs encoders send (AAC in RTMP and MPEG-TS, H.264 of any profile)
-//! and the codecs browsers play (Opus at 48 kHz, H.264 without B-frames). It owns the codec work only: no IO, no tasks, no clock.
+//! and the codecs browsers play (Opus at 48 kHz, H.264 without B-frames), and runs them as the
+//! relay's derived tracks ([`Transcoders`]: one task and one codec thread per derivation of a
+//! stream, for every viewer that takes it). The codecs themselves do no IO and keep no clock;
+//! no socket is opened here.
 //!
 //! Main loop (driven by the caller, once per stream, not per viewer): build an [`AacToOpus`]
 //! from the stream's [`streamgate_media::AacConfig`], hand it every AAC [`Frame`] in order
@@ -19,6 +22,7 @@
 pub mod aac_enc;
 mod aac_opus;
 mod avc;
+mod derive;
 mod error;
 mod opus_aac;
 mod resample;
@@ -26,6 +30,7 @@ mod resample;
 pub use aac_enc::AAC_FRAME_SAMPLES;
 pub use aac_opus::{AacToOpus, OPUS_BITRATE, OPUS_FRAME_SAMPLES, OPUS_RATE, RESYNC_GAP};
 pub use avc::{AvcReencoder, AvcSettings, MAX_PICTURE_PIXELS};
+pub use derive::{BFramesPolicy, TranscodeSettings, Transcoders};
 pub use error::TranscodeError;
 pub use opus_aac::{OpusToAac, AAC_BITRATE};
 pub use resample::Resampler;

@@ -71,6 +71,16 @@ impl OpusToAac {
         &self.config
     }
 
+    /// The configuration every `OpusToAac` produces (AAC-LC, 48 kHz, stereo), known without
+    /// making one: a browser publisher announces it for its derived AAC track.
+    pub fn output_config() -> Result<AacConfig, TranscodeError> {
+        /// AAC-LC's object type, and the sampling frequency index of 48 kHz.
+        const LC: u8 = 2;
+        const RATE_48K: u8 = 3;
+        AacConfig::new(LC, RATE_48K, OPUS_CHANNELS as u8)
+            .map_err(|e| TranscodeError::Encode(e.to_string()))
+    }
+
     /// Transcodes one Opus packet; returns the AAC frames now complete. A frame that is not
     /// Opus is ignored.
     pub fn push(&mut self, frame: &Frame) -> Result<Vec<Frame>, TranscodeError> {
@@ -222,6 +232,12 @@ mod tests {
 
     /// Crafted Opus payloads (a browser publisher's bytes) never panic: each is refused or
     /// decoded, and the AAC that comes out stays on one timeline.
+    #[test]
+    fn the_announced_configuration_is_the_one_produced() {
+        let made = OpusToAac::new().unwrap();
+        assert_eq!(*made.config(), OpusToAac::output_config().unwrap());
+    }
+
     #[test]
     fn crafted_opus_packets_never_panic_and_keep_the_timeline() {
         let mut to_aac = OpusToAac::new().unwrap();

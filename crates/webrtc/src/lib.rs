@@ -9,12 +9,13 @@
 //! handle. A publisher's RTP is reassembled into frames ([`inbound`]); a viewer's frames are
 //! packetized once per frame for every viewer and numbered per viewer ([`outbound`]), and
 //! paced on the media clock so that audio and video reach the browser together ([`pace`]).
-//! AAC from RTMP and SRT publishers reaches viewers as Opus through one transcode per stream
-//! ([`opus_feed`]); a browser publisher's Opus reaches RTMP and SRT viewers as AAC, encoded
-//! in its publish session while the relay counts such viewers. H.264 with B-frames (x264's and
-//! OBS's defaults), which browsers' WebRTC receivers do not reorder, reaches viewers
-//! re-encoded without them, once per stream on a thread of its own ([`video_feed`]), or is
-//! refused ([`WebRtcLimits::bframes`]).
+//! What a viewer takes of a stream is the relay's choice, announced with the stream's
+//! configuration: the stream's own H.264 or VP8 and Opus, or the derived tracks the relay runs
+//! once per stream for browsers (AAC from RTMP and SRT publishers as Opus; H.264 with
+//! B-frames, x264's and OBS's defaults, which browsers' WebRTC receivers do not reorder,
+//! re-encoded without them), or a refusal the viewer is told. A browser publisher's answer
+//! tells the relay which tracks it sends, and its Opus reaches RTMP and SRT viewers as AAC
+//! through the same derived tracks.
 //! Keyframe requests from viewers reach the publisher through [`keyframe`], rate-limited.
 //! Every socket is pinged and closed when silent ([`WebRtcLimits::ws_idle_timeout`]); sessions
 //! per source address, candidates per session and peer connections negotiating at once are
@@ -28,7 +29,6 @@ mod limits;
 pub mod message;
 pub mod name;
 pub mod negotiate;
-pub mod opus_feed;
 pub mod outbound;
 pub mod pace;
 mod pages;
@@ -37,7 +37,6 @@ mod play;
 mod publish;
 mod session;
 mod socket;
-pub mod video_feed;
 
 use std::sync::Arc;
 
@@ -50,12 +49,10 @@ use tokio_util::sync::CancellationToken;
 pub use keyframe::{KeyframeBoard, KEYFRAME_REQUEST_INTERVAL};
 pub use limits::WebRtcLimits;
 pub use message::MAX_MESSAGE_BYTES;
-pub use opus_feed::{OpusFeeds, OPUS_FEED_CAPACITY};
 pub use peer::IceSettings;
-pub use play::{CODEC_PROBE_TIME, MAX_START_BACKLOG};
+pub use play::MAX_START_BACKLOG;
 pub use session::NEGOTIATION_TIMEOUT;
 pub use socket::MAX_SESSIONS_PER_SOCKET;
-pub use video_feed::{BFramesPolicy, VideoFeeds, VIDEO_FEED_CAPACITY};
 
 /// What every WebRTC session needs.
 #[derive(Debug)]
@@ -68,10 +65,6 @@ pub struct WebRtcContext {
     pub ice: IceSettings,
     /// WebRTC publishers that viewers may ask for keyframes.
     pub keyframes: KeyframeBoard,
-    /// AAC -> Opus transcodes for viewers of RTMP and SRT streams, one per stream.
-    pub opus: OpusFeeds,
-    /// H.264 re-encodes without B-frames, one per stream that needs one.
-    pub video: VideoFeeds,
     /// Fires at server shutdown: every socket and session ends.
     pub shutdown: CancellationToken,
     /// Bounds of sessions and sockets.
@@ -95,8 +88,6 @@ impl WebRtcContext {
             limits,
             counts: limits::Counts::new(&limits),
             keyframes: KeyframeBoard::default(),
-            opus: OpusFeeds::default(),
-            video: VideoFeeds::new(&limits),
             shutdown,
         }
     }

@@ -6,10 +6,7 @@ use std::time::Duration;
 use streamgate_auth::ConnectionGate;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::video_feed::BFramesPolicy;
-
-/// The limits of the WebRTC listener, and what its viewers of streams with B-frames get; the
-/// defaults are the configuration's.
+/// The limits of the WebRTC listener; the defaults are the configuration's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebRtcLimits {
     /// Most ICE candidates a browser may trickle to one session; further ones are answered
@@ -27,14 +24,6 @@ pub struct WebRtcLimits {
     /// A WebSocket that sends nothing (pongs included) for this long is closed, and so is one
     /// that takes none of what the server writes for this long.
     pub ws_idle_timeout: Duration,
-    /// What a viewer of a stream whose H.264 has B-frames gets: the stream re-encoded
-    /// without them (once per stream), or a refusal.
-    pub bframes: BFramesPolicy,
-    /// Most H.264 re-encodes running at once, server-wide (each takes about a core at
-    /// 1080p30); a viewer who would start one more is refused with `highResourceUsage`.
-    pub max_video_transcodes: usize,
-    /// Bit rate of the re-encoded H.264, in kbit/s.
-    pub video_transcode_kbps: u32,
 }
 
 impl Default for WebRtcLimits {
@@ -45,9 +34,6 @@ impl Default for WebRtcLimits {
             max_pending: 256,
             ws_ping_interval: Duration::from_secs(15),
             ws_idle_timeout: Duration::from_secs(45),
-            bframes: BFramesPolicy::Transcode,
-            max_video_transcodes: 2,
-            video_transcode_kbps: 2500,
         }
     }
 }

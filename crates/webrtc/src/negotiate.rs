@@ -13,7 +13,7 @@
 //! credentials, so that the sections the browser took still play, and says which were
 //! rejected so that the viewer can be told.
 
-use streamgate_media::AvcConfig;
+use streamgate_media::{AvcConfig, Codec};
 
 /// The `profile-level-id`s browsers list for H.264 with packetization mode 1, as fallbacks
 /// after a stream's own: Main, Constrained Baseline, Baseline.
@@ -124,6 +124,59 @@ pub fn prepare_answer(sdp: &str) -> PreparedAnswer {
     PreparedAnswer { sdp: out, rejected }
 }
 
+/// The codecs a publish answer (the server's, to a browser's offer) takes in: for each media
+/// section the server receives on (port not 0, not `inactive`), the codec of its first
+/// payload type, when streamgate carries it. What the relay waits for before the publish's
+/// first frames reach viewers.
+pub fn answered_codecs(sdp: &str) -> Vec<Codec> {
+    let mut codecs = Vec::new();
+    // Each media section, after the session part.
+    for section in sdp.split("\nm=").skip(1) {
+        let mut lines = section.lines().map(|l| l.trim_end_matches('\r'));
+        let Some(m) = lines.next() else { continue };
+        let mut fields = m.split(' ');
+        let _kind = fields.next();
+        let port = fields.next();
+        let first_payload_type = fields.nth(1);
+        let (Some(port), Some(pt)) = (port, first_payload_type) else {
+            continue;
+        };
+        if port == "0" {
+            continue;
+        }
+        let mut codec = None;
+        let mut inactive = false;
+        for line in lines {
+            if line == "a=inactive" || line == "a=sendonly" {
+                inactive = true;
+            }
+            let Some(map) = line.strip_prefix("a=rtpmap:") else {
+                continue;
+            };
+            let Some((number, encoding)) = map.split_once(' ') else {
+                continue;
+            };
+            if number != pt {
+                continue;
+            }
+            let name = encoding.split('/').next().unwrap_or("");
+            codec = if name.eq_ignore_ascii_case("H264") {
+                Some(Codec::H264)
+            } else if name.eq_ignore_ascii_case("VP8") {
+                Some(Codec::Vp8)
+            } else if name.eq_ignore_ascii_case("opus") {
+                Some(Codec::Opus)
+            } else {
+                None
+            };
+        }
+        if let (Some(codec), false) = (codec, inactive) {
+            codecs.push(codec);
+        }
+    }
+    codecs
+}
+
 fn push_line(out: &mut String, line: &str, crlf: bool) {
     out.push_str(line);
     out.push_str(if crlf { "\r\n" } else { "\n" });
@@ -176,6 +229,28 @@ mod tests {
                 .filter_map(|f| profile_of(f))
                 .any(|p| same_profile(p, id))
         })
+    }
+
+    #[test]
+    fn a_publish_answer_says_which_codecs_will_come() {
+        let answer = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+            a=group:BUNDLE 0 1 2\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+            a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=recvonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 102 103\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+            a=rtpmap:103 rtx/90000\r\na=rtpmap:102 H264/90000\r\na=recvonly\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        assert_eq!(answered_codecs(answer), [Codec::Opus, Codec::H264]);
+        // VP8 taken, the sound section rejected, then a section the server does not receive.
+        let vp8 = answer
+            .replace("a=rtpmap:102 H264/90000", "a=rtpmap:102 VP8/90000")
+            .replace("m=audio 9 ", "m=audio 0 ");
+        assert_eq!(answered_codecs(&vp8), [Codec::Vp8]);
+        let inactive = answer.replace("a=recvonly\r\nm=video", "a=inactive\r\nm=video");
+        assert_eq!(answered_codecs(&inactive), [Codec::H264]);
+        for garbage in ["", "m=", "v=0\nm=audio", "v=0\nm=audio 9 X\na=rtpmap:111"] {
+            assert!(answered_codecs(garbage).is_empty(), "{garbage:?}");
+        }
     }
 
     #[test]

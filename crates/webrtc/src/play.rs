@@ -1,8 +1,10 @@
-//! One browser's playback: wait for the stream (if the viewer may), choose codecs from what
-//! the stream carries, make the offer, then write the relay's frames as RTP, encoded once per
-//! frame for all viewers and numbered per viewer. Live frames go out paced on the media clock
-//! ([`crate::pace`]), and each track's RTCP sender reports map the same presentation time to
-//! the same wall-clock time, so that the browser plays audio and video in sync from the start.
+//! One browser's playback: wait for the stream, learn from the relay what this viewer takes
+//! of it (the stream's own H.264 or VP8 and Opus, or the derived tracks the relay runs for
+//! browsers: Opus from AAC, H.264 without B-frames), make the offer, then write the relay's
+//! frames as RTP, encoded once per frame for all viewers and numbered per viewer. Live frames
+//! go out paced on the media clock ([`crate::pace`]), and each track's RTCP sender reports map
+//! the same presentation time to the same wall-clock time, so that the browser plays audio
+//! and video in sync from the start.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -10,31 +12,26 @@ use std::time::{Duration, Instant, SystemTime};
 use streamgate_admission::{EndReason, PlaySession};
 use streamgate_auth::StreamName;
 use streamgate_media::{ms_to_ticks, Codec, TrackKind, CLOCK_HZ};
-use streamgate_relay::{Event, SharedConfig, SharedFrame, Subscriber, WireFormat};
-use streamgate_transcode::AvcReencoder;
+use streamgate_relay::{
+    Event, Pick, Refusal, Selection, SharedConfig, SharedFrame, Subscriber, Unavailable, WireFormat,
+};
 use tokio::sync::mpsc;
 
 use crate::message::{Definition, Reply, SdpKind};
 use crate::name::revocation_reason;
 use crate::negotiate::{h264_profile_ids, SectionKind, H264_PAYLOAD_TYPES};
-use crate::opus_feed::OpusFeed;
 use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
 use crate::pace::{Lane, Pacer, Pushed};
 use crate::peer::{CodecSpec, Connection, OutgoingTrack, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
-use crate::video_feed::{BFramesPolicy, VideoFeed};
 use crate::WebRtcContext;
 
-/// How long to look at a newly started stream's first frames to learn whether it has audio
-/// and which video codec.
-pub const CODEC_PROBE_TIME: Duration = Duration::from_millis(1500);
-
-/// Most frames held while probing or negotiating; when a frame would pass it, or
+/// Most frames held while negotiating; when a frame would pass it, or
 /// [`MAX_PENDING_BYTES`], the ones held are dropped (the viewer then starts at the next
 /// keyframe).
 pub const MAX_PENDING_FRAMES: usize = 512;
 
-/// Most payload bytes held while probing or negotiating.
+/// Most payload bytes held while negotiating.
 pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 /// A viewer whose backlog at connection time spans more than this skips to the next
@@ -44,10 +41,6 @@ pub const MAX_START_BACKLOG: Duration = Duration::from_millis(1000);
 /// Interval of the RTCP sender reports on each of a viewer's tracks (a first one follows a
 /// track's first packet).
 pub const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// AAC frames seen without any Opus before a viewer's sound is taken from an AAC -> Opus
-/// transcode.
-const AAC_FRAMES_BEFORE_TRANSCODE: u32 = 3;
 
 /// Why a viewer of a stream with B-frames is refused (`webrtc.bframes = "refuse"`), in the
 /// log and the final message.
@@ -59,14 +52,18 @@ const BFRAMES_REASON: &str =
 const TOO_LARGE_REASON: &str =
     "the stream's H.264 has B-frames and pictures too large to re-encode; publish with -bf 0 (or a baseline profile)";
 
-/// Why a viewer of a re-encoded stream ends when its re-encode stops under it (its thread
-/// died: a bug, counted as a panic), in the log and the final message.
-const REENCODE_LOST_REASON: &str = "the stream's H.264 re-encode stopped";
+/// Why a viewer of a re-encoded stream ends when its re-encode fails (a bug, counted as a
+/// panic) or cannot start, in the log and the final message.
+const REENCODE_FAILED_REASON: &str = "the stream's H.264 re-encode failed";
 
 /// Why a viewer of a stream with B-frames is refused when no re-encode can start, in the log
 /// and the final message.
 const BUSY_REASON: &str =
     "the stream's H.264 has B-frames and the server runs as many re-encodes as it may; publish with -bf 0 (or a baseline profile)";
+
+/// Why a viewer is refused a picture no browser codec carries, in the log and the final
+/// message.
+const NOT_CARRIED_REASON: &str = "the stream's video codec cannot be played in a browser";
 
 /// Why the session ended, for the final message.
 type End = Option<(Definition, Option<&'static str>)>;
@@ -108,9 +105,16 @@ fn ended_by(end: End) -> EndReason {
     match end {
         Some((_, Some("connection lost"))) => EndReason::ConnectionError,
         Some((_, Some("stream ended"))) => EndReason::StreamEnded,
-        Some((_, Some(BFRAMES_REASON | BUSY_REASON | TOO_LARGE_REASON | REENCODE_LOST_REASON))) => {
-            EndReason::Unsupported
-        }
+        Some((
+            _,
+            Some(
+                BFRAMES_REASON
+                | BUSY_REASON
+                | TOO_LARGE_REASON
+                | REENCODE_FAILED_REASON
+                | NOT_CARRIED_REASON,
+            ),
+        )) => EndReason::Unsupported,
         _ => EndReason::ClientClosed,
     }
 }
@@ -134,8 +138,9 @@ async fn play(
         ))
         .await;
     }
-    // Wait for the stream's configuration.
-    let mut config = loop {
+    // Wait for the stream: its configuration, and what this viewer takes of it (settled by
+    // the relay from the publish's first frames).
+    let (mut config, mut selection) = loop {
         tokio::select! {
             r = session.revoked() => return Some((Definition::PlayFinished, Some(revocation_reason(r)))),
             c = control.recv() => match c {
@@ -143,70 +148,21 @@ async fn play(
                 Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
                 Some(_) => out.text(Reply::error(Definition::NoSession, Some(stream_id))).await,
             },
-            ev = sub.recv() => if let Event::Started(config) = ev { break config },
+            ev = sub.recv() => if let Event::Started(config, selection) = ev { break (config, selection) },
         }
     };
-    // Probe the first frames for the codecs.
-    let mut pending: Vec<Arc<SharedFrame>> = Vec::new();
-    let mut video: Option<Codec> = config.config.video.as_ref().map(|_| Codec::H264);
-    let mut audio = false;
-    let mut aac = 0u32;
-    // The stream's video re-encoded without B-frames, once its frames show them.
-    let mut reencoded: Option<VideoFeed> = None;
-    let probe_end = tokio::time::sleep(CODEC_PROBE_TIME);
-    tokio::pin!(probe_end);
-    // A browser publisher's stream carries Opus and, for RTMP and SRT viewers, AAC made from
-    // it: prefer the Opus, so look at a few AAC frames before settling for them.
-    while !(video.is_some() && (audio || aac >= AAC_FRAMES_BEFORE_TRANSCODE)) {
-        tokio::select! {
-            () = &mut probe_end => break,
-            r = session.revoked() => return Some((Definition::PlayFinished, Some(revocation_reason(r)))),
-            c = control.recv() => match c {
-                None => return None,
-                Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
-                Some(_) => out.text(Reply::error(Definition::NoSession, Some(stream_id))).await,
-            },
-            ev = sub.recv() => match ev {
-                Event::Started(c) => config = c,
-                Event::Ended => return Some((Definition::PlayFinished, Some("stream ended"))),
-                Event::Frame(f) => {
-                    if has_bframes(&f) && reencoded.is_none() {
-                        match reencode(ctx, name, stream_id, out, &config).await {
-                            Ok(feed) => {
-                                pending.retain(|p| p.frame.track != TrackKind::Video);
-                                reencoded = Some(feed);
-                            }
-                            Err(end) => return end,
-                        }
-                    }
-                    if reencoded.is_some() && f.frame.track == TrackKind::Video {
-                        video = video.or(Some(Codec::H264));
-                        continue;
-                    }
-                    match f.frame.codec {
-                        Codec::H264 | Codec::Vp8 => video = video.or(Some(f.frame.codec)),
-                        Codec::Opus => audio = true,
-                        Codec::Aac => aac += 1,
-                    }
-                    push_pending(&mut pending, f);
-                }
-            },
-        }
+    if let Err(end) = playable(name, stream_id, out, selection).await {
+        return end;
     }
-    // AAC reaches browsers as Opus, from the stream's one transcode.
-    let mut opus: Option<OpusFeed> = (!audio && aac > 0 && config.config.audio.is_some())
-        .then(|| ctx.opus.join(&ctx.hub, name.as_str()));
-    let mut opus_pending: Vec<Arc<SharedFrame>> = Vec::new();
-    let audio = audio || opus.is_some();
-    let video_specs: Vec<CodecSpec> = match video {
-        Some(Codec::Vp8) => vec![CodecSpec::vp8(96)],
-        Some(_) => h264_profile_ids(config.config.video.as_ref())
-            .iter()
-            .zip(H264_PAYLOAD_TYPES)
-            .map(|(id, pt)| CodecSpec::h264(pt, id))
-            .collect(),
-        None => Vec::new(),
+    let video_specs: Vec<CodecSpec> = match selection.video {
+        Pick::Source(Codec::Vp8) => vec![CodecSpec::vp8(96)],
+        // The stream's own H.264 under its profile and those browsers list; a re-encode is
+        // Constrained Baseline.
+        Pick::Source(_) => offer_h264(h264_profile_ids(config.config.video.as_ref())),
+        Pick::Derived(_) => offer_h264(h264_profile_ids(None)),
+        Pick::Absent | Pick::Unavailable(_) => Vec::new(),
     };
+    let audio = selection.audio.codec().is_some();
     // A place among the peer connections negotiating at once, until this one connects.
     let Some(negotiating) = ctx.counts.negotiate() else {
         tracing::warn!(stream = %name, "WebRTC play refused: too many negotiations at once");
@@ -238,7 +194,7 @@ async fn play(
             return None;
         }
     }
-    let mut sender = Sender::new(&peer, video);
+    let mut sender = Sender::new(&peer, selection.video.codec());
     let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
     tokio::pin!(deadline);
     let mut connected = false;
@@ -292,81 +248,63 @@ async fn play(
                         drop(negotiating.take());
                         out.text(Reply::notification(Definition::PlayStarted, stream_id, None)).await;
                         ctx.keyframes.request(name.as_str(), Instant::now());
+                        sub.request_keyframe();
+                        // What came while negotiating: the viewer starts at its latest
+                        // keyframe.
+                        let mut pending = Vec::new();
+                        let mut changed = None;
                         while let Some(ev) = sub.try_recv() {
                             match ev {
-                                Event::Frame(f) if reencoded.is_some() && f.frame.track == TrackKind::Video => {}
                                 Event::Frame(f) => push_pending(&mut pending, f),
-                                Event::Started(c) => config = c,
+                                Event::Started(c, s) => {
+                                    config = c;
+                                    if s != selection {
+                                        selection = s;
+                                        changed = Some(s);
+                                    }
+                                }
                                 Event::Ended => {}
                             }
                         }
-                        if let Some(feed) = opus.as_mut() {
-                            while let Some(f) = feed.try_recv() {
-                                push_pending(&mut opus_pending, f);
+                        if let Some(s) = changed {
+                            if let Err(end) = playable(name, stream_id, out, s).await {
+                                break end;
                             }
                         }
-                        if let Some(feed) = reencoded.as_mut() {
-                            feed.request_keyframe();
-                            while let Some(f) = feed.try_recv() {
-                                push_pending(&mut pending, f);
-                            }
-                        }
-                        sender.start(
-                            std::mem::take(&mut pending),
-                            std::mem::take(&mut opus_pending),
-                            reencoded.is_some(),
-                        );
-                        if let Err(stop) = sender.flush(&config).await {
-                            match after_stop(ctx, name, stream_id, out, stop, &config).await {
-                                Ok(feed) => {
-                                    sender.reencode();
-                                    reencoded = Some(feed);
-                                }
-                                Err(end) => break end,
-                            }
+                        sender.start(pending);
+                        if sender.flush(&config).await.is_err() {
+                            break Some((Definition::PlayFinished, Some("connection lost")));
                         }
                     }
                 }
                 Some(PeerEvent::State(Connection::Gone)) => break Some((Definition::PlayFinished, Some("connection lost"))),
                 Some(PeerEvent::KeyframeRequest) => {
                     ctx.keyframes.request(name.as_str(), Instant::now());
-                    if let Some(feed) = &reencoded {
-                        feed.request_keyframe();
-                    }
+                    sub.request_keyframe();
                 }
                 Some(PeerEvent::Track(_)) => {}
             },
             ev = sub.recv(), if connected => match ev {
-                Event::Started(c) => config = c,
-                Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
-                // The sound comes from the transcode, the picture from the re-encode.
-                Event::Frame(f) if opus.is_some() && f.frame.track == TrackKind::Audio => {}
-                Event::Frame(f) if reencoded.is_some() && f.frame.track == TrackKind::Video => {}
-                Event::Frame(f) => sender.push(Instant::now(), f, false),
-            },
-            f = next_video(&mut reencoded) => match f {
-                None => {
-                    tracing::warn!(stream = %name, "WebRTC play ended: {REENCODE_LOST_REASON}");
-                    out.text(Reply::error(Definition::ServerError, Some(stream_id))).await;
-                    break Some((Definition::PlayFinished, Some(REENCODE_LOST_REASON)));
+                Event::Started(c, s) => {
+                    config = c;
+                    if s != selection {
+                        if let Err(end) = playable(name, stream_id, out, s).await {
+                            break end;
+                        }
+                        if s.video != selection.video {
+                            // Another picture (the stream turned out to have B-frames, say):
+                            // from its next keyframe on.
+                            sender.need_keyframe = true;
+                        }
+                        selection = s;
+                    }
                 }
-                Some(f) if connected => sender.push(Instant::now(), f, true),
-                Some(f) => push_pending(&mut pending, f),
-            },
-            f = next_opus(&mut opus) => match f {
-                None => opus = None,
-                Some(f) if connected => sender.push(Instant::now(), f, false),
-                Some(f) => push_pending(&mut opus_pending, f),
+                Event::Ended => break Some((Definition::PlayFinished, Some("stream ended"))),
+                Event::Frame(f) => sender.push(Instant::now(), f),
             },
             () = sleep_until(due), if connected && due.is_some() => {
-                if let Err(stop) = sender.release(Instant::now(), &config).await {
-                    match after_stop(ctx, name, stream_id, out, stop, &config).await {
-                        Ok(feed) => {
-                            sender.reencode();
-                            reencoded = Some(feed);
-                        }
-                        Err(end) => break end,
-                    }
+                if sender.release(Instant::now(), &config).await.is_err() {
+                    break Some((Definition::PlayFinished, Some("connection lost")));
                 }
             },
             _ = reports.tick(), if connected => sender.report_all().await,
@@ -380,98 +318,53 @@ async fn play(
     end
 }
 
+/// H.264 offered under each of `ids`, one payload type each.
+fn offer_h264(ids: Vec<String>) -> Vec<CodecSpec> {
+    ids.iter()
+        .zip(H264_PAYLOAD_TYPES)
+        .map(|(id, pt)| CodecSpec::h264(pt, id))
+        .collect()
+}
+
+/// Whether the viewer can play what it takes of the stream: a picture it cannot get (a
+/// re-encode refused or failed, a codec no browser takes) ends the play, with an `error` and
+/// the reason; a sound it cannot get is only logged (it plays the picture).
+async fn playable(
+    name: &StreamName,
+    stream_id: &str,
+    out: &Outbox,
+    selection: Selection,
+) -> Result<(), End> {
+    if let Pick::Unavailable(why) = selection.audio {
+        tracing::warn!(stream = %name, reason = ?why, "WebRTC viewer gets no sound");
+    }
+    let Pick::Unavailable(why) = selection.video else {
+        return Ok(());
+    };
+    let (definition, reason) = match why {
+        Unavailable::Refused(_, Refusal::Disabled) => {
+            (Definition::BFramesUnsupported, BFRAMES_REASON)
+        }
+        Unavailable::Refused(_, Refusal::Unsupported) => {
+            (Definition::BFramesUnsupported, TOO_LARGE_REASON)
+        }
+        Unavailable::Refused(_, Refusal::Busy) => (Definition::HighResourceUsage, BUSY_REASON),
+        Unavailable::Refused(_, Refusal::Failed) => {
+            (Definition::ServerError, REENCODE_FAILED_REASON)
+        }
+        Unavailable::NotCarried(_) => (Definition::ServerError, NOT_CARRIED_REASON),
+    };
+    tracing::warn!(stream = %name, "WebRTC play refused: {reason}");
+    out.text(Reply::error(definition, Some(stream_id))).await;
+    Err(Some((Definition::PlayFinished, Some(reason))))
+}
+
 /// Sleeps until `due`; never wakes without one.
 async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// The next frame of the viewer's Opus feed; never ready without one.
-async fn next_opus(feed: &mut Option<OpusFeed>) -> Option<Arc<SharedFrame>> {
-    match feed {
-        Some(f) => f.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next frame of the viewer's H.264 re-encode; never ready without one.
-async fn next_video(feed: &mut Option<VideoFeed>) -> Option<Arc<SharedFrame>> {
-    match feed {
-        Some(f) => f.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// What writing to a viewer that stopped comes to: the end of the session, or, for a stream
-/// that turned out to have B-frames, its re-encode.
-async fn after_stop(
-    ctx: &WebRtcContext,
-    name: &StreamName,
-    stream_id: &str,
-    out: &Outbox,
-    stop: Stop,
-    config: &SharedConfig,
-) -> Result<VideoFeed, End> {
-    match stop {
-        Stop::Gone => Err(Some((Definition::PlayFinished, Some("connection lost")))),
-        Stop::BFrames => reencode(ctx, name, stream_id, out, config).await,
-    }
-}
-
-/// A viewer of a stream with B-frames: joins the stream's re-encode without them, or is
-/// refused (when the policy says so, when the stream's pictures are too large, or when no
-/// re-encode can start).
-async fn reencode(
-    ctx: &WebRtcContext,
-    name: &StreamName,
-    stream_id: &str,
-    out: &Outbox,
-    config: &SharedConfig,
-) -> Result<VideoFeed, End> {
-    if ctx.limits.bframes == BFramesPolicy::Refuse {
-        return Err(refuse_bframes(name, stream_id, out).await);
-    }
-    if let Some(Err(e)) = config.config.video.as_ref().map(AvcReencoder::takes) {
-        tracing::warn!(stream = %name, error = %e, "WebRTC play refused: {TOO_LARGE_REASON}");
-        out.text(Reply::error(
-            Definition::BFramesUnsupported,
-            Some(stream_id),
-        ))
-        .await;
-        return Err(Some((Definition::PlayFinished, Some(TOO_LARGE_REASON))));
-    }
-    match ctx.video.join(&ctx.hub, name.as_str()) {
-        Ok(feed) => {
-            tracing::info!(stream = %name, "WebRTC viewer takes the stream's H.264 re-encoded without B-frames");
-            Ok(feed)
-        }
-        Err(e) => {
-            tracing::warn!(stream = %name, error = %e, "WebRTC play refused: {BUSY_REASON}");
-            out.text(Reply::error(Definition::HighResourceUsage, Some(stream_id)))
-                .await;
-            Err(Some((Definition::PlayFinished, Some(BUSY_REASON))))
-        }
-    }
-}
-
-/// Whether a frame shows that its stream has B-frames (presentation order differs from
-/// decoding order), which browsers' WebRTC receivers do not reorder.
-fn has_bframes(f: &SharedFrame) -> bool {
-    f.frame.codec == Codec::H264 && f.frame.cts() != 0
-}
-
-/// Refuses a viewer of a stream with B-frames: a log line, an `error`, and the reason in the
-/// final notification.
-async fn refuse_bframes(name: &StreamName, stream_id: &str, out: &Outbox) -> End {
-    tracing::warn!(stream = %name, "WebRTC play refused: {BFRAMES_REASON}");
-    out.text(Reply::error(
-        Definition::BFramesUnsupported,
-        Some(stream_id),
-    ))
-    .await;
-    Some((Definition::PlayFinished, Some(BFRAMES_REASON)))
 }
 
 fn push_pending(pending: &mut Vec<Arc<SharedFrame>>, frame: Arc<SharedFrame>) {
@@ -487,13 +380,12 @@ fn push_pending(pending: &mut Vec<Arc<SharedFrame>>, frame: Arc<SharedFrame>) {
 struct Sender {
     video: Option<(OutgoingTrack, Stamper, Codec)>,
     audio: Option<(OutgoingTrack, Stamper)>,
-    /// Video is skipped until a keyframe (at start, and after a start backlog too long).
+    /// Video is skipped until a keyframe (at start, after a start backlog too long, and when
+    /// the picture the viewer takes changes).
     need_keyframe: bool,
-    /// Whether the video comes from the stream's re-encode: the relay's own is dropped.
-    reencoding: bool,
     backlog: Vec<Arc<SharedFrame>>,
-    /// Live frames, released on the media clock, each with whether it was re-encoded.
-    pacer: Pacer<(Arc<SharedFrame>, bool)>,
+    /// Live frames, released on the media clock.
+    pacer: Pacer<Arc<SharedFrame>>,
     /// The viewer's media clock, shared by its tracks' sender reports: presentation time
     /// `pts` is wall-clock time `wall` (at `instant`), set by the first paced frame.
     clock: Option<MediaClock>,
@@ -524,13 +416,8 @@ impl MediaClock {
     }
 }
 
-/// Why frames can no longer be written to a viewer.
-enum Stop {
-    /// The viewer's connection is gone.
-    Gone,
-    /// The stream turned out to have B-frames.
-    BFrames,
-}
+/// The viewer's connection is gone: frames can no longer be written.
+struct Gone;
 
 impl Sender {
     /// Stops writing a track the browser rejected.
@@ -559,7 +446,6 @@ impl Sender {
                 )
             }),
             need_keyframe: true,
-            reencoding: false,
             backlog: Vec::new(),
             pacer: Pacer::new(Instant::now()),
             clock: None,
@@ -571,27 +457,20 @@ impl Sender {
     /// unless that spans more than [`MAX_START_BACKLOG`]. A browser renders such a backlog
     /// at once but would buffer a backlog of sound and play it in real time, behind the
     /// picture: with video, sound starts with the live frames.
-    /// With `reencoding`, the video in `pending` is the re-encode's.
-    fn start(
-        &mut self,
-        pending: Vec<Arc<SharedFrame>>,
-        opus: Vec<Arc<SharedFrame>>,
-        reencoding: bool,
-    ) {
-        self.reencoding = reencoding;
+    fn start(&mut self, pending: Vec<Arc<SharedFrame>>) {
         if self.video.is_some() {
             let video: Vec<Arc<SharedFrame>> = pending
                 .into_iter()
                 .filter(|f| f.frame.track == TrackKind::Video)
                 .collect();
-            self.start_backlog(video, Vec::new());
+            self.start_backlog(video);
         } else {
-            self.start_backlog(pending, opus);
+            self.start_backlog(pending);
         }
     }
 
-    /// The backlog of [`Sender::start`]; opus frames are kept from its first frame on.
-    fn start_backlog(&mut self, pending: Vec<Arc<SharedFrame>>, opus: Vec<Arc<SharedFrame>>) {
+    /// The backlog of [`Sender::start`].
+    fn start_backlog(&mut self, pending: Vec<Arc<SharedFrame>>) {
         let last_key = pending
             .iter()
             .rposition(|f| f.frame.track == TrackKind::Video && f.frame.keyframe);
@@ -609,31 +488,17 @@ impl Sender {
             _ if self.video.is_none() => pending,
             _ => Vec::new(),
         };
-        if let Some(from) = self.backlog.first().map(|f| f.frame.pts) {
-            self.backlog
-                .extend(opus.into_iter().filter(|f| f.frame.pts >= from));
-        } else if self.video.is_none() {
-            self.backlog = opus;
-        }
     }
 
-    /// From now on the video is the re-encode's, starting at its next keyframe.
-    fn reencode(&mut self) {
-        self.reencoding = true;
-        self.need_keyframe = true;
-    }
-
-    async fn flush(&mut self, config: &SharedConfig) -> Result<(), Stop> {
-        let reencoded = self.reencoding;
+    async fn flush(&mut self, config: &SharedConfig) -> Result<(), Gone> {
         for f in std::mem::take(&mut self.backlog) {
-            self.send(&f, reencoded, config).await?;
+            self.send(&f, config).await?;
         }
         Ok(())
     }
 
-    /// Queues a live frame that arrived `now` for its time on the media clock; `reencoded`
-    /// when it comes from the stream's re-encode.
-    fn push(&mut self, now: Instant, f: Arc<SharedFrame>, reencoded: bool) {
+    /// Queues a live frame that arrived `now` for its time on the media clock.
+    fn push(&mut self, now: Instant, f: Arc<SharedFrame>) {
         let lane = match f.frame.track {
             TrackKind::Video if self.video.as_ref().is_some_and(|v| v.2 == f.frame.codec) => {
                 Lane::Video
@@ -644,7 +509,7 @@ impl Sender {
         };
         let pts = f.frame.pts;
         let bytes = f.frame.payload.len();
-        if self.pacer.push(now, pts, lane, (f, reencoded), bytes) == Pushed::Dropped {
+        if self.pacer.push(now, pts, lane, f, bytes) == Pushed::Dropped {
             let dropped = self.pacer.dropped();
             if dropped.is_power_of_two() {
                 tracing::debug!(dropped, "late audio dropped for a WebRTC viewer");
@@ -658,8 +523,8 @@ impl Sender {
     }
 
     /// Sends the frames due at `now`.
-    async fn release(&mut self, now: Instant, config: &SharedConfig) -> Result<(), Stop> {
-        while let Some((f, reencoded)) = self.pacer.pop(now) {
+    async fn release(&mut self, now: Instant, config: &SharedConfig) -> Result<(), Gone> {
+        while let Some(f) = self.pacer.pop(now) {
             if self.clock.is_none() {
                 self.clock = Some(MediaClock {
                     wall: SystemTime::now(),
@@ -667,7 +532,7 @@ impl Sender {
                     pts: f.frame.pts,
                 });
             }
-            self.send(&f, reencoded, config).await?;
+            self.send(&f, config).await?;
             let first_video =
                 !self.reported.0 && self.video.as_ref().is_some_and(|v| v.0.has_sent());
             let first_audio =
@@ -699,21 +564,8 @@ impl Sender {
         }
     }
 
-    async fn send(
-        &mut self,
-        shared: &SharedFrame,
-        reencoded: bool,
-        config: &SharedConfig,
-    ) -> Result<(), Stop> {
+    async fn send(&mut self, shared: &SharedFrame, config: &SharedConfig) -> Result<(), Gone> {
         let frame = &shared.frame;
-        if frame.track == TrackKind::Video && !reencoded {
-            if self.reencoding {
-                return Ok(());
-            }
-            if has_bframes(shared) {
-                return Err(Stop::BFrames);
-            }
-        }
         let (track, stamper) = match frame.track {
             TrackKind::Video => {
                 let Some((track, stamper, codec)) = &mut self.video else {
@@ -741,13 +593,17 @@ impl Sender {
             }
         };
         // A re-encoded keyframe carries its own parameter sets, never the source's.
-        let source_sets = config.config.video.as_ref().filter(|_| !reencoded);
+        let source_sets = config
+            .config
+            .video
+            .as_ref()
+            .filter(|_| shared.derived.is_none());
         let encoded = shared.encoded(WireFormat::Rtp, |f| encode_payloads(f, source_sets));
         let mut payloads = Payloads::new(encoded).peekable();
         while let Some(payload) = payloads.next() {
             let stamp = stamper.stamp(frame.pts, payloads.peek().is_none());
             if track.write(stamp, payload).await.is_err() {
-                return Err(Stop::Gone);
+                return Err(Gone);
             }
         }
         Ok(())

@@ -1,15 +1,16 @@
 //! One browser's publish: offer/answer, candidates, incoming tracks into the relay, keyframe
-//! requests from viewers, Opus -> AAC for RTMP and SRT viewers while there are any (the
-//! relay counts viewers by wire format), and the end of the session (stop, socket gone, peer
-//! gone, revoked).
+//! requests from viewers, and the end of the session (stop, socket gone, peer gone,
+//! revoked). The answer says which tracks the browser sends: the relay waits for them before
+//! the publish's first frames reach viewers, and runs the derived tracks its viewers need
+//! (the Opus as AAC for RTMP and SRT viewers).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use streamgate_admission::{EndReason, PublishSession};
 use streamgate_auth::StreamName;
-use streamgate_media::{ms_to_ticks, Codec, Frame};
-use streamgate_relay::{Publisher, WireFormat};
+use streamgate_media::{ms_to_ticks, Codec};
+use streamgate_relay::Publisher;
 use streamgate_transcode::OpusToAac;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,6 +19,7 @@ use crate::inbound::Reassembler;
 use crate::keyframe::KeyframeBoard;
 use crate::message::{Definition, Reply, SdpKind};
 use crate::name::revocation_reason;
+use crate::negotiate::answered_codecs;
 use crate::peer::{Connection, IncomingTrack, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
 use crate::WebRtcContext;
@@ -68,7 +70,10 @@ pub(crate) async fn run(
                 None => break None,
                 Some(Control::Stop) => break Some((Definition::PublishFinished, None)),
                 Some(Control::Sdp(SdpKind::Offer, sdp)) => match peer.answer(sdp).await {
-                    Ok(answer) => out.text(Reply::configuration(&stream_id, SdpKind::Answer, &answer)).await,
+                    Ok(answer) => {
+                        announce_tracks(&publisher, &answer, &name);
+                        out.text(Reply::configuration(&stream_id, SdpKind::Answer, &answer)).await;
+                    }
                     Err(e) => {
                         tracing::info!(stream = %name, error = %e, "publish offer refused");
                         out.text(Reply::error(Definition::NotSetRemoteDescription, Some(&stream_id))).await;
@@ -141,6 +146,22 @@ fn ended_by(end: Option<(Definition, Option<&str>)>) -> EndReason {
     }
 }
 
+/// Tells the relay which tracks the browser will send, from the server's answer; a browser's
+/// Opus reaches RTMP and SRT viewers as AAC, whose configuration is announced with it.
+fn announce_tracks(publisher: &Publisher, answer: &str, name: &StreamName) {
+    for codec in answered_codecs(answer) {
+        publisher.expect(codec);
+        if codec == Codec::Opus {
+            match OpusToAac::output_config() {
+                Ok(aac) => publisher.set_audio_config(aac),
+                Err(e) => {
+                    tracing::warn!(stream = %name, error = %e, "RTMP and SRT viewers get no sound")
+                }
+            }
+        }
+    }
+}
+
 /// Reads one incoming track into the relay until it ends. Spawned: in the WebRTC stack's
 /// 0.17 API, the track handler must return quickly.
 async fn read_track(
@@ -153,10 +174,6 @@ async fn read_track(
     let Some(codec) = track.codec() else {
         return;
     };
-    let mut aac = (codec == Codec::Opus)
-        .then(|| AacOut::new(&publisher, &name))
-        .flatten();
-    let mut vp8_warning = Vp8Warning::default();
     let offset = ms_to_ticks(i64::try_from(started.elapsed().as_millis()).unwrap_or(0));
     let mut reassembler = Reassembler::new(codec, offset);
     let mut buf = Vec::new();
@@ -168,112 +185,10 @@ async fn read_track(
             }
         }
         if let Some(frame) = out.frame {
-            if codec == Codec::Vp8 {
-                vp8_warning.check(&publisher, &name);
-            }
-            let aac_frames = aac.as_mut().map(|a| a.push(&frame, &publisher, &name));
             publisher.push(frame);
-            for f in aac_frames.into_iter().flatten() {
-                publisher.push(f);
-            }
         }
         if out.want_keyframe {
             keyframes.request(&name, Instant::now());
         }
-    }
-}
-
-/// Whether anyone takes the stream in a format that carries AAC and not Opus (an RTMP or
-/// SRT viewer): one atomic load per format, asked at every frame.
-fn needs_aac(publisher: &Publisher) -> bool {
-    WireFormat::ALL
-        .iter()
-        .any(|&f| !f.carries(Codec::Opus) && f.carries(Codec::Aac) && publisher.demand(f) > 0)
-}
-
-/// Whether anyone takes the stream in a format that cannot carry VP8.
-fn needs_other_than_vp8(publisher: &Publisher) -> bool {
-    WireFormat::ALL
-        .iter()
-        .any(|&f| !f.carries(Codec::Vp8) && publisher.demand(f) > 0)
-}
-
-/// A browser publisher's Opus -> AAC transcode, run while RTMP or SRT viewers are attached:
-/// it starts at the first Opus frame after the first of them joins and stops at the first
-/// after the last leaves. The AAC configuration is announced at once, so that such a
-/// viewer's player is set up for sound when it joins.
-struct AacOut {
-    transcode: OpusToAac,
-    on: bool,
-    errors: u64,
-}
-
-impl AacOut {
-    fn new(publisher: &Publisher, name: &str) -> Option<Self> {
-        match OpusToAac::new() {
-            Ok(t) => {
-                publisher.set_audio_config(t.config().clone());
-                Some(Self {
-                    transcode: t,
-                    on: false,
-                    errors: 0,
-                })
-            }
-            Err(e) => {
-                tracing::warn!(stream = %name, error = %e, "RTMP and SRT viewers get no sound");
-                None
-            }
-        }
-    }
-
-    /// The AAC frames to publish after this Opus frame (none while nobody needs them).
-    fn push(&mut self, frame: &Frame, publisher: &Publisher, name: &str) -> Vec<Frame> {
-        let on = needs_aac(publisher);
-        if on != self.on {
-            self.on = on;
-            if on {
-                tracing::info!(
-                    stream = %name,
-                    encoder = streamgate_transcode::aac_enc::DEFAULT_ENCODER,
-                    "Opus -> AAC transcode started"
-                );
-            } else {
-                tracing::info!(stream = %name, "Opus -> AAC transcode stopped");
-            }
-        }
-        if !self.on {
-            return Vec::new();
-        }
-        match self.transcode.push(frame) {
-            Ok(frames) => frames,
-            Err(e) => {
-                self.errors += 1;
-                if self.errors.is_power_of_two() {
-                    tracing::warn!(stream = %name, error = %e, errors = self.errors, "Opus frame skipped");
-                }
-                Vec::new()
-            }
-        }
-    }
-}
-
-/// What RTMP and SRT viewers of a VP8 publisher are told, through the log: those protocols
-/// carry H.264 only here.
-const VP8_REASON: &str =
-    "the browser publishes VP8, which RTMP and SRT cannot carry: those viewers get no picture; publish H.264 (codec=h264)";
-
-/// Logs [`VP8_REASON`] once each time RTMP or SRT viewers appear on a VP8 stream.
-#[derive(Debug, Default)]
-struct Vp8Warning {
-    warned: bool,
-}
-
-impl Vp8Warning {
-    fn check(&mut self, publisher: &Publisher, name: &str) {
-        let others = needs_other_than_vp8(publisher);
-        if others && !self.warned {
-            tracing::warn!(stream = %name, "{VP8_REASON}");
-        }
-        self.warned = others;
     }
 }

@@ -16,7 +16,7 @@ use mpeg2ts_reader::StreamType;
 
 use super::es::{AudioAssembler, Unwrapper, VideoAssembler};
 use super::{PACKET_LEN, SYNC_BYTE};
-use crate::{AacConfig, AvcConfig, Frame};
+use crate::{AacConfig, AvcConfig, Codec, Frame};
 
 /// Largest PES payload assembled, in bytes (a 4K intra frame stays well below); a larger one
 /// is dropped and counted.
@@ -25,6 +25,9 @@ pub const MAX_PES_LEN: usize = 8 * 1024 * 1024;
 /// What the demuxer found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TsEvent {
+    /// The program map lists a track in this codec (the first of its kind, the one read):
+    /// the stream carries it, whether or not its first frame has come.
+    Track(Codec),
     /// New H.264 parameter sets (sent before the first frame that needs them).
     VideoConfig(AvcConfig),
     /// A new AAC configuration, from the ADTS headers.
@@ -109,6 +112,12 @@ impl DemuxContext for Context {
                 };
                 if slot.is_some_and(|p| p != pid) {
                     return Filter::Null(NullPacketFilter::default());
+                }
+                if slot.is_none() {
+                    self.events.push(TsEvent::Track(match kind {
+                        Kind::Video => Codec::H264,
+                        Kind::Audio => Codec::Aac,
+                    }));
                 }
                 *slot = Some(pid);
                 Filter::Pes(pes::PesPacketFilter::new(Collector { kind }))
@@ -357,7 +366,7 @@ mod tests {
                 .unwrap(),
             ),
             audio: Some(AacConfig::new(2, 4, 2).unwrap()),
-            metadata: None,
+            ..StreamConfig::default()
         }
     }
 
@@ -425,8 +434,12 @@ mod tests {
             let pieces: Vec<&[u8]> = ts.chunks(piece).collect();
             let (events, stats) = demux_all(&pieces);
             assert!(matches!(
-                &events[0],
-                TsEvent::AudioConfig(_) | TsEvent::VideoConfig(_)
+                &events[..3],
+                [
+                    TsEvent::Track(Codec::H264),
+                    TsEvent::Track(Codec::Aac),
+                    TsEvent::AudioConfig(_) | TsEvent::VideoConfig(_)
+                ]
             ));
             let got = frames_of(&events);
             // The last video frame waits for a following PES to end it.

@@ -284,7 +284,7 @@ mod tests {
                 .unwrap(),
             ),
             audio: Some(AacConfig::new(2, 4, 2).unwrap()),
-            metadata: None,
+            ..StreamConfig::default()
         }
     }
 

@@ -265,7 +265,7 @@ fn publish_reaches_a_viewer_through_the_relay() {
     while let Some(e) = subscriber.try_recv() {
         events.push(e);
     }
-    assert!(matches!(events[0], Event::Started(_)));
+    assert!(matches!(events[0], Event::Started(..)));
     for e in events {
         viewer.server.relay_event(e).unwrap();
     }
