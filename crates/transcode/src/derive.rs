@@ -169,23 +169,35 @@ impl Deriver for Transcoders {
             Derivation::AacToOpus | Derivation::OpusToAac => usize::MAX,
         };
         let place = Place::take(&self.running, derivation, max).ok_or(Refusal::Busy)?;
-        let (jobs, job_rx) = mpsc::channel(JOB_CAPACITY);
         let codec = Codec::new(derivation, self.settings.video_bitrate_bps);
-        let output = job.output;
-        let thread = std::thread::Builder::new()
-            .name(format!("derive-{}", derivation.name()))
-            .spawn(move || run_codec(codec, job_rx, &output));
-        if let Err(e) = thread {
-            tracing::warn!(stream = %name, error = %e, "cannot start a transcode thread");
-            return Err(Refusal::Failed);
-        }
-        let stop = CancellationToken::new();
-        runtime.spawn(forward(job.input, jobs, stop.clone(), derivation));
+        let stop = launch(codec, job, &runtime)?;
         Ok(Box::new(Running {
-            _stop: stop.drop_guard(),
+            _stop: stop,
             _place: place,
         }))
     }
+}
+
+/// Starts a derivation's codec thread and task; dropping the guard stops them.
+fn launch<C: FrameCodec + 'static>(
+    codec: C,
+    job: DeriveJob,
+    runtime: &tokio::runtime::Handle,
+) -> Result<tokio_util::sync::DropGuard, Refusal> {
+    let derivation = job.output.derivation();
+    let (jobs, job_rx) = mpsc::channel(JOB_CAPACITY);
+    let output = job.output;
+    let name = output.stream().to_owned();
+    let thread = std::thread::Builder::new()
+        .name(format!("derive-{}", derivation.name()))
+        .spawn(move || run_codec(codec, job_rx, &output));
+    if let Err(e) = thread {
+        tracing::warn!(stream = %name, error = %e, "cannot start a transcode thread");
+        return Err(Refusal::Failed);
+    }
+    let stop = CancellationToken::new();
+    runtime.spawn(forward(job.input, jobs, stop.clone(), derivation));
+    Ok(stop.drop_guard())
 }
 
 /// What the log calls a derivation.
@@ -320,6 +332,22 @@ enum Codec {
     },
 }
 
+/// What a codec thread drives: frames of one codec in, frames of another out.
+trait FrameCodec: Send {
+    /// Takes a new stream configuration.
+    fn configure(&mut self, stream: &StreamConfig, name: &str);
+    /// Transcodes one frame; `after_gap` when frames before it were dropped, `keyframe` when
+    /// a viewer asked for one.
+    fn push(
+        &mut self,
+        frame: &Frame,
+        after_gap: bool,
+        keyframe: bool,
+    ) -> Result<Vec<Frame>, crate::TranscodeError>;
+    /// What the codec still holds, at the end of the publish.
+    fn finish(&mut self) -> Vec<Frame>;
+}
+
 impl Codec {
     fn new(derivation: Derivation, bitrate_bps: u32) -> Self {
         match derivation {
@@ -334,8 +362,9 @@ impl Codec {
             },
         }
     }
+}
 
-    /// Takes a new stream configuration.
+impl FrameCodec for Codec {
     fn configure(&mut self, stream: &StreamConfig, name: &str) {
         match self {
             Self::AacToOpus { config, codec } => {
@@ -376,7 +405,6 @@ impl Codec {
         }
     }
 
-    /// Transcodes one frame; `after_gap` when frames before it were dropped.
     fn push(
         &mut self,
         frame: &Frame,
@@ -406,8 +434,8 @@ impl Codec {
         }
     }
 
-    /// What the codec still holds, at the end of the publish (the re-encode's pictures held
-    /// for reordering; sound codecs keep nothing worth a viewer's wait).
+    /// The re-encode's pictures held for reordering; sound codecs keep nothing worth a
+    /// viewer's wait.
     fn finish(&mut self) -> Vec<Frame> {
         match self {
             Self::Video { codec: Some(c), .. } => c.finish().unwrap_or_default(),
@@ -418,7 +446,7 @@ impl Codec {
 
 /// A codec thread: runs until the task drops its end of `jobs`. A panic in the codec (a bug)
 /// fails the derivation, whose viewers are told.
-fn run_codec(mut codec: Codec, mut jobs: mpsc::Receiver<Job>, output: &DerivedOutput) {
+fn run_codec<C: FrameCodec>(mut codec: C, mut jobs: mpsc::Receiver<Job>, output: &DerivedOutput) {
     let name = output.stream().to_owned();
     let what = title(output.derivation());
     let run = catch_unwind(AssertUnwindSafe(|| {
@@ -607,6 +635,67 @@ mod tests {
         drop(refused);
         let mut again = hub.subscribe_as("live/other", Some(WireFormat::Rtp));
         assert_eq!(started(&mut again).await.video, reencoded);
+    }
+
+    /// A codec that panics at its first frame: a bug in a codec.
+    struct Panics;
+
+    impl FrameCodec for Panics {
+        fn configure(&mut self, _: &StreamConfig, _: &str) {}
+        fn push(
+            &mut self,
+            _: &Frame,
+            _: bool,
+            _: bool,
+        ) -> Result<Vec<Frame>, crate::TranscodeError> {
+            panic!("a codec bug");
+        }
+        fn finish(&mut self) -> Vec<Frame> {
+            Vec::new()
+        }
+    }
+
+    /// Runs every derivation with [`Panics`].
+    #[derive(Debug)]
+    struct PanickingDeriver;
+
+    impl Deriver for PanickingDeriver {
+        fn start(&self, _: Derivation, job: DeriveJob) -> Result<DeriveHandle, Refusal> {
+            let runtime = tokio::runtime::Handle::current();
+            Ok(Box::new(launch(Panics, job, &runtime)?))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_codec_that_panics_fails_its_derivation_and_its_viewers_are_told() {
+        let hub = Hub::new();
+        hub.set_deriver(Arc::new(PanickingDeriver));
+        let publisher = hub.publish("live/p").unwrap();
+        publisher.expect(streamgate_media::Codec::Aac);
+        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
+        let aac = |n: i64| Frame {
+            track: TrackKind::Audio,
+            codec: streamgate_media::Codec::Aac,
+            pts: n * 1920,
+            dts: n * 1920,
+            keyframe: true,
+            payload: Bytes::from_static(&[0x21, 0x10]),
+        };
+        publisher.push(aac(0));
+        // Sound alone has no GOP: the viewer starts with the next frame.
+        let mut browser = hub.subscribe_as("live/p", Some(WireFormat::Rtp));
+        publisher.push(aac(1));
+        assert_eq!(
+            started(&mut browser).await.audio,
+            Pick::Derived(Derivation::AacToOpus)
+        );
+        for n in 2..5 {
+            publisher.push(aac(n));
+        }
+        assert_eq!(
+            started(&mut browser).await.audio,
+            Pick::Unavailable(Unavailable::Refused(Derivation::AacToOpus, Refusal::Failed))
+        );
     }
 
     /// What a browser viewer of a B-frame stream with `config` is told, under `settings`;
