@@ -21,6 +21,11 @@ use crate::synth::{self, Clip};
 /// TS packets per SRT message (7 × 188 = 1316 bytes, as encoders send).
 const PACKETS_PER_MESSAGE: usize = 7;
 const TS_PACKET: usize = 188;
+/// The kernel receive buffer asked for on each client's UDP socket, as libsrt's callers have
+/// (its `SRTO_UDP_RCVBUF` default is about 12 MB; the kernel caps it at `rmem_max`): a viewer
+/// joining a stream gets the GOP at once, far more than the kernel's default buffer holds,
+/// and datagrams lost there come back only if retransmitted within the latency.
+const UDP_RECEIVE_BUFFER: usize = 12 * 1024 * 1024;
 
 /// The SRT access-control streamid for `stream` in `mode` (`publish` or `request`).
 pub fn streamid(stream: &str, mode: &str, token: Option<&str>) -> String {
@@ -32,7 +37,12 @@ pub fn streamid(stream: &str, mode: &str, token: Option<&str>) -> String {
 
 async fn call(addr: SocketAddr, streamid: &str, counters: &Counters) -> Option<SrtSocket> {
     Counters::inc(&counters.attempted);
-    match SrtSocket::builder().call(addr, Some(streamid)).await {
+    let mut builder = SrtSocket::builder();
+    // Without one, srt-tokio makes its own socket with the kernel's default buffers.
+    if let Ok(socket) = udp_socket(addr) {
+        builder = builder.socket(socket);
+    }
+    match builder.call(addr, Some(streamid)).await {
         Ok(s) => {
             Counters::inc(&counters.admitted);
             Some(s)
@@ -50,6 +60,24 @@ async fn call(addr: SocketAddr, streamid: &str, counters: &Counters) -> Option<S
             None
         }
     }
+}
+
+/// A UDP socket for a caller of `server`, with [`UDP_RECEIVE_BUFFER`].
+fn udp_socket(server: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(server),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    socket.set_nonblocking(true)?;
+    let any: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    socket.bind(&any.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 /// Publishes the clip as MPEG-TS until `stop` fires or the server ends the session.

@@ -38,19 +38,59 @@ pub(crate) struct SessionState {
     config: Arc<SharedConfig>,
     /// The tracks, settled from the first frames (see [`crate::settle`]).
     settle: Settle,
+    /// The configuration in force when each frame held by `settle` was pushed, in order.
+    held_configs: Vec<Arc<SharedConfig>>,
     /// Whether the publisher has gone.
     pub(crate) ended: bool,
 }
 
 impl SessionState {
-    /// Puts a frame where readers find it: the ring and the GOP cache.
+    /// Puts a frame where readers find it, under the configuration in force: the ring and
+    /// the GOP cache.
     fn append(&mut self, frame: Arc<SharedFrame>) {
-        let slot = Slot {
-            frame,
-            config: Arc::clone(&self.config),
-        };
+        let config = Arc::clone(&self.config);
+        self.append_with(frame, config);
+    }
+
+    /// Puts a frame where readers find it, under `config`.
+    fn append_with(&mut self, frame: Arc<SharedFrame>, config: Arc<SharedConfig>) {
+        let slot = Slot { frame, config };
         self.gop.push(&slot);
         self.ring.push(slot);
+    }
+
+    /// Appends the frames released by the settling of the tracks, each under the
+    /// configuration it was pushed with (the last one, under the one in force), now with the
+    /// settled tracks: readers see the configuration changes where they happened.
+    fn release(&mut self, frames: Vec<Arc<SharedFrame>>) {
+        self.sync_tracks();
+        let tracks = self.config.config.tracks;
+        let held = std::mem::take(&mut self.held_configs);
+        // Each configuration seen among the held frames, and the same with the tracks.
+        let mut settled: Vec<(Arc<SharedConfig>, Arc<SharedConfig>)> = Vec::new();
+        for (i, frame) in frames.into_iter().enumerate() {
+            let config = match held.get(i) {
+                Some(old) if old.config.tracks != tracks => {
+                    match settled.iter().find(|(o, _)| Arc::ptr_eq(o, old)) {
+                        Some((_, new)) => Arc::clone(new),
+                        None => {
+                            let mut config = old.config.clone();
+                            config.tracks = tracks;
+                            let new = if config == self.config.config {
+                                Arc::clone(&self.config)
+                            } else {
+                                Arc::new(SharedConfig::new(config))
+                            };
+                            settled.push((Arc::clone(old), Arc::clone(&new)));
+                            new
+                        }
+                    }
+                }
+                Some(old) => Arc::clone(old),
+                None => Arc::clone(&self.config),
+            };
+            self.append_with(frame, config);
+        }
     }
 
     /// Makes the configuration carry the settled tracks, if they changed: frames appended
@@ -94,6 +134,7 @@ impl Session {
                 gop: GopCache::new(limits.gop_frames, limits.gop_bytes),
                 config: Arc::new(SharedConfig::new(StreamConfig::default())),
                 settle: Settle::new(limits.buffer_frames, limits.buffer_bytes),
+                held_configs: Vec::new(),
                 ended: false,
             }),
             derivations: Derivations::default(),
@@ -118,12 +159,12 @@ impl Session {
                     state.append(frame);
                     appended = true;
                 }
-                Admit::Held => {}
+                Admit::Held => {
+                    let config = Arc::clone(&state.config);
+                    state.held_configs.push(config);
+                }
                 Admit::Released(frames) => {
-                    state.sync_tracks();
-                    for frame in frames {
-                        state.append(frame);
-                    }
+                    state.release(frames);
                     appended = true;
                 }
             }

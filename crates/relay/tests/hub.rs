@@ -699,3 +699,27 @@ async fn a_bound_subscriber_reads_its_publish_only() {
     drop(bound);
     assert_eq!(hub.stream_stats("live/a").unwrap().subscribers, 1);
 }
+
+#[tokio::test]
+async fn held_frames_keep_the_configuration_they_were_pushed_with() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/late-aac").unwrap();
+    publisher.expect(Codec::H264);
+    publisher.expect(Codec::Aac);
+    publisher.set_video_config(avc());
+    let mut sub = hub.subscribe("live/late-aac");
+    // Held until the sound comes, whose configuration arrives with it (as MPEG-TS's does).
+    publisher.push(video(0, true));
+    assert!(sub.try_recv().is_none(), "held");
+    publisher.set_audio_config(aac());
+    publisher.push(audio(0));
+    let first = started(sub.try_recv());
+    assert_eq!(first.audio, None, "the keyframe's own configuration");
+    assert!(first.tracks.audio.is_some(), "with the settled tracks");
+    assert!(frame(sub.try_recv()).frame.keyframe);
+    let second = started(sub.try_recv());
+    assert_eq!(second.audio, Some(aac()));
+    assert_eq!(second.tracks, first.tracks);
+    assert_eq!(frame(sub.try_recv()).frame.track, TrackKind::Audio);
+    assert!(sub.try_recv().is_none());
+}
