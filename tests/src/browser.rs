@@ -419,3 +419,40 @@ impl WsClient {
         let _ = self.ws.flush();
     }
 }
+
+/// Frames the tab's `#remote` video decoded so far.
+pub const VIDEO_FRAMES: &str = "(() => { const v = document.querySelector('#remote'); \
+     return v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0; })()";
+
+/// Audio RTP packets the peer connection `pc` (an expression) received, and the energy of the
+/// sound it played (zero for silence): `[packets, energy]`.
+pub fn audio_stats_expr(pc: &str) -> String {
+    format!(
+        "(async () => {{ const pc = {pc}; if (!pc) return [0, 0]; let n = 0, e = 0; \
+         (await pc.getStats()).forEach(r => {{ if (r.type === 'inbound-rtp' && r.kind === 'audio') \
+         {{ n += r.packetsReceived || 0; e += r.totalAudioEnergy || 0; }} }}); \
+         return [n, e]; }})()"
+    )
+}
+
+/// Waits until the tab's `#status` text contains `needle`; returns it.
+pub fn wait_status(b: &mut Browser, tab: &Tab, needle: &str, secs: u64) -> Value {
+    let expr = "document.getElementById('status').textContent";
+    b.wait_for(tab, expr, Duration::from_secs(secs), |v| {
+        v.as_str().is_some_and(|t| t.contains(needle))
+    })
+    .unwrap_or_else(|v| panic!("status never contained {needle:?}; last {v}"))
+}
+
+/// Waits for decoded video (over 30 frames of `#remote`) and for audio with energy (over 50
+/// packets on the peer connection `pc`, an expression): picture and sound, not silence.
+pub fn assert_plays(b: &mut Browser, tab: &Tab, pc: &str, what: &str) {
+    let frames = b.wait_for(tab, VIDEO_FRAMES, Duration::from_secs(20), |v| {
+        v.as_u64().is_some_and(|n| n > 30)
+    });
+    assert!(frames.is_ok(), "{what}: video frames {frames:?}");
+    let audio = b.wait_for(tab, &audio_stats_expr(pc), Duration::from_secs(15), |v| {
+        v[0].as_u64().is_some_and(|n| n > 50) && v[1].as_f64().is_some_and(|e| e > 0.0)
+    });
+    assert!(audio.is_ok(), "{what}: audio [packets, energy] {audio:?}");
+}

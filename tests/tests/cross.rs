@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use streamgate_tests::browser::{Browser, Tab};
+use serde_json::json;
+use streamgate_tests::browser::{assert_plays, wait_status, Browser, Tab, VIDEO_FRAMES};
 use streamgate_tests::ffmpeg::{self, Proc};
 use streamgate_tests::{avsync, cpu_ticks, srt, wait_until, Options, Server, TempDir};
 
@@ -47,36 +47,14 @@ fn play_page(s: &Server, stream: &str) -> String {
     format!("http://{}/play.html?id={stream}", s.http)
 }
 
-/// Frames the tab's `<video>` decoded so far.
-const VIDEO_FRAMES: &str = "(() => { const v = document.querySelector('#remote'); \
-     return v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0; })()";
-
 /// The tab's inbound audio: packets received and total audio energy (zero for silence).
 const AUDIO_STATS: &str = "(async () => { const pc = streamgate.state.pc; if (!pc) return [0, 0, 0]; \
      let r = [0, 0, 0]; (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'audio') \
      r = [s.packetsReceived || 0, s.totalAudioEnergy || 0, s.audioLevel || 0]; }); return r; })()";
 
-fn wait_status(b: &mut Browser, tab: &Tab, needle: &str, secs: u64) {
-    let expr = "document.getElementById('status').textContent";
-    b.wait_for(tab, expr, Duration::from_secs(secs), |v| {
-        v.as_str().is_some_and(|t| t.contains(needle))
-    })
-    .unwrap_or_else(|v| panic!("status never contained {needle:?}; last {v}"));
-}
-
 /// Waits for decoded video and for audio with energy (the published tone, not silence).
 fn assert_picture_and_sound(b: &mut Browser, tab: &Tab, what: &str) {
-    let frames = b.wait_for(tab, VIDEO_FRAMES, Duration::from_secs(20), |v| {
-        v.as_u64().is_some_and(|n| n > 30)
-    });
-    assert!(frames.is_ok(), "{what}: video frames {frames:?}");
-    let audio = b.wait_for(tab, AUDIO_STATS, Duration::from_secs(15), |v: &Value| {
-        v[0].as_u64().is_some_and(|n| n > 50) && v[1].as_f64().is_some_and(|e| e > 0.0)
-    });
-    assert!(
-        audio.is_ok(),
-        "{what}: audio [packets, energy, level] {audio:?}"
-    );
+    assert_plays(b, tab, "streamgate.state.pc", what);
 }
 
 #[test]

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use streamgate_tests::browser::{Browser, StaticServer, Tab, WsClient};
+use streamgate_tests::browser::{
+    assert_plays, wait_status, Browser, StaticServer, Tab, WsClient, VIDEO_FRAMES,
+};
 use streamgate_tests::{ffmpeg, srt, wait_until, Options, Server, TempDir};
 
 /// A server whose ICE candidates are on loopback only (the tests send nothing elsewhere).
@@ -55,30 +57,6 @@ fn page(s: &Server, page: &str, stream: &str, token: Option<&str>, extra: &str) 
     url
 }
 
-/// Frames the tab's `<video>` decoded so far.
-const VIDEO_FRAMES: &str = "(() => { const v = document.querySelector('#remote'); \
-     return v && v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().totalVideoFrames : 0; })()";
-
-/// Audio RTP packets the tab's (first) peer connection received, and the energy of the sound
-/// it played (zero for silence): `[packets, energy]`.
-fn audio_stats_expr(pc: &str) -> String {
-    format!(
-        "(async () => {{ const pc = {pc}; if (!pc) return [0, 0]; let n = 0, e = 0; \
-         (await pc.getStats()).forEach(r => {{ if (r.type === 'inbound-rtp' && r.kind === 'audio') \
-         {{ n += r.packetsReceived || 0; e += r.totalAudioEnergy || 0; }} }}); \
-         return [n, e]; }})()"
-    )
-}
-
-/// Waits until the tab's status text contains `needle`.
-fn wait_status(b: &mut Browser, tab: &Tab, needle: &str, secs: u64) -> Value {
-    let expr = "document.getElementById('status').textContent";
-    b.wait_for(tab, expr, Duration::from_secs(secs), |v| {
-        v.as_str().is_some_and(|t| t.contains(needle))
-    })
-    .unwrap_or_else(|v| panic!("status never contained {needle:?}; last {v}"))
-}
-
 /// Waits for Ant Media's SDK page to report `play_started` within `within`, then for its
 /// picture and sound ([`assert_plays`]).
 fn assert_sdk_plays(b: &mut Browser, tab: &Tab, within: Duration, what: &str) {
@@ -93,18 +71,6 @@ fn assert_sdk_plays(b: &mut Browser, tab: &Tab, within: Duration, what: &str) {
         "Object.values(adaptor.remotePeerConnection)[0]",
         what,
     );
-}
-
-/// Waits for decoded video (over 30 frames) and for audio with energy (over 50 packets).
-fn assert_plays(b: &mut Browser, tab: &Tab, pc: &str, what: &str) {
-    let frames = b.wait_for(tab, VIDEO_FRAMES, Duration::from_secs(20), |v| {
-        v.as_u64().is_some_and(|n| n > 30)
-    });
-    assert!(frames.is_ok(), "{what}: video frames {frames:?}");
-    let audio = b.wait_for(tab, &audio_stats_expr(pc), Duration::from_secs(10), |v| {
-        v[0].as_u64().is_some_and(|n| n > 50) && v[1].as_f64().is_some_and(|e| e > 0.0)
-    });
-    assert!(audio.is_ok(), "{what}: audio [packets, energy] {audio:?}");
 }
 
 #[test]

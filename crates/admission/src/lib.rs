@@ -227,7 +227,7 @@ pub const fn wire_format(protocol: Protocol) -> Option<WireFormat> {
     match protocol {
         Protocol::Rtmp => Some(WireFormat::Rtmp),
         Protocol::Srt => Some(WireFormat::MpegTs),
-        Protocol::WebRtc => Some(WireFormat::Rtp),
+        Protocol::WebRtc | Protocol::Whip | Protocol::Whep => Some(WireFormat::Rtp),
         Protocol::Http => None,
     }
 }

@@ -53,6 +53,11 @@ macro_rules! common_methods {
             &self.common.stream
         }
 
+        /// The protocol the session was admitted on.
+        pub fn protocol(&self) -> Protocol {
+            self.common.protocol
+        }
+
         /// The grant: the token that admitted the session and the registry's id.
         pub fn grant(&self) -> &Grant {
             &self.common.grant

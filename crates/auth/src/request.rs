@@ -27,6 +27,10 @@ pub enum Protocol {
     Srt,
     /// WebRTC negotiated over WebSocket.
     WebRtc,
+    /// WebRTC published over WHIP (RFC 9725).
+    Whip,
+    /// WebRTC played over WHEP.
+    Whep,
     /// Plain HTTP.
     Http,
 }
@@ -38,6 +42,8 @@ impl Protocol {
             Self::Rtmp => "rtmp",
             Self::Srt => "srt",
             Self::WebRtc => "webrtc",
+            Self::Whip => "whip",
+            Self::Whep => "whep",
             Self::Http => "http",
         }
     }

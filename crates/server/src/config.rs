@@ -226,6 +226,14 @@ pub struct WebRtcSection {
     pub max_video_transcodes: usize,
     /// Bit rate of re-encoded H.264, in kbit/s.
     pub video_transcode_bitrate: u32,
+    /// A STUN server given to clients (`stun:host:port`); empty for none.
+    pub stun_server: String,
+    /// A TURN server given to clients (`turn:host:port?transport=udp`); empty for none.
+    pub turn_server: String,
+    /// The TURN server's user name.
+    pub turn_username: String,
+    /// The TURN server's password.
+    pub turn_credential: ConfigSecret,
 }
 
 /// `webrtc.bframes`: what browser viewers of a stream whose H.264 has B-frames get.
@@ -402,6 +410,10 @@ pub const SETTINGS: &[Setting] = &[
     setting("webrtc.bframes", "transcode|refuse", "Browser viewers of H.264 with B-frames: re-encode it without them, or refuse them"),
     setting("webrtc.max_video_transcodes", "N", "Most H.264 re-encodes (for B-frames) at once; 0: none"),
     setting("webrtc.video_transcode_bitrate", "KBITS", "Bit rate of re-encoded H.264, in kbit/s"),
+    setting("webrtc.stun_server", "URL", "STUN server given to clients (stun:host:port); empty for none"),
+    setting("webrtc.turn_server", "URL", "TURN server given to clients (turn:host:port?transport=udp); empty for none"),
+    setting("webrtc.turn_username", "NAME", "The TURN server's user name"),
+    secret("webrtc.turn_credential", "PASSWORD", "The TURN server's password (prefer the environment variable)"),
     setting("relay.max_frame_bytes", "BYTES", "Largest media frame taken at ingest"),
     setting("relay.buffer_frames", "N", "Frames each stream keeps for its viewers"),
     setting("relay.buffer_bytes", "BYTES", "Bytes of frames each stream keeps for its viewers"),
@@ -502,6 +514,10 @@ impl Default for WebRtcSection {
             },
             max_video_transcodes: transcode.max_video,
             video_transcode_bitrate: transcode.video_bitrate_bps / 1000,
+            stun_server: String::new(),
+            turn_server: String::new(),
+            turn_username: String::new(),
+            turn_credential: ConfigSecret::default(),
         }
     }
 }
@@ -582,6 +598,47 @@ impl SrtSection {
 }
 
 impl WebRtcSection {
+    /// The STUN and TURN servers given to clients.
+    pub fn ice_servers(&self) -> Result<Vec<streamgate_webrtc::IceServer>, ConfigError> {
+        let mut servers = Vec::new();
+        for (key, url, scheme) in [
+            ("webrtc.stun_server", &self.stun_server, "stun"),
+            ("webrtc.turn_server", &self.turn_server, "turn"),
+        ] {
+            let url = url.trim();
+            if url.is_empty() {
+                continue;
+            }
+            let known = url
+                .split_once(':')
+                .is_some_and(|(s, rest)| s.trim_end_matches('s') == scheme && !rest.is_empty());
+            if !known
+                || url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '<' || c == '>')
+            {
+                return Err(ConfigError(format!(
+                    "{key}: {url:?} is not a {scheme}: or {scheme}s: URL"
+                )));
+            }
+            let turn = scheme == "turn";
+            servers.push(streamgate_webrtc::IceServer {
+                url: url.to_owned(),
+                username: if turn {
+                    self.turn_username.clone()
+                } else {
+                    String::new()
+                },
+                credential: if turn {
+                    self.turn_credential.expose().to_owned()
+                } else {
+                    String::new()
+                },
+            });
+        }
+        Ok(servers)
+    }
+
     /// The ICE settings these values describe.
     pub fn ice_settings(&self) -> Result<streamgate_webrtc::IceSettings, ConfigError> {
         let public_ip = match self.public_ip.trim() {
@@ -858,6 +915,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: String| Err(ConfigError(msg));
         self.webrtc.ice_settings()?;
+        self.webrtc.ice_servers()?;
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir: must not be empty".into());
         }
@@ -1019,11 +1077,13 @@ mod tests {
             "jwt-key-value-0123456789abcdef0123",
             "srt-pass-phrase",
             "metrics-scraper-token",
+            "turn-password-value",
         ];
         c.api.secret = ConfigSecret(secrets[0].into());
         c.jwt.hs256_secret = ConfigSecret(secrets[1].into());
         c.srt.passphrase = ConfigSecret(secrets[2].into());
         c.metrics.token = ConfigSecret(secrets[3].into());
+        c.webrtc.turn_credential = ConfigSecret(secrets[4].into());
         let text = format!("{c:?} {c:#?}");
         for secret in secrets {
             assert!(!text.contains(secret), "{secret} in {text}");
@@ -1141,10 +1201,26 @@ mod tests {
             "[webrtc]\nudp_port_max = 5",
             "[webrtc]\nice_ips = \"1.2.3\"",
             "[webrtc]\nws_ping_interval = 60\nws_idle_timeout = 30",
+            "[webrtc]\nstun_server = \"http://stun.example.net\"",
+            "[webrtc]\nturn_server = \"turn:a b\"",
+            "[webrtc]\nstun_server = \"stun:\"",
         ] {
             let c = Config::from_toml(bad, p).unwrap();
             assert!(c.validate().unwrap_err().0.contains("webrtc"), "{bad}");
         }
+        let c = Config::from_toml(
+            "[webrtc]\nstun_server = \"stun:stun.example.net:3478\"\nturn_server = \"turns:turn.example.net\"\nturn_username = \"u\"\nturn_credential = \"p\"",
+            p,
+        )
+        .unwrap();
+        let servers = c.webrtc.ice_servers().unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].username, "", "STUN takes no credentials");
+        assert_eq!(
+            (servers[1].username.as_str(), servers[1].credential.as_str()),
+            ("u", "p")
+        );
+        assert!(Config::default().webrtc.ice_servers().unwrap().is_empty());
     }
 
     #[test]

@@ -278,6 +278,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     let webrtc_ctx = Arc::new(WebRtcContext::new(
         Arc::clone(&admission),
         config.webrtc.ice_settings().map_err(|e| e.0)?,
+        config.webrtc.ice_servers().map_err(|e| e.0)?,
         config.webrtc.limits(),
         shutdown.clone(),
     ));

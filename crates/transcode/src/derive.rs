@@ -31,12 +31,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{AacToOpus, AvcReencoder, AvcSettings, OpusToAac};
 
-/// Source frames waiting for a codec thread; when it has this many, the source's frames are
-/// dropped until its next keyframe.
-const JOB_CAPACITY: usize = 32;
+/// Source frames waiting for the H.264 re-encode's thread (about a second at 30 frames/s);
+/// when it has this many, the source's frames are dropped until its next keyframe.
+const VIDEO_JOBS: usize = 32;
 
-/// Jobs waiting above which frames that no other frame refers to are left out.
-const DISPOSABLE_ABOVE: usize = JOB_CAPACITY / 4;
+/// Jobs waiting for the re-encode above which frames that no other frame refers to are left
+/// out.
+const DISPOSABLE_ABOVE: usize = VIDEO_JOBS / 4;
+
+/// Source frames waiting for a sound transcode's thread: 10 s of 20 ms Opus packets, 20 s of
+/// AAC frames, a few hundred kilobytes at most. A derivation starts with the stream's GOP,
+/// whose sound comes at once; the codec takes a tenth of a millisecond a frame and catches up.
+/// Beyond it, frames are dropped (each one alone: every sound frame is a keyframe).
+const AUDIO_JOBS: usize = 512;
+
+/// How many source frames may wait for the codec thread of `derivation`.
+const fn job_capacity(derivation: Derivation) -> usize {
+    match derivation {
+        Derivation::H264WithoutBFrames => VIDEO_JOBS,
+        Derivation::AacToOpus | Derivation::OpusToAac => AUDIO_JOBS,
+    }
+}
 
 /// Output keyframe interval of the H.264 re-encode: 2 s at the source's frame rate, as
 /// encoders for the web use.
@@ -185,7 +200,7 @@ fn launch<C: FrameCodec + 'static>(
     runtime: &tokio::runtime::Handle,
 ) -> Result<tokio_util::sync::DropGuard, Refusal> {
     let derivation = job.output.derivation();
-    let (jobs, job_rx) = mpsc::channel(JOB_CAPACITY);
+    let (jobs, job_rx) = mpsc::channel(job_capacity(derivation));
     let output = job.output;
     let name = output.stream().to_owned();
     let thread = std::thread::Builder::new()
@@ -260,7 +275,9 @@ async fn forward(
                     dropped += 1;
                     continue;
                 }
-                if JOB_CAPACITY - jobs.capacity() > DISPOSABLE_ABOVE && is_disposable(&f.frame) {
+                if jobs.max_capacity() - jobs.capacity() > DISPOSABLE_ABOVE
+                    && is_disposable(&f.frame)
+                {
                     left_out += 1;
                     if left_out.is_power_of_two() {
                         tracing::debug!(stream = %name, left_out, "{what} behind: frames no other refers to left out");

@@ -35,8 +35,10 @@ mod pages;
 pub mod peer;
 mod play;
 mod publish;
+pub mod sdpfrag;
 mod session;
 mod socket;
+pub mod whip;
 
 use std::sync::Arc;
 
@@ -53,6 +55,7 @@ pub use peer::IceSettings;
 pub use play::MAX_START_BACKLOG;
 pub use session::NEGOTIATION_TIMEOUT;
 pub use socket::MAX_SESSIONS_PER_SOCKET;
+pub use whip::{IceServer, Resources};
 
 /// What every WebRTC session needs.
 #[derive(Debug)]
@@ -63,6 +66,10 @@ pub struct WebRtcContext {
     pub hub: Hub,
     /// ICE settings for every peer connection.
     pub ice: IceSettings,
+    /// STUN and TURN servers given to clients.
+    pub ice_servers: Vec<IceServer>,
+    /// The sessions signaled over HTTP (WHIP, WHEP).
+    pub resources: Resources,
     /// WebRTC publishers that viewers may ask for keyframes.
     pub keyframes: KeyframeBoard,
     /// Fires at server shutdown: every socket and session ends.
@@ -78,6 +85,7 @@ impl WebRtcContext {
     pub fn new(
         admission: Arc<Admission>,
         ice: IceSettings,
+        ice_servers: Vec<IceServer>,
         limits: WebRtcLimits,
         shutdown: CancellationToken,
     ) -> Self {
@@ -85,6 +93,8 @@ impl WebRtcContext {
             hub: admission.hub().clone(),
             admission,
             ice,
+            ice_servers,
+            resources: Resources::default(),
             limits,
             counts: limits::Counts::new(&limits),
             keyframes: KeyframeBoard::default(),
@@ -107,6 +117,7 @@ pub fn router(ctx: Arc<WebRtcContext>) -> Router {
     Router::new()
         .route("/websocket", get(socket::root))
         .route("/{app}/websocket", get(socket::app))
+        .merge(whip::routes())
         .merge(pages::router())
         .with_state(ctx)
 }

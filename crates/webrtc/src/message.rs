@@ -375,14 +375,18 @@ impl Reply {
         json!({"command": "pong"}).to_string()
     }
 
-    /// `iceServerConfig`: no STUN or TURN server (the server has a reachable address, or the
-    /// operator configured its public IP).
-    pub fn ice_server_config() -> String {
+    /// `iceServerConfig`: the server's TURN server if it has one (Ant Media's message names
+    /// one server, its URI and credentials), else its STUN server, else none.
+    pub fn ice_server_config(servers: &[crate::IceServer]) -> String {
+        let server = servers
+            .iter()
+            .find(|s| !s.username.is_empty())
+            .or_else(|| servers.first());
         json!({
             "command": "iceServerConfig",
-            "stunServerUri": "",
-            "turnServerUsername": "",
-            "turnServerCredential": "",
+            "stunServerUri": server.map_or("", |s| s.url.as_str()),
+            "turnServerUsername": server.map_or("", |s| s.username.as_str()),
+            "turnServerCredential": server.map_or("", |s| s.credential.as_str()),
         })
         .to_string()
     }
@@ -440,6 +444,37 @@ mod tests {
         assert_eq!(
             parse(r#"{"command":"getIceServerConfig"}"#).unwrap(),
             Command::GetIceServerConfig
+        );
+    }
+
+    #[test]
+    fn the_ice_server_config_names_the_turn_server_before_the_stun_server() {
+        let reply = |servers: &[crate::IceServer]| -> serde_json::Value {
+            serde_json::from_str(&Reply::ice_server_config(servers)).unwrap()
+        };
+        assert_eq!(reply(&[])["stunServerUri"], "");
+        let stun = crate::IceServer {
+            url: "stun:stun.example.net:3478".into(),
+            username: String::new(),
+            credential: String::new(),
+        };
+        assert_eq!(
+            reply(std::slice::from_ref(&stun))["stunServerUri"],
+            "stun:stun.example.net:3478"
+        );
+        let turn = crate::IceServer {
+            url: "turn:turn.example.net".into(),
+            username: "u".into(),
+            credential: "p".into(),
+        };
+        let r = reply(&[stun, turn]);
+        assert_eq!(
+            (
+                &r["stunServerUri"],
+                &r["turnServerUsername"],
+                &r["turnServerCredential"]
+            ),
+            (&"turn:turn.example.net".into(), &"u".into(), &"p".into())
         );
     }
 

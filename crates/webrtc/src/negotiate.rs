@@ -124,6 +124,26 @@ pub fn prepare_answer(sdp: &str) -> PreparedAnswer {
     PreparedAnswer { sdp: out, rejected }
 }
 
+/// The kinds of media sections an answer takes (port not 0, not `inactive`).
+pub fn answered_kinds(sdp: &str) -> Vec<SectionKind> {
+    let mut kinds = Vec::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let mut lines = section.lines().map(|l| l.trim_end_matches('\r'));
+        let Some(m) = lines.next() else { continue };
+        let mut fields = m.split(' ');
+        let kind = match fields.next() {
+            Some("video") => SectionKind::Video,
+            Some("audio") => SectionKind::Audio,
+            _ => SectionKind::Other,
+        };
+        if fields.next() == Some("0") || lines.any(|l| l == "a=inactive") {
+            continue;
+        }
+        kinds.push(kind);
+    }
+    kinds
+}
+
 /// The codecs a publish answer (the server's, to a browser's offer) takes in: for each media
 /// section the server receives on (port not 0, not `inactive`), the codec of its first
 /// payload type, when streamgate carries it. What the relay waits for before the publish's
@@ -251,6 +271,20 @@ mod tests {
         for garbage in ["", "m=", "v=0\nm=audio", "v=0\nm=audio 9 X\na=rtpmap:111"] {
             assert!(answered_codecs(garbage).is_empty(), "{garbage:?}");
         }
+        assert_eq!(
+            answered_kinds(answer),
+            [SectionKind::Audio, SectionKind::Video, SectionKind::Other]
+        );
+        assert_eq!(
+            answered_kinds(&vp8),
+            [SectionKind::Video, SectionKind::Other],
+            "port 0"
+        );
+        assert_eq!(
+            answered_kinds(&inactive),
+            [SectionKind::Video, SectionKind::Other],
+            "inactive"
+        );
     }
 
     #[test]

@@ -50,8 +50,9 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
 
 use crate::inbound::RtpIn;
-use crate::negotiate::{prepare_answer, SectionKind};
+use crate::negotiate::{self, prepare_answer, SectionKind};
 use crate::outbound::Stamp;
+use crate::sdpfrag;
 
 /// Capacity of a peer's event channel to its session. Events are few (candidates, state
 /// changes, tracks, keyframe requests); when it is full a keyframe request is dropped (the
@@ -67,6 +68,11 @@ const ICE_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Largest RTP or RTCP packet read, in bytes.
 const RECEIVE_MTU: usize = 1500;
+
+/// Longest wait for the server's ICE candidates before an answer that carries them (WHIP
+/// and WHEP answers, which a client gets in one response) goes out with those gathered so
+/// far. Host candidates take milliseconds; the server asks no STUN server.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// ICE settings shared by every peer connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -358,6 +364,60 @@ impl Core {
     async fn close(&self) {
         let _ = self.pc.close().await;
     }
+
+    /// Applies the client's offer and answers it; with `gather`, waits for the server's
+    /// candidates (within [`GATHER_TIMEOUT`]) and returns the answer with them.
+    async fn answer(&self, offer: String, gather: bool) -> Result<String, PeerError> {
+        let offer =
+            RTCSessionDescription::offer(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::Sdp(e.to_string()))?;
+        self.local_answer(gather).await
+    }
+
+    /// Creates and applies the answer to the remote offer in force (see [`Core::answer`]).
+    async fn local_answer(&self, gather: bool) -> Result<String, PeerError> {
+        let answer = self.pc.create_answer(None).await.map_err(stack)?;
+        let mut gathered = self.pc.gathering_complete_promise().await;
+        let sdp = answer.sdp.clone();
+        self.pc.set_local_description(answer).await.map_err(stack)?;
+        if !gather {
+            return Ok(sdp);
+        }
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.recv()).await;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .map_or(sdp, |local| local.sdp))
+    }
+
+    /// Restarts ICE with the client's new credentials and candidates: the remote offer again
+    /// with them, answered; returns the server's new credentials and candidates as an SDP
+    /// fragment.
+    async fn restart_ice(
+        &self,
+        ufrag: &str,
+        pwd: &str,
+        candidates: &[String],
+    ) -> Result<String, PeerError> {
+        let remote = self
+            .pc
+            .remote_description()
+            .await
+            .ok_or_else(|| PeerError::Sdp("no offer to restart".into()))?;
+        let offer = sdpfrag::with_credentials(&remote.sdp, ufrag, pwd, candidates);
+        self.answer(offer, true).await?;
+        let local = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| PeerError::Stack("no local description".into()))?;
+        sdpfrag::answer(&local.sdp)
+            .ok_or_else(|| PeerError::Stack("no ICE credentials in the answer".into()))
+    }
 }
 
 /// The server side of a browser's publish.
@@ -401,23 +461,26 @@ impl PublishPeer {
         Ok(Self { core, video_ssrcs })
     }
 
-    /// Applies the browser's offer and returns the answer.
+    /// Applies the browser's offer and returns the answer, its candidates to follow one by
+    /// one ([`PeerEvent::Candidate`]).
     pub async fn answer(&self, offer: String) -> Result<String, PeerError> {
-        let offer =
-            RTCSessionDescription::offer(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
-        self.core
-            .pc
-            .set_remote_description(offer)
-            .await
-            .map_err(|e| PeerError::Sdp(e.to_string()))?;
-        let answer = self.core.pc.create_answer(None).await.map_err(stack)?;
-        let sdp = answer.sdp.clone();
-        self.core
-            .pc
-            .set_local_description(answer)
-            .await
-            .map_err(stack)?;
-        Ok(sdp)
+        self.core.answer(offer, false).await
+    }
+
+    /// Applies a WHIP client's offer and returns the answer with the server's candidates in
+    /// it (the client gets no others).
+    pub async fn answer_gathered(&self, offer: String) -> Result<String, PeerError> {
+        self.core.answer(offer, true).await
+    }
+
+    /// Restarts ICE (see [`crate::sdpfrag`]); returns the answer fragment.
+    pub async fn restart_ice(
+        &self,
+        ufrag: &str,
+        pwd: &str,
+        candidates: &[String],
+    ) -> Result<String, PeerError> {
+        self.core.restart_ice(ufrag, pwd, candidates).await
     }
 
     /// Adds one of the browser's candidates.
@@ -589,6 +652,47 @@ impl PlayPeer {
         audio: bool,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self, PeerError> {
+        Self::build(ice, video, audio, None, events).await
+    }
+
+    /// A peer connection answering a WHEP client's `offer` with the same tracks as
+    /// [`PlayPeer::new`] offers (each bound to the client's codec of its kind that matches),
+    /// and the answer, with the server's candidates in it; the kinds the client takes none of
+    /// (or did not ask for) have no track.
+    pub async fn answering(
+        ice: &IceSettings,
+        video: Vec<CodecSpec>,
+        audio: bool,
+        offer: String,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<(Self, String), PeerError> {
+        let mut peer = Self::build(ice, video, audio, Some(offer), events).await?;
+        let answer = peer.core.local_answer(true).await?;
+        // A section the answer rejects (or that the offer did not have) carries nothing.
+        let sections = negotiate::answered_kinds(&answer);
+        if !sections.contains(&SectionKind::Video) {
+            peer.video = None;
+        }
+        if !sections.contains(&SectionKind::Audio) {
+            peer.audio = None;
+        }
+        if peer.video.is_none() && peer.audio.is_none() {
+            return Err(PeerError::Sdp(
+                "the offer takes none of the stream's codecs".into(),
+            ));
+        }
+        Ok((peer, answer))
+    }
+
+    /// The peer connection and its tracks; with `offer`, the client's offer applied first
+    /// and the tracks bound to its sections.
+    async fn build(
+        ice: &IceSettings,
+        video: Vec<CodecSpec>,
+        audio: bool,
+        offer: Option<String>,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Self, PeerError> {
         let mut codecs = video.clone();
         if audio {
             codecs.push(CodecSpec::opus(111));
@@ -596,7 +700,8 @@ impl PlayPeer {
         let core = Core::new(ice, &codecs, events.clone()).await?;
         // One track per kind, described by its first codec; it is bound to whichever of its
         // kind's codecs the answer takes.
-        let mut tracks = Vec::new();
+        let mut video_track = None;
+        let mut audio_track = None;
         let firsts = video.first().into_iter().chain(
             codecs
                 .iter()
@@ -604,7 +709,7 @@ impl PlayPeer {
                 .take(1),
         );
         for spec in firsts {
-            let (id, kind) = match spec.kind() {
+            let (id, is_video) = match spec.kind() {
                 RTPCodecType::Video => ("video", true),
                 _ => ("audio", false),
             };
@@ -613,6 +718,8 @@ impl PlayPeer {
                 id.to_owned(),
                 "streamgate".to_owned(),
             ));
+            // A client's offer applied below binds its section of this kind to this sending
+            // transceiver.
             let sender = core
                 .pc
                 .add_transceiver_from_track(
@@ -638,7 +745,7 @@ impl PlayPeer {
             // requests are passed on.
             tokio::spawn(async move {
                 while let Ok((packets, _)) = sender.read_rtcp().await {
-                    if !kind {
+                    if !is_video {
                         continue;
                     }
                     let wants_key = packets.iter().any(|p| {
@@ -650,30 +757,41 @@ impl PlayPeer {
                     }
                 }
             });
-            tracks.push((
-                kind,
-                OutgoingTrack {
-                    track,
-                    pc: Arc::clone(&core.pc),
-                    ssrc,
-                    sent: Arc::default(),
-                },
-            ));
-        }
-        let mut video_track = None;
-        let mut audio_track = None;
-        for (is_video, t) in tracks {
+            let outgoing = OutgoingTrack {
+                track,
+                pc: Arc::clone(&core.pc),
+                ssrc,
+                sent: Arc::default(),
+            };
             if is_video {
-                video_track = Some(t);
+                video_track = Some(outgoing);
             } else {
-                audio_track = Some(t);
+                audio_track = Some(outgoing);
             }
+        }
+        if let Some(offer) = offer {
+            let offer =
+                RTCSessionDescription::offer(offer).map_err(|e| PeerError::Sdp(e.to_string()))?;
+            core.pc
+                .set_remote_description(offer)
+                .await
+                .map_err(|e| PeerError::Sdp(e.to_string()))?;
         }
         Ok(Self {
             core,
             video: video_track,
             audio: audio_track,
         })
+    }
+
+    /// Restarts ICE (see [`crate::sdpfrag`]); returns the answer fragment.
+    pub async fn restart_ice(
+        &self,
+        ufrag: &str,
+        pwd: &str,
+        candidates: &[String],
+    ) -> Result<String, PeerError> {
+        self.core.restart_ice(ufrag, pwd, candidates).await
     }
 
     /// The server's offer.

@@ -15,14 +15,16 @@ use streamgate_media::{ms_to_ticks, Codec, TrackKind, CLOCK_HZ};
 use streamgate_relay::{
     Event, Pick, Refusal, Selection, SharedConfig, SharedFrame, Subscriber, Unavailable, WireFormat,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::message::{Definition, Reply, SdpKind};
 use crate::name::revocation_reason;
 use crate::negotiate::{h264_profile_ids, SectionKind, H264_PAYLOAD_TYPES};
 use crate::outbound::{clock_rate, encode_payloads, Payloads, Stamper};
 use crate::pace::{Lane, Pacer, Pushed};
-use crate::peer::{CodecSpec, Connection, OutgoingTrack, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY};
+use crate::peer::{
+    CodecSpec, Connection, OutgoingTrack, PeerError, PeerEvent, PlayPeer, PEER_EVENT_CAPACITY,
+};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
 use crate::WebRtcContext;
 
@@ -68,7 +70,79 @@ const NOT_CARRIED_REASON: &str = "the stream's video codec cannot be played in a
 /// Why the session ended, for the final message.
 type End = Option<(Definition, Option<&'static str>)>;
 
-/// Runs a play session until it ends. The grant is held for the session's life.
+/// A play whose peer connection has answered a WHEP client's offer.
+pub(crate) struct Answered {
+    peer: PlayPeer,
+    events: mpsc::Receiver<PeerEvent>,
+    negotiating: OwnedSemaphorePermit,
+    config: Arc<SharedConfig>,
+    selection: Selection,
+}
+
+/// Why a WHEP offer was not answered.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AnswerError {
+    /// As many peer connections negotiate as the server allows.
+    #[error("too many negotiations at once")]
+    Busy,
+    /// The offer cannot be applied, or takes none of the stream's codecs.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+/// Answers a WHEP client's offer for a stream with `config`, of which the viewer takes
+/// `selection` (which [`unplayable`] has let through): the answer carries the server's
+/// candidates.
+pub(crate) async fn answer_whep(
+    ctx: &WebRtcContext,
+    config: Arc<SharedConfig>,
+    selection: Selection,
+    offer: String,
+) -> Result<(String, Answered), AnswerError> {
+    let negotiating = ctx.counts.negotiate().ok_or(AnswerError::Busy)?;
+    let (events_tx, events) = mpsc::channel(PEER_EVENT_CAPACITY);
+    let (peer, answer) = PlayPeer::answering(
+        &ctx.ice,
+        video_specs(&config, selection),
+        selection.audio.codec().is_some(),
+        offer,
+        events_tx,
+    )
+    .await?;
+    Ok((
+        answer,
+        Answered {
+            peer,
+            events,
+            negotiating,
+            config,
+            selection,
+        },
+    ))
+}
+
+/// The first announcement of a stream a viewer reads: its configuration and what the viewer
+/// takes of it; `None` if none comes within `within` or the stream ends first.
+pub(crate) async fn first_start(
+    sub: &mut Subscriber,
+    within: Duration,
+) -> Option<(Arc<SharedConfig>, Selection)> {
+    let wait = async {
+        loop {
+            match sub.recv().await {
+                Event::Started(config, selection) => return Some((config, selection)),
+                Event::Ended => return None,
+                Event::Frame(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, wait).await.ok().flatten()
+}
+
+/// Runs a play session until it ends. The grant is held for the session's life. A session
+/// signaled over the WebSocket waits for the stream and offers it here, the browser's answer
+/// coming as it does; one signaled over HTTP (WHEP) comes `answered`, with the subscriber it
+/// waited for the stream with.
 pub(crate) async fn run(
     ctx: Arc<WebRtcContext>,
     mut session: PlaySession,
@@ -76,11 +150,16 @@ pub(crate) async fn run(
     stream_id: String,
     out: Outbox,
     mut control: mpsc::Receiver<Control>,
+    answered: Option<(Subscriber, Answered)>,
 ) {
-    let Some(mut sub) = session.take_subscriber() else {
-        return;
+    let (mut sub, answered) = match answered {
+        Some((sub, answered)) => (sub, Some(answered)),
+        None => match session.take_subscriber() {
+            Some(sub) => (sub, None),
+            None => return,
+        },
     };
-    tracing::info!(stream = %name, session = session.grant().session_id(), "WebRTC play admitted");
+    tracing::info!(stream = %name, session = session.grant().session_id(), protocol = session.protocol().as_str(), "WebRTC play admitted");
     let end = play(
         &ctx,
         &session,
@@ -89,6 +168,7 @@ pub(crate) async fn run(
         &out,
         &mut control,
         &mut sub,
+        answered,
     )
     .await;
     if let Some((definition, reason)) = end {
@@ -128,72 +208,23 @@ async fn play(
     out: &Outbox,
     control: &mut mpsc::Receiver<Control>,
     sub: &mut Subscriber,
+    answered: Option<Answered>,
 ) -> End {
-    let live = ctx.hub.stream_stats(name.as_str()).is_some_and(|s| s.live);
-    if !live {
-        out.text(Reply::notification(
-            Definition::PlayWaiting,
-            stream_id,
-            None,
-        ))
-        .await;
-    }
-    // Wait for the stream: its configuration, and what this viewer takes of it (settled by
-    // the relay from the publish's first frames).
-    let (mut config, mut selection) = loop {
-        tokio::select! {
-            r = session.revoked() => return Some((Definition::PlayFinished, Some(revocation_reason(r)))),
-            c = control.recv() => match c {
-                None => return None,
-                Some(Control::Stop) => return Some((Definition::PlayFinished, None)),
-                Some(_) => out.text(Reply::error(Definition::NoSession, Some(stream_id))).await,
-            },
-            ev = sub.recv() => if let Event::Started(config, selection) = ev { break (config, selection) },
-        }
+    let answered = match answered {
+        Some(a) => a,
+        None => match offer(ctx, session, name, stream_id, out, control, sub).await {
+            Ok(a) => a,
+            Err(end) => return end,
+        },
     };
-    if let Err(end) = playable(name, stream_id, out, selection).await {
-        return end;
-    }
-    let video_specs: Vec<CodecSpec> = match selection.video {
-        Pick::Source(Codec::Vp8) => vec![CodecSpec::vp8(96)],
-        // The stream's own H.264 under its profile and those browsers list; a re-encode is
-        // Constrained Baseline.
-        Pick::Source(_) => offer_h264(h264_profile_ids(config.config.video.as_ref())),
-        Pick::Derived(_) => offer_h264(h264_profile_ids(None)),
-        Pick::Absent | Pick::Unavailable(_) => Vec::new(),
-    };
-    let audio = selection.audio.codec().is_some();
-    // A place among the peer connections negotiating at once, until this one connects.
-    let Some(negotiating) = ctx.counts.negotiate() else {
-        tracing::warn!(stream = %name, "WebRTC play refused: too many negotiations at once");
-        out.text(Reply::error(Definition::ServerBusy, Some(stream_id)))
-            .await;
-        return None;
-    };
+    let Answered {
+        peer,
+        mut events,
+        negotiating,
+        mut config,
+        mut selection,
+    } = answered;
     let mut negotiating = Some(negotiating);
-    let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
-    let peer = match PlayPeer::new(&ctx.ice, video_specs, audio, events_tx).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
-            out.text(Reply::error(Definition::ServerError, Some(stream_id)))
-                .await;
-            return None;
-        }
-    };
-    match peer.offer().await {
-        Ok(sdp) => {
-            out.text(Reply::configuration(stream_id, SdpKind::Offer, &sdp))
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(stream = %name, error = %e, "cannot make an offer");
-            out.text(Reply::error(Definition::ServerError, Some(stream_id)))
-                .await;
-            peer.close().await;
-            return None;
-        }
-    }
     let mut sender = Sender::new(&peer, selection.video.codec());
     let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
     tokio::pin!(deadline);
@@ -235,6 +266,10 @@ async fn play(
                     if let Err(e) = peer.add_candidate(candidate, label, mid).await {
                         tracing::debug!(stream = %name, error = %e, "candidate ignored");
                     }
+                }
+                Some(Control::IceRestart { ufrag, pwd, candidates, reply }) => {
+                    let answer = peer.restart_ice(&ufrag, &pwd, &candidates).await;
+                    let _ = reply.send(answer.map_err(|e| e.to_string()));
                 }
             },
             ev = events.recv() => match ev {
@@ -318,6 +353,93 @@ async fn play(
     end
 }
 
+/// The WebSocket way in: waits for the stream (telling the browser it waits), then makes the
+/// peer connection and sends its offer; the browser's answer comes to the session's loop.
+async fn offer(
+    ctx: &WebRtcContext,
+    session: &PlaySession,
+    name: &StreamName,
+    stream_id: &str,
+    out: &Outbox,
+    control: &mut mpsc::Receiver<Control>,
+    sub: &mut Subscriber,
+) -> Result<Answered, End> {
+    let live = ctx.hub.stream_stats(name.as_str()).is_some_and(|s| s.live);
+    if !live {
+        out.text(Reply::notification(
+            Definition::PlayWaiting,
+            stream_id,
+            None,
+        ))
+        .await;
+    }
+    // Wait for the stream: its configuration, and what this viewer takes of it (settled by
+    // the relay from the publish's first frames).
+    let (config, selection) = loop {
+        tokio::select! {
+            r = session.revoked() => return Err(Some((Definition::PlayFinished, Some(revocation_reason(r))))),
+            c = control.recv() => match c {
+                None => return Err(None),
+                Some(Control::Stop) => return Err(Some((Definition::PlayFinished, None))),
+                Some(_) => out.text(Reply::error(Definition::NoSession, Some(stream_id))).await,
+            },
+            ev = sub.recv() => if let Event::Started(config, selection) = ev { break (config, selection) },
+        }
+    };
+    playable(name, stream_id, out, selection).await?;
+    // A place among the peer connections negotiating at once, until this one connects.
+    let Some(negotiating) = ctx.counts.negotiate() else {
+        tracing::warn!(stream = %name, "WebRTC play refused: too many negotiations at once");
+        out.text(Reply::error(Definition::ServerBusy, Some(stream_id)))
+            .await;
+        return Err(None);
+    };
+    let (events_tx, events) = mpsc::channel(PEER_EVENT_CAPACITY);
+    let audio = selection.audio.codec().is_some();
+    let peer =
+        match PlayPeer::new(&ctx.ice, video_specs(&config, selection), audio, events_tx).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
+                out.text(Reply::error(Definition::ServerError, Some(stream_id)))
+                    .await;
+                return Err(None);
+            }
+        };
+    match peer.offer().await {
+        Ok(sdp) => {
+            out.text(Reply::configuration(stream_id, SdpKind::Offer, &sdp))
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "cannot make an offer");
+            out.text(Reply::error(Definition::ServerError, Some(stream_id)))
+                .await;
+            peer.close().await;
+            return Err(None);
+        }
+    }
+    Ok(Answered {
+        peer,
+        events,
+        negotiating,
+        config,
+        selection,
+    })
+}
+
+/// The video codecs a viewer taking `selection` of a stream with `config` is offered.
+fn video_specs(config: &SharedConfig, selection: Selection) -> Vec<CodecSpec> {
+    match selection.video {
+        Pick::Source(Codec::Vp8) => vec![CodecSpec::vp8(96)],
+        // The stream's own H.264 under its profile and those browsers list; a re-encode is
+        // Constrained Baseline.
+        Pick::Source(_) => offer_h264(h264_profile_ids(config.config.video.as_ref())),
+        Pick::Derived(_) => offer_h264(h264_profile_ids(None)),
+        Pick::Absent | Pick::Unavailable(_) => Vec::new(),
+    }
+}
+
 /// H.264 offered under each of `ids`, one payload type each.
 fn offer_h264(ids: Vec<String>) -> Vec<CodecSpec> {
     ids.iter()
@@ -326,22 +448,14 @@ fn offer_h264(ids: Vec<String>) -> Vec<CodecSpec> {
         .collect()
 }
 
-/// Whether the viewer can play what it takes of the stream: a picture it cannot get (a
-/// re-encode refused or failed, a codec no browser takes) ends the play, with an `error` and
-/// the reason; a sound it cannot get is only logged (it plays the picture).
-async fn playable(
-    name: &StreamName,
-    stream_id: &str,
-    out: &Outbox,
-    selection: Selection,
-) -> Result<(), End> {
-    if let Pick::Unavailable(why) = selection.audio {
-        tracing::warn!(stream = %name, reason = ?why, "WebRTC viewer gets no sound");
-    }
+/// What ends a play of `selection` before it starts: a picture the viewer cannot get (a
+/// re-encode refused or failed, a codec no browser takes), as the `error` definition and the
+/// reason. A sound it cannot get is no reason (it plays the picture).
+pub(crate) fn unplayable(selection: Selection) -> Option<(Definition, &'static str)> {
     let Pick::Unavailable(why) = selection.video else {
-        return Ok(());
+        return None;
     };
-    let (definition, reason) = match why {
+    Some(match why {
         Unavailable::Refused(_, Refusal::Disabled) => {
             (Definition::BFramesUnsupported, BFRAMES_REASON)
         }
@@ -353,6 +467,22 @@ async fn playable(
             (Definition::ServerError, REENCODE_FAILED_REASON)
         }
         Unavailable::NotCarried(_) => (Definition::ServerError, NOT_CARRIED_REASON),
+    })
+}
+
+/// Whether the viewer can play what it takes of the stream ([`unplayable`]); if not, the
+/// browser gets an `error` and the end carries the reason. A sound it cannot get is logged.
+async fn playable(
+    name: &StreamName,
+    stream_id: &str,
+    out: &Outbox,
+    selection: Selection,
+) -> Result<(), End> {
+    if let Pick::Unavailable(why) = selection.audio {
+        tracing::warn!(stream = %name, reason = ?why, "WebRTC viewer gets no sound");
+    }
+    let Some((definition, reason)) = unplayable(selection) else {
+        return Ok(());
     };
     tracing::warn!(stream = %name, "WebRTC play refused: {reason}");
     out.text(Reply::error(definition, Some(stream_id))).await;

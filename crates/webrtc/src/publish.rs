@@ -12,7 +12,7 @@ use streamgate_auth::StreamName;
 use streamgate_media::{ms_to_ticks, Codec};
 use streamgate_relay::Publisher;
 use streamgate_transcode::OpusToAac;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
 use crate::inbound::Reassembler;
@@ -20,11 +20,61 @@ use crate::keyframe::KeyframeBoard;
 use crate::message::{Definition, Reply, SdpKind};
 use crate::name::revocation_reason;
 use crate::negotiate::answered_codecs;
-use crate::peer::{Connection, IncomingTrack, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY};
+use crate::peer::{
+    Connection, IncomingTrack, PeerError, PeerEvent, PublishPeer, PEER_EVENT_CAPACITY,
+};
 use crate::session::{Control, Outbox, NEGOTIATION_TIMEOUT};
 use crate::WebRtcContext;
 
-/// Runs a publish session until it ends. The grant is held for the session's life.
+/// A publish's peer connection, set up within the cap on negotiations (whose place it
+/// holds until it connects).
+pub(crate) struct Prepared {
+    peer: PublishPeer,
+    events: mpsc::Receiver<PeerEvent>,
+    negotiating: OwnedSemaphorePermit,
+}
+
+/// Why a peer connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PrepareError {
+    /// As many peer connections negotiate as the server allows.
+    #[error("too many negotiations at once")]
+    Busy,
+    /// The WebRTC stack failed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+impl Prepared {
+    /// Sets up the peer connection of a publish.
+    pub(crate) async fn new(ctx: &WebRtcContext) -> Result<Self, PrepareError> {
+        let negotiating = ctx.counts.negotiate().ok_or(PrepareError::Busy)?;
+        let (events_tx, events) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let peer = PublishPeer::new(&ctx.ice, events_tx).await?;
+        Ok(Self {
+            peer,
+            events,
+            negotiating,
+        })
+    }
+
+    /// Answers a WHIP client's offer, with the server's candidates in the answer, and tells
+    /// the relay which tracks will come.
+    pub(crate) async fn answer_whip(
+        &self,
+        offer: String,
+        publisher: &Publisher,
+        name: &StreamName,
+    ) -> Result<String, PeerError> {
+        let answer = self.peer.answer_gathered(offer).await?;
+        announce_tracks(publisher, &answer, name);
+        Ok(answer)
+    }
+}
+
+/// Runs a publish session until it ends. The grant is held for the session's life. A session
+/// signaled over the WebSocket sets up its peer here and takes the browser's offer as it
+/// comes; one signaled over HTTP (WHIP) comes `prepared`, its offer answered.
 pub(crate) async fn run(
     ctx: Arc<WebRtcContext>,
     mut session: PublishSession,
@@ -32,29 +82,38 @@ pub(crate) async fn run(
     stream_id: String,
     out: Outbox,
     mut control: mpsc::Receiver<Control>,
+    prepared: Option<Prepared>,
 ) {
     let publisher = Arc::clone(session.publisher());
-    // A place among the peer connections negotiating at once, until this one connects.
-    let Some(negotiating) = ctx.counts.negotiate() else {
-        tracing::warn!(stream = %name, "WebRTC publish refused: too many negotiations at once");
-        out.text(Reply::error(Definition::ServerBusy, Some(&stream_id)))
-            .await;
-        return;
+    let prepared = match prepared {
+        Some(p) => p,
+        None => match Prepared::new(&ctx).await {
+            Ok(p) => {
+                out.text(Reply::start(&stream_id)).await;
+                p
+            }
+            Err(PrepareError::Busy) => {
+                tracing::warn!(stream = %name, "WebRTC publish refused: too many negotiations at once");
+                out.text(Reply::error(Definition::ServerBusy, Some(&stream_id)))
+                    .await;
+                return;
+            }
+            Err(PrepareError::Peer(e)) => {
+                tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
+                out.text(Reply::error(Definition::ServerError, Some(&stream_id)))
+                    .await;
+                return;
+            }
+        },
     };
+    let Prepared {
+        peer,
+        mut events,
+        negotiating,
+    } = prepared;
     let mut negotiating = Some(negotiating);
-    let (events_tx, mut events) = mpsc::channel(PEER_EVENT_CAPACITY);
-    let peer = match PublishPeer::new(&ctx.ice, events_tx).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(stream = %name, error = %e, "cannot create peer connection");
-            out.text(Reply::error(Definition::ServerError, Some(&stream_id)))
-                .await;
-            return;
-        }
-    };
     let keyframe_slot = ctx.keyframes.register(name.as_str());
-    out.text(Reply::start(&stream_id)).await;
-    tracing::info!(stream = %name, session = session.grant().session_id(), "WebRTC publish admitted");
+    tracing::info!(stream = %name, session = session.grant().session_id(), protocol = session.protocol().as_str(), "WebRTC publish admitted");
 
     let started = Instant::now();
     let deadline = tokio::time::sleep(NEGOTIATION_TIMEOUT);
@@ -87,6 +146,10 @@ pub(crate) async fn run(
                     if let Err(e) = peer.add_candidate(candidate, label, mid).await {
                         tracing::debug!(stream = %name, error = %e, "candidate ignored");
                     }
+                }
+                Some(Control::IceRestart { ufrag, pwd, candidates, reply }) => {
+                    let answer = peer.restart_ice(&ufrag, &pwd, &candidates).await;
+                    let _ = reply.send(answer.map_err(|e| e.to_string()));
                 }
             },
             ev = events.recv() => match ev {

@@ -38,6 +38,18 @@ pub enum Control {
     },
     /// The browser asked to stop.
     Stop,
+    /// The client restarts ICE with new credentials (a WHIP or WHEP `PATCH`): the session
+    /// answers with its own new credentials and candidates, as an SDP fragment.
+    IceRestart {
+        /// The client's new `ice-ufrag`.
+        ufrag: String,
+        /// The client's new `ice-pwd`.
+        pwd: String,
+        /// The client's candidates that came with them (`candidate:` lines).
+        candidates: Vec<String>,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// What is written to the socket.
@@ -66,6 +78,13 @@ impl Outbox {
             queue,
             overflow: CancellationToken::new(),
         }
+    }
+
+    /// An outbox that drops everything: for sessions signaled over HTTP (WHIP, WHEP),
+    /// whose client learns what happens from status codes and its peer connection.
+    pub fn silent() -> Self {
+        let (queue, _) = mpsc::channel(1);
+        Self::new(queue)
     }
 
     /// Queues a text message without waiting; dropped if the socket is gone. A full queue

@@ -266,7 +266,7 @@ async fn handle(
             }
         }
         Command::Ping => out.text(Reply::pong()).await,
-        Command::GetIceServerConfig => out.text(Reply::ice_server_config()).await,
+        Command::GetIceServerConfig => out.text(Reply::ice_server_config(&ctx.ice_servers)).await,
         Command::GetStreamInfo { stream_id } => {
             let reply = match resolve(client.app.as_deref(), &stream_id) {
                 Err(d) => Reply::error(d, Some(&stream_id)),
@@ -351,11 +351,11 @@ async fn admit(
     // The session holds its place among the address's sessions for its whole life.
     let task = match admitted {
         Admitted::Publish(session) => tokio::spawn(async move {
-            publish::run(ctx, session, name, sid, out, rx).await;
+            publish::run(ctx, session, name, sid, out, rx, None).await;
             drop(pass);
         }),
         Admitted::Play(session) => tokio::spawn(async move {
-            play::run(ctx, session, name, sid, out, rx).await;
+            play::run(ctx, session, name, sid, out, rx, None).await;
             drop(pass);
         }),
     };
