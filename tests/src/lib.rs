@@ -17,6 +17,7 @@ pub mod hostile;
 pub mod http;
 pub mod rtmp;
 pub mod srt;
+pub mod tls;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};

@@ -43,7 +43,6 @@ pub(crate) async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
-    fanouts: Arc<FanOuts>,
 ) {
     let _ = socket.set_nodelay(true);
     let (reader, writer) = socket.into_split();
@@ -60,7 +59,7 @@ pub(crate) async fn serve_connection(
         revocation: None,
         play: None,
         stop: stop.clone(),
-        fanouts,
+        fanouts: Arc::clone(&ctx.fanouts),
     };
     let reason = tokio::select! {
         biased;

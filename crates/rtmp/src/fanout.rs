@@ -332,7 +332,7 @@ impl Shard {
     }
 }
 
-/// The fan-out groups of one listener, by stream name.
+/// The fan-out groups of the RTMP and RTMPS listeners, by stream name.
 #[derive(Debug, Default)]
 pub(crate) struct FanOuts {
     groups: Mutex<HashMap<String, Weak<Group>>>,

@@ -11,7 +11,8 @@
 //! relay, and a player's frames are written by its stream's fan-out shard from bytes
 //! serialised once per frame for every viewer ([`chunk`]). A revoked grant, the end of the
 //! stream, a broken limit or shutdown closes the connection. The listener ([`listener`])
-//! caps connections in all and per source address before reading a byte.
+//! caps connections in all and per source address before reading a byte. RTMPS ([`tls`]) is
+//! the same session behind a TLS handshake.
 
 pub mod amf0;
 pub mod chunk;
@@ -27,6 +28,7 @@ pub mod session;
 pub mod status;
 mod stop;
 pub mod target;
+mod tls;
 mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +40,7 @@ use streamgate_relay::Hub;
 pub use connection::WRITE_STALL_TIMEOUT;
 pub use listener::RtmpListener;
 pub use session::{Close, SessionLimits};
+pub use tls::RtmpsListener;
 
 /// What every RTMP connection needs.
 #[derive(Debug)]
@@ -50,6 +53,8 @@ pub struct RtmpContext {
     pub limits: SessionLimits,
     /// Counts of ended connections, for metrics.
     pub stats: RtmpStats,
+    /// The fan-out groups of playing viewers, shared by the RTMP and RTMPS listeners.
+    pub(crate) fanouts: Arc<fanout::FanOuts>,
 }
 
 impl RtmpContext {
@@ -60,6 +65,7 @@ impl RtmpContext {
             admission,
             limits,
             stats: RtmpStats::default(),
+            fanouts: Arc::default(),
         }
     }
 }

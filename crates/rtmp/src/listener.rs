@@ -9,14 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::serve_connection;
-use crate::fanout::FanOuts;
 use crate::RtmpContext;
 
 /// Pause after an accept error (such as running out of file descriptors), so that the loop
 /// does not spin while the sessions already running keep going.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Least time between two log lines about failing accepts.
-const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A bound RTMP listener.
 #[derive(Debug)]
@@ -45,7 +44,6 @@ impl RtmpListener {
         gate: ConnectionGate,
         shutdown: CancellationToken,
     ) {
-        let fanouts = Arc::new(FanOuts::default());
         let mut tasks = tokio::task::JoinSet::new();
         let mut last_error_log: Option<Instant> = None;
         loop {
@@ -77,9 +75,8 @@ impl RtmpListener {
             };
             let ctx = Arc::clone(&ctx);
             let stop = shutdown.clone();
-            let fanouts = Arc::clone(&fanouts);
             tasks.spawn(async move {
-                serve_connection(ctx, socket, peer, stop, fanouts).await;
+                serve_connection(ctx, socket, peer, stop).await;
                 drop(pass);
             });
         }

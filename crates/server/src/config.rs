@@ -125,6 +125,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listener.
     pub http: HttpSection,
+    /// TLS: the certificate of the HTTPS and RTMPS listeners.
+    pub tls: TlsSection,
+    /// HTTPS listener (with `[tls]`).
+    pub https: HttpsSection,
+    /// RTMPS listener (with `[tls]`).
+    pub rtmps: RtmpsSection,
     /// REST API.
     pub api: ApiSection,
     /// RTMP listener.
@@ -165,6 +171,61 @@ pub struct HttpSection {
     pub max_connections: usize,
     /// Most HTTP connections from one address (IPv6: one /64) at once.
     pub max_connections_per_ip: usize,
+    /// Comma-separated addresses and CIDR blocks of the proxies in front of the server, whose
+    /// `Forwarded` and `X-Forwarded-For` headers give the client address; empty: none.
+    pub trusted_proxies: String,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM file of the certificate chain; with `key_file`, HTTPS, WSS and RTMPS are served.
+    pub cert_file: PathBuf,
+    /// PEM file of the private key.
+    pub key_file: PathBuf,
+    /// Answer plain HTTP with a redirect to HTTPS (but `/healthz` and `/metrics`).
+    pub redirect_http: bool,
+}
+
+impl TlsSection {
+    /// The certificate and key files, if TLS is on.
+    pub fn files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        (!self.cert_file.as_os_str().is_empty())
+            .then_some((self.cert_file.as_path(), self.key_file.as_path()))
+    }
+}
+
+/// `[https]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsSection {
+    /// Address the HTTPS server binds (everything the HTTP port serves, over TLS).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpsSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+        }
+    }
+}
+
+/// `[rtmps]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtmpsSection {
+    /// Address the RTMPS listener binds.
+    pub listen: SocketAddr,
+}
+
+impl Default for RtmpsSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1936)),
+        }
+    }
 }
 
 /// `[rtmp]`.
@@ -390,6 +451,12 @@ pub const SETTINGS: &[Setting] = &[
     setting("http.idle_timeout", "SECONDS", "Time an HTTP connection may pass without a byte either way"),
     setting("http.max_connections", "N", "Most HTTP connections at once"),
     setting("http.max_connections_per_ip", "N", "Most HTTP connections from one address (IPv6: /64)"),
+    setting("http.trusted_proxies", "CIDRS", "Comma-separated proxies whose Forwarded / X-Forwarded-For give the client address; empty: none"),
+    setting("tls.cert_file", "FILE", "PEM certificate chain; with tls.key_file, HTTPS, WSS and RTMPS are served"),
+    setting("tls.key_file", "FILE", "PEM private key of tls.cert_file"),
+    setting("tls.redirect_http", "BOOL", "Redirect plain HTTP to HTTPS (but /healthz and /metrics)"),
+    setting("https.listen", "ADDR", "HTTPS listen address (with [tls]): everything the HTTP port serves"),
+    setting("rtmps.listen", "ADDR", "RTMPS listen address (with [tls])"),
     setting("rtmp.listen", "ADDR", "RTMP listen address"),
     setting("rtmp.handshake_timeout", "SECONDS", "Time from accept to a completed RTMP handshake"),
     setting("rtmp.grant_timeout", "SECONDS", "Time from accept to a granted publish or play"),
@@ -444,6 +511,9 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             http: HttpSection::default(),
+            tls: TlsSection::default(),
+            https: HttpsSection::default(),
+            rtmps: RtmpsSection::default(),
             api: ApiSection::default(),
             rtmp: RtmpSection::default(),
             srt: SrtSection::default(),
@@ -467,6 +537,7 @@ impl Default for HttpSection {
             idle_timeout: Seconds(60),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -716,6 +787,17 @@ impl RelaySection {
     }
 }
 
+impl HttpSection {
+    /// The trusted proxies.
+    pub fn proxies(&self) -> Result<crate::proxy::TrustedProxies, ConfigError> {
+        crate::proxy::TrustedProxies::parse(&self.trusted_proxies).map_err(|e| {
+            ConfigError(format!(
+                "http.trusted_proxies (STREAMGATE_HTTP_TRUSTED_PROXIES): {e}"
+            ))
+        })
+    }
+}
+
 impl TokensSection {
     /// The default expiry, if set.
     pub fn default_expiry(&self) -> Option<Duration> {
@@ -916,6 +998,17 @@ impl Config {
         let fail = |msg: String| Err(ConfigError(msg));
         self.webrtc.ice_settings()?;
         self.webrtc.ice_servers()?;
+        self.http.proxies()?;
+        let (cert, key) = (
+            self.tls.cert_file.as_os_str().is_empty(),
+            self.tls.key_file.as_os_str().is_empty(),
+        );
+        if cert != key {
+            return fail("tls.cert_file and tls.key_file: set both (TLS on) or neither".into());
+        }
+        if self.tls.redirect_http && cert {
+            return fail("tls.redirect_http: needs tls.cert_file and tls.key_file".into());
+        }
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir: must not be empty".into());
         }

@@ -9,6 +9,11 @@
 //! - and a connection that moves no byte either way for [`HttpLimits::idle_timeout`] is
 //!   closed ([`Watched`]). Once upgraded to a WebSocket, a connection is the WebSocket's,
 //!   which pings and has its own idle timeout.
+//!
+//! The same loop serves HTTPS: a [`Transport`] with TLS takes each connection through the
+//! handshake first (within the head's time). Behind trusted proxies, each request's client
+//! address ([`ConnectInfo`], which token rules and the failure delays see) is the one they
+//! forward ([`crate::proxy`]); connection caps count the address that connected.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,9 +32,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use streamgate_auth::ConnectionGate;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+use crate::proxy::TrustedProxies;
 
 /// Largest request body read at all; routes may take less (the token API takes 64 KiB).
 pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
@@ -55,12 +63,32 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
 }
 
+/// How a listener takes its connections: plain, or through TLS; and whose forwarding
+/// headers it believes.
+#[derive(Clone, Default)]
+pub struct Transport {
+    /// TLS (HTTPS, WSS), if the listener has it.
+    pub tls: Option<TlsAcceptor>,
+    /// The proxies whose `Forwarded` and `X-Forwarded-For` give the client address.
+    pub proxies: Arc<TrustedProxies>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("tls", &self.tls.is_some())
+            .field("proxies", &self.proxies)
+            .finish()
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
     gate: ConnectionGate,
+    transport: Transport,
     shutdown: CancellationToken,
 ) {
     let body_timeout = limits.body_timeout;
@@ -91,8 +119,25 @@ pub async fn serve(
         };
         let app = app.clone();
         let stop = shutdown.clone();
+        let transport = transport.clone();
         tasks.spawn(async move {
-            connection(socket, peer, app, limits, stop).await;
+            let _ = socket.set_nodelay(true);
+            let proxies = Arc::clone(&transport.proxies);
+            match transport.tls {
+                None => connection(socket, peer, app, limits, proxies, stop).await,
+                Some(tls) => {
+                    // The handshake is part of the first request's head time.
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(socket)).await {
+                        Ok(Ok(stream)) => {
+                            connection(stream, peer, app, limits, proxies, stop).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake not done in time"),
+                    }
+                }
+            }
             drop(pass);
         });
     }
@@ -100,22 +145,26 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Serves one connection until it closes, idles out, or the server shuts down.
-async fn connection(
-    socket: TcpStream,
+/// Serves one connection until it closes, idles out, or the server shuts down. Each request
+/// sees as its client `peer`, or the client a trusted proxy forwards for.
+async fn connection<I>(
+    socket: I,
     peer: SocketAddr,
     app: Router,
     limits: HttpLimits,
+    proxies: Arc<TrustedProxies>,
     shutdown: CancellationToken,
-) {
-    let _ = socket.set_nodelay(true);
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: socket,
         activity: Arc::clone(&activity),
     });
     let service = TowerToHyperService::new(app.map_request(move |mut req: Request<_>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+        let client = proxies.client(peer, req.headers());
+        req.extensions_mut().insert(ConnectInfo(client));
         req
     }));
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -149,6 +198,46 @@ async fn connection(
             }
         }
     }
+}
+
+/// Answers a plain HTTP request with a redirect to the same URL on HTTPS at `port`, but
+/// `/healthz` and `/metrics` (health checks and scrapers stay on plain HTTP).
+pub async fn redirect_to_https(req: Request, next: Next, port: u16) -> Response {
+    let path = req.uri().path();
+    if path == "/healthz" || path == "/metrics" {
+        return next.run(req).await;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_without_port);
+    let Some(host) = host else {
+        return (StatusCode::BAD_REQUEST, "no Host header\n").into_response();
+    };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", axum::http::uri::PathAndQuery::as_str);
+    let location = format!("https://{host}:{port}{target}");
+    match axum::http::HeaderValue::from_str(&location) {
+        Ok(value) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, value)]).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad Host header\n").into_response(),
+    }
+}
+
+/// The host of a `Host` header value, without its port: `example.net`, `[2001:db8::1]`.
+fn host_without_port(value: &str) -> Option<&str> {
+    let host = if value.starts_with('[') {
+        value.split_inclusive(']').next()?
+    } else {
+        value.split(':').next()?
+    };
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    ok.then_some(host)
 }
 
 /// Reads a request's body within `timeout` and [`MAX_REQUEST_BODY`], before the route sees
@@ -205,12 +294,12 @@ impl Activity {
 
 /// A socket that notes when it last moved a byte.
 #[derive(Debug)]
-struct Watched {
-    inner: TcpStream,
+struct Watched<I> {
+    inner: I,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -225,7 +314,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -260,5 +349,24 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redirect_keeps_the_host_and_drops_its_port() {
+        assert_eq!(host_without_port("example.net:8080"), Some("example.net"));
+        assert_eq!(host_without_port("example.net"), Some("example.net"));
+        assert_eq!(
+            host_without_port("[2001:db8::1]:8080"),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(host_without_port("127.0.0.1:8080"), Some("127.0.0.1"));
+        for bad in ["", ":8080", "evil.net/path", "a b"] {
+            assert_eq!(host_without_port(bad), None, "{bad:?}");
+        }
     }
 }

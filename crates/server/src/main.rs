@@ -4,8 +4,10 @@
 mod config;
 mod http;
 mod metrics;
+mod proxy;
 mod secret_file;
 mod supervise;
+mod tls;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use streamgate_api::{ApiState, Health, MetricsAccess};
 use streamgate_auth::jwt::JwtVerifier;
 use streamgate_auth::{Auth, AuthConfig, ConnectionGate, Secret, SqliteStore};
 use streamgate_relay::{Deriver, Hub};
-use streamgate_rtmp::{RtmpContext, RtmpListener};
+use streamgate_rtmp::{RtmpContext, RtmpListener, RtmpsListener};
 use streamgate_srt::{SrtContext, SrtListener};
 use streamgate_transcode::Transcoders;
 use streamgate_webrtc::WebRtcContext;
@@ -192,6 +194,21 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     health.expect("http");
     health.expect("rtmp");
     health.expect("srt");
+    let proxies = Arc::new(config.http.proxies().map_err(|e| e.0)?);
+    if !proxies.is_empty() {
+        tracing::info!(
+            proxies = %config.http.trusted_proxies,
+            "client addresses are taken from Forwarded / X-Forwarded-For of these proxies"
+        );
+    }
+    let certificates = match config.tls.files() {
+        Some((cert, key)) => {
+            health.expect("https");
+            health.expect("rtmps");
+            Some(tls::Certificates::load(cert, key).map_err(|e| format!("TLS: {e}"))?)
+        }
+        None => None,
+    };
     let hub = Hub::with_limits(config.relay.limits());
     let transcoders = Arc::new(Transcoders::new(config.webrtc.transcode_settings()));
     hub.set_deriver(Arc::clone(&transcoders) as Arc<dyn Deriver>);
@@ -232,6 +249,20 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         rtmp.run(Arc::clone(&rtmp_ctx), rtmp_gate.clone(), shutdown.clone()),
     );
     health.up("rtmp");
+    if let Some(certs) = &certificates {
+        let rtmps = RtmpsListener::bind(config.rtmps.listen, certs.rtmps_acceptor())
+            .await
+            .map_err(|e| format!("cannot listen for RTMPS on {}: {e}", config.rtmps.listen))?;
+        tracing::info!(addr = %rtmps.local_addr().map_err(|e| e.to_string())?, "RTMPS listening");
+        let (ctx, gate, stop) = (Arc::clone(&rtmp_ctx), rtmp_gate.clone(), shutdown.clone());
+        spawn_listener(&mut tasks, "rtmps", &health, &shutdown, async move {
+            if let Err(e) = rtmps.run(ctx, gate, stop).await {
+                tracing::error!(error = %e, "the RTMPS listener could not run");
+            }
+        });
+        health.up("rtmps");
+        tasks.spawn(Arc::clone(certs).watch(shutdown.clone()));
+    }
 
     let srt = SrtListener::bind(config.srt.listen)
         .await
@@ -313,6 +344,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
                 streamgate_api::metrics_router(state.clone()),
                 config.http.limits(),
                 gate,
+                http::Transport::default(),
                 shutdown.clone(),
             ),
         );
@@ -332,12 +364,54 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         max_connections_per_ip = config.http.max_connections_per_ip,
         "HTTP listening"
     );
+    if let Some(certs) = &certificates {
+        let listener = tokio::net::TcpListener::bind(config.https.listen)
+            .await
+            .map_err(|e| format!("cannot listen for HTTPS on {}: {e}", config.https.listen))?;
+        let https_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(addr = %https_addr, "HTTPS listening");
+        let transport = http::Transport {
+            tls: Some(certs.https_acceptor()),
+            proxies: Arc::clone(&proxies),
+        };
+        spawn_listener(
+            &mut tasks,
+            "https",
+            &health,
+            &shutdown,
+            http::serve(
+                listener,
+                app.clone(),
+                http_limits,
+                http_gate.clone(),
+                transport,
+                shutdown.clone(),
+            ),
+        );
+        health.up("https");
+    }
+    let plain = if config.tls.redirect_http {
+        let port = config.https.listen.port();
+        app.layer(axum::middleware::from_fn(move |req, next| {
+            http::redirect_to_https(req, next, port)
+        }))
+    } else {
+        app
+    };
+    let transport = http::Transport { tls: None, proxies };
     spawn_listener(
         &mut tasks,
         "http",
         &health,
         &shutdown,
-        http::serve(listener, app, http_limits, http_gate, shutdown.clone()),
+        http::serve(
+            listener,
+            plain,
+            http_limits,
+            http_gate,
+            transport,
+            shutdown.clone(),
+        ),
     );
     health.up("http");
 

@@ -1,5 +1,6 @@
 // streamgate WebRTC client for the bundled pages: WebSocket signaling with the Ant Media
-// message set, one RTCPeerConnection per session. No build step, no dependencies.
+// message set, or WHIP and WHEP over HTTP (`&via=whip`); one RTCPeerConnection per session.
+// No build step, no dependencies.
 "use strict";
 
 const streamgate = {
@@ -128,6 +129,87 @@ const streamgate = {
         closePeer();
       },
     };
+  },
+
+  // What a refused WHIP or WHEP request's status means.
+  httpError(status) {
+    return {
+      401: "not authorized: check the token",
+      403: "refused by the token's rules",
+      404: "the stream is not live",
+      409: "this stream is already being published",
+      422: "the stream's video has B-frames, which this server does not re-encode for it",
+      429: "too many sessions from this address",
+      503: "the server is busy; try again later",
+    }[status] || "refused (" + status + ")";
+  },
+
+  // Runs one publish (WHIP) or play (WHEP) session over HTTP, the offer sent with every
+  // candidate in it (as OBS does). Same options as start().
+  startHttp(opts) {
+    const st = this.state;
+    const say = (text, isError) => {
+      st.status = text;
+      if (isError) st.errors.push(text);
+      if (opts.onStatus) opts.onStatus(text, !!isError);
+    };
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    st.pc = pc;
+    let resource = null;
+    pc.ontrack = (e) => opts.onTrack && opts.onTrack(e);
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") say(opts.mode === "publish" ? "publishing" : "playing");
+      else if (pc.connectionState === "failed") say("connection failed", true);
+    };
+    const run = async () => {
+      if (opts.mode === "publish") {
+        for (const track of opts.stream.getTracks()) {
+          const tr = pc.addTransceiver(track, { direction: "sendonly", streams: [opts.stream] });
+          if (track.kind === "video" && tr.setCodecPreferences) {
+            const caps = RTCRtpSender.getCapabilities("video").codecs;
+            const wanted = caps.filter((c) => c.mimeType.toLowerCase() === "video/" + (opts.codec || "h264"));
+            if (wanted.length) tr.setCodecPreferences(wanted);
+          }
+        }
+      } else {
+        pc.addTransceiver("audio", { direction: "recvonly" });
+        pc.addTransceiver("video", { direction: "recvonly" });
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await new Promise((done) => {
+        if (pc.iceGatheringState === "complete") return done();
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && done());
+        setTimeout(done, 3000);
+      });
+      say("connecting");
+      const headers = { "Content-Type": "application/sdp" };
+      if (opts.token) headers.Authorization = "Bearer " + opts.token;
+      const kind = opts.mode === "publish" ? "whip" : "whep";
+      const response = await fetch("/" + opts.streamId + "/" + kind, {
+        method: "POST", headers, body: pc.localDescription.sdp,
+      });
+      if (response.status !== 201) {
+        st.errors.push(String(response.status));
+        say("error: " + this.httpError(response.status), true);
+        pc.close();
+        return;
+      }
+      resource = new URL(response.headers.get("Location"), location.href);
+      await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    };
+    run().catch((e) => say("error: " + e, true));
+    return {
+      stop() {
+        if (resource) fetch(resource, { method: "DELETE" }).catch(() => {});
+        pc.close();
+      },
+    };
+  },
+
+  // start() or startHttp(), as the page's `via` parameter asks (`whip` or `whep`: HTTP).
+  open(opts) {
+    const via = this.param("via").toLowerCase();
+    return via === "whip" || via === "whep" ? this.startHttp(opts) : this.start(opts);
   },
 };
 window.streamgate = streamgate;
