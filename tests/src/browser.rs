@@ -54,7 +54,50 @@ impl Browser {
     /// `--use-file-for-fake-video-capture=<file>`).
     pub fn launch_with(extra: &[String]) -> Self {
         let profile = TempDir::new("chromium");
-        let mut child = Command::new(chromium())
+        let mut cmd = Command::new(chromium());
+        cmd.env("HOME", profile.path());
+        Self::spawn(cmd, profile, extra)
+    }
+
+    /// As [`Browser::launch`], trusting the certificate authority of `ca_file` (PEM) as a
+    /// person's browser trusts the ones installed: it goes into the NSS database of the
+    /// browser's own home (`certutil`, from Debian's libnss3-tools).
+    pub fn launch_trusting(ca_file: &Path) -> Self {
+        let profile = TempDir::new("chromium");
+        let db = format!("sql:{}", profile.path().join(".pki/nssdb").display());
+        std::fs::create_dir_all(profile.path().join(".pki/nssdb")).unwrap();
+        let certutil = |args: &[&str]| {
+            let out = Command::new("certutil")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("certutil (libnss3-tools): {e}"));
+            assert!(
+                out.status.success(),
+                "certutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        certutil(&["-N", "-d", &db, "--empty-password"]);
+        let ca = ca_file.display().to_string();
+        certutil(&[
+            "-A",
+            "-d",
+            &db,
+            "-t",
+            "C,,",
+            "-n",
+            "streamgate test CA",
+            "-i",
+            &ca,
+        ]);
+        let mut cmd = Command::new(chromium());
+        cmd.env("HOME", profile.path());
+        Self::spawn(cmd, profile, &[])
+    }
+
+    /// Starts Chromium from `cmd` with the profile in `profile` and `extra` switches.
+    fn spawn(mut cmd: Command, profile: TempDir, extra: &[String]) -> Self {
+        let mut child = cmd
             .args([
                 "--headless",
                 "--no-sandbox",

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use sha2::{Digest as _, Sha256};
 
 use crate::TempDir;
 
@@ -24,9 +22,8 @@ pub struct Pki {
     pub cert_file: PathBuf,
     /// The server's private key (PEM): what `[tls] key_file` names.
     pub key_file: PathBuf,
-    /// The server certificate issued last (DER), and its key's SubjectPublicKeyInfo (DER).
+    /// The server certificate issued last (DER).
     pub leaf: Vec<u8>,
-    leaf_spki: Vec<u8>,
 }
 
 impl Pki {
@@ -50,7 +47,6 @@ impl Pki {
             ca_key,
             ca_file,
             leaf: Vec::new(),
-            leaf_spki: Vec::new(),
         };
         pki.issue();
         pki
@@ -76,13 +72,6 @@ impl Pki {
         write(&self.key_file, key.serialize_pem());
         write(&self.cert_file, cert.pem());
         self.leaf = cert.der().to_vec();
-        self.leaf_spki = key.public_key_der();
-    }
-
-    /// Chromium's `--ignore-certificate-errors-spki-list` value that trusts the certificate
-    /// issued last: the base64 SHA-256 of its public key.
-    pub fn spki_pin(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&self.leaf_spki))
     }
 }
 

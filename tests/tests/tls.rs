@@ -71,11 +71,8 @@ fn curl_and_chromium_use_https_wss_whip_and_whep_with_the_servers_certificate() 
     let (code, _) = curl(&["-H", &auth], &api);
     assert_eq!(code, 60, "without the CA, curl refuses the certificate");
 
-    // Chromium trusting the certificate: the pages over https, signaling over wss.
-    let mut b = Browser::launch_with(&[format!(
-        "--ignore-certificate-errors-spki-list={}",
-        pki.spki_pin()
-    )]);
+    // Chromium trusting the CA: the pages over https, signaling over wss.
+    let mut b = Browser::launch_trusting(&pki.ca_file);
     let origin = format!("https://127.0.0.1:{}", https.port());
     let token = publish_token(&s, "live/secure", json!({}));
     let publisher = b.open(&format!(

@@ -386,6 +386,16 @@ fn deleting_the_token_ends_whip_and_whep_sessions_within_a_second() {
         sessions(&s, "whip", "publish") == 0 && sessions(&s, "whep", "play") == 0
     });
     assert!(ended, "sessions left after {:?}", deleted.elapsed());
+    // The sessions' resources are gone with them.
+    for tab in [&publisher, &viewer] {
+        let status = b.eval(
+            tab,
+            "fetch(window.client.resourceURL, { method: 'PATCH', \
+             headers: { 'Content-Type': 'application/trickle-ice-sdpfrag' }, \
+             body: 'a=end-of-candidates\\r\\n' }).then(r => r.status)",
+        );
+        assert_eq!(status, 404);
+    }
     // The browser's connection goes down (WHIP has no message for it: the server closes the
     // peer connection).
     let down = b.wait_for(
