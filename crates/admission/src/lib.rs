@@ -228,7 +228,7 @@ pub const fn wire_format(protocol: Protocol) -> Option<WireFormat> {
         Protocol::Rtmp => Some(WireFormat::Rtmp),
         Protocol::Srt => Some(WireFormat::MpegTs),
         Protocol::WebRtc | Protocol::Whip | Protocol::Whep => Some(WireFormat::Rtp),
-        Protocol::Http => None,
+        Protocol::Hls | Protocol::Dash => Some(WireFormat::Cmaf),
     }
 }
 

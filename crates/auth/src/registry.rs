@@ -232,6 +232,11 @@ impl Registry {
         }
     }
 
+    /// When session `id`'s token expires, as things stand (policy changes move it).
+    pub(crate) fn expires_on(&self, id: u64) -> Option<UnixMillis> {
+        self.lock().sessions.get(&id).and_then(|s| s.expires_on)
+    }
+
     /// The live stream of that name, if it is being published.
     pub fn live(&self, stream: &StreamName) -> Option<LiveStream> {
         self.lock().leases.get(stream).map(|l| LiveStream {
@@ -375,6 +380,10 @@ impl SessionGuard {
 
     pub(crate) fn bound_to(&self) -> Option<u64> {
         self.bound_to
+    }
+
+    pub(crate) fn expires_on(&self) -> Option<UnixMillis> {
+        self.registry.expires_on(self.id)
     }
 }
 

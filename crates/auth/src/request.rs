@@ -31,8 +31,10 @@ pub enum Protocol {
     Whip,
     /// WebRTC played over WHEP.
     Whep,
-    /// Plain HTTP.
-    Http,
+    /// HLS (and LL-HLS) over HTTP.
+    Hls,
+    /// MPEG-DASH over HTTP.
+    Dash,
 }
 
 impl Protocol {
@@ -44,7 +46,8 @@ impl Protocol {
             Self::WebRtc => "webrtc",
             Self::Whip => "whip",
             Self::Whep => "whep",
-            Self::Http => "http",
+            Self::Hls => "hls",
+            Self::Dash => "dash",
         }
     }
 }
@@ -225,6 +228,12 @@ impl Grant {
     /// The token that admitted the session, if one did.
     pub fn token_id(&self) -> Option<TokenId> {
         self.token
+    }
+
+    /// When the token that admitted the session expires (Unix milliseconds), if it does:
+    /// the session ends then.
+    pub fn expires_on(&self) -> Option<crate::UnixMillis> {
+        self.guard.expires_on()
     }
 
     /// For a publish grant: whether viewers of the stream need a subscribe token.

@@ -152,6 +152,17 @@ pub struct PictureSize {
 /// Reads the picture size from an SPS NAL unit (H.264 7.3.2.1.1), header byte included:
 /// what a decoder would allocate for, checked before any decoder sees the unit.
 pub fn sps_picture_size(sps: &[u8]) -> Result<PictureSize, MediaError> {
+    sps_sizes(sps).map(|(coded, _)| coded)
+}
+
+/// Reads the displayed picture size from an SPS NAL unit: the coded size less the frame
+/// cropping (what players show and playlists announce).
+pub fn sps_display_size(sps: &[u8]) -> Result<PictureSize, MediaError> {
+    sps_sizes(sps).map(|(_, shown)| shown)
+}
+
+/// The coded and the displayed picture size of an SPS.
+fn sps_sizes(sps: &[u8]) -> Result<(PictureSize, PictureSize), MediaError> {
     if nal_type(sps) != Some(NAL_TYPE_SPS) {
         return Err(MediaError::Invalid {
             what: "SPS",
@@ -163,13 +174,17 @@ pub fn sps_picture_size(sps: &[u8]) -> Result<PictureSize, MediaError> {
     let profile = r.bits(8)?;
     r.bits(16)?; // constraint flags, level
     r.ue()?; // seq_parameter_set_id
+             // 4:2:0 unless the profile says otherwise; crop units follow the chroma format.
+    let mut chroma_array_type = 1;
     if matches!(
         profile,
         100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
     ) {
         let chroma_format = r.ue()?;
-        if chroma_format == 3 {
-            r.flag()?; // separate_colour_plane_flag
+        chroma_array_type = chroma_format;
+        if chroma_format == 3 && r.flag()? {
+            // separate_colour_plane_flag: each plane coded as monochrome
+            chroma_array_type = 0;
         }
         r.ue()?; // bit_depth_luma_minus8
         r.ue()?; // bit_depth_chroma_minus8
@@ -216,10 +231,39 @@ pub fn sps_picture_size(sps: &[u8]) -> Result<PictureSize, MediaError> {
         height_units * 2
     };
     let px = |mbs: u64| u32::try_from(mbs * 16).unwrap_or(u32::MAX);
-    Ok(PictureSize {
+    let coded = PictureSize {
         width: px(width_mbs),
         height: px(height_mbs),
-    })
+    };
+    // The cropping follows; an SPS cut short before it is taken as uncropped.
+    let mut cropped = || -> Result<PictureSize, MediaError> {
+        if !frame_mbs_only {
+            r.flag()?; // mb_adaptive_frame_field_flag
+        }
+        r.flag()?; // direct_8x8_inference_flag
+        if !r.flag()? {
+            return Ok(coded);
+        }
+        // frame_cropping_flag: offsets in crop units (H.264 7.4.2.1.1)
+        let (unit_x, sub_height): (u64, u64) = match chroma_array_type {
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        let unit_y = sub_height * if frame_mbs_only { 1 } else { 2 };
+        let (left, right) = (u64::from(r.ue()?), u64::from(r.ue()?));
+        let (top, bottom) = (u64::from(r.ue()?), u64::from(r.ue()?));
+        let crop = |size: u32, a: u64, b: u64, unit: u64| {
+            u32::try_from(u64::from(size).saturating_sub((a + b).saturating_mul(unit)))
+                .unwrap_or(size)
+        };
+        Ok(PictureSize {
+            width: crop(coded.width, left, right, unit_x),
+            height: crop(coded.height, top, bottom, unit_y),
+        })
+    };
+    let shown = cropped().unwrap_or(coded);
+    Ok((coded, shown))
 }
 
 /// Skips one scaling list of `size` entries (H.264 7.3.2.1.1.1).
@@ -444,6 +488,24 @@ mod tests {
             PictureSize {
                 width: 1280,
                 height: 736
+            }
+        );
+        assert_eq!(sps_display_size(&w.nal()), sps_picture_size(&w.nal()));
+        // The real 640x360 of libx264: 40 x 23 macroblocks, cropped by 4 units of 2 rows.
+        let mut w = SpsWriter::default();
+        w.bits(100, 8).bits(0, 8).bits(30, 8).ue(0);
+        w.ue(1).ue(0).ue(0).bits(0, 1).bits(0, 1); // 4:2:0, 8 bit, no matrices
+        w.ue(0).ue(2).ue(4).bits(0, 1); // frame num, POC type 2, 4 refs, no gaps
+        w.ue(39).ue(22).bits(1, 1); // 40 x 23 macroblocks, frames only
+        w.bits(1, 1).bits(1, 1).ue(0).ue(0).ue(0).ue(4); // direct 8x8, cropping 0 0 0 4
+        w.bits(0, 1); // no VUI
+        let sps = w.nal();
+        assert_eq!(sps_picture_size(&sps).unwrap().height, 368);
+        assert_eq!(
+            sps_display_size(&sps).unwrap(),
+            PictureSize {
+                width: 640,
+                height: 360
             }
         );
         // A huge picture is read as it is (the caller bounds it), cut SPS are errors.

@@ -15,13 +15,14 @@ mod avc;
 mod config;
 mod error;
 pub mod flv;
+pub mod fmp4;
 mod frame;
 pub mod nal;
 mod read;
 pub mod ts;
 
 pub use aac::{parse_adts, AacConfig, AdtsHeader, ADTS_HEADER_LEN, MAX_ADTS_FRAME_LEN};
-pub use avc::{sps_picture_size, AvcConfig, PictureSize};
+pub use avc::{sps_display_size, sps_picture_size, AvcConfig, PictureSize};
 pub use config::{Metadata, StreamConfig, Tracks, VideoTrack};
 pub use error::MediaError;
 pub use frame::{ms_to_ticks, ticks_to_ms, Codec, Frame, TrackKind, CLOCK_HZ};

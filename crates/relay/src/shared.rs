@@ -17,18 +17,24 @@ struct EncodeCache {
 }
 
 impl EncodeCache {
-    /// The slot of one format.
-    fn slot(&self, format: WireFormat) -> &OnceLock<Bytes> {
+    /// The slot of one format; none for CMAF, which is made once per stream by its
+    /// segmenter, not per viewer.
+    fn slot(&self, format: WireFormat) -> Option<&OnceLock<Bytes>> {
         match format {
-            WireFormat::Rtmp => &self.rtmp,
-            WireFormat::MpegTs => &self.mpegts,
-            WireFormat::Rtp => &self.rtp,
+            WireFormat::Rtmp => Some(&self.rtmp),
+            WireFormat::MpegTs => Some(&self.mpegts),
+            WireFormat::Rtp => Some(&self.rtp),
+            WireFormat::Cmaf => None,
         }
     }
 
-    /// The cached bytes of `format`, running `encode` first if nobody has yet.
+    /// The cached bytes of `format`, running `encode` first if nobody has yet (every time
+    /// for a format without a slot).
     fn get_or_encode(&self, format: WireFormat, encode: impl FnOnce() -> Bytes) -> Bytes {
-        self.slot(format).get_or_init(encode).clone()
+        match self.slot(format) {
+            Some(slot) => slot.get_or_init(encode).clone(),
+            None => encode(),
+        }
     }
 }
 

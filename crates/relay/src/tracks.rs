@@ -18,26 +18,29 @@ pub enum WireFormat {
     MpegTs,
     /// RTP payloads (WebRTC).
     Rtp,
+    /// Fragmented MP4 (CMAF) segments, for HLS and DASH: made once per stream by its
+    /// segmenter, so its frames' bytes are not cached per frame.
+    Cmaf,
 }
 
 impl WireFormat {
     /// Every format.
-    pub const ALL: [Self; 3] = [Self::Rtmp, Self::MpegTs, Self::Rtp];
+    pub const ALL: [Self; 4] = [Self::Rtmp, Self::MpegTs, Self::Rtp, Self::Cmaf];
 
-    /// Which codecs the format carries here: H.264 everywhere, VP8 only in RTP; AAC in RTMP
-    /// and MPEG-TS, Opus only in RTP (each sound reaches the other side through a
+    /// Which codecs the format carries here: H.264 everywhere, VP8 only in RTP; AAC in RTMP,
+    /// MPEG-TS and CMAF, Opus only in RTP (each sound reaches the other side through a
     /// [`Derivation`]).
     pub const fn carries(self, codec: Codec) -> bool {
         matches!(
             (self, codec),
             (_, Codec::H264)
-                | (Self::Rtmp | Self::MpegTs, Codec::Aac)
+                | (Self::Rtmp | Self::MpegTs | Self::Cmaf, Codec::Aac)
                 | (Self::Rtp, Codec::Opus | Codec::Vp8)
         )
     }
 
-    /// Whether the format's players take pictures out of decoding order (B-frames): RTMP and
-    /// MPEG-TS carry each frame's presentation time; browsers' WebRTC receivers do not
+    /// Whether the format's players take pictures out of decoding order (B-frames): RTMP,
+    /// MPEG-TS and CMAF carry each frame's presentation time; browsers' WebRTC receivers do not
     /// reorder.
     pub const fn carries_bframes(self) -> bool {
         !matches!(self, Self::Rtp)
@@ -254,6 +257,7 @@ mod tests {
             (WireFormat::Rtmp, [true, true, false, false], true),
             (WireFormat::MpegTs, [true, true, false, false], true),
             (WireFormat::Rtp, [true, false, true, true], false),
+            (WireFormat::Cmaf, [true, true, false, false], true),
         ];
         for (format, expected, bframes) in rows {
             let got = [H264, Aac, Opus, Vp8].map(|c| format.carries(c));
@@ -353,6 +357,24 @@ mod tests {
                 radio,
                 Absent,
                 Derived(Derivation::AacToOpus),
+            ),
+            (
+                WireFormat::Cmaf,
+                obs,
+                Source(Codec::H264),
+                Source(Codec::Aac),
+            ),
+            (
+                WireFormat::Cmaf,
+                browser,
+                Source(Codec::H264),
+                Derived(Derivation::OpusToAac),
+            ),
+            (
+                WireFormat::Cmaf,
+                vp8,
+                not_carried(Codec::Vp8),
+                Derived(Derivation::OpusToAac),
             ),
             (WireFormat::Rtmp, Tracks::default(), Absent, Absent),
         ];
