@@ -13,6 +13,8 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body as text.
     pub body: String,
+    /// The body's bytes as they came (not de-chunked).
+    pub bytes: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -94,10 +96,17 @@ fn parse(raw: &[u8]) -> HttpResult {
     } else {
         body.to_owned()
     };
+    let bytes = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .and_then(|at| raw.get(at + 4..))
+        .unwrap_or_default()
+        .to_vec();
     Ok(HttpResponse {
         status,
         headers,
         body,
+        bytes,
     })
 }
 

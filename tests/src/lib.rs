@@ -13,6 +13,7 @@
 pub mod avsync;
 pub mod browser;
 pub mod ffmpeg;
+pub mod hls;
 pub mod hostile;
 pub mod http;
 pub mod rtmp;

@@ -1,6 +1,7 @@
 //! Ant Media's token routes, for backends written against Ant Media:
 //! `/{app}/rest/v2/broadcasts/{streamId}/token`, `/jwt-token`, `/tokens` (DELETE) and
-//! `/tokens/list/{offset}/{size}`. The stream is `{app}/{streamId}`, which is what RTMP
+//! `/tokens/list/{offset}/{size}`, and the older `/{app}/rest/broadcast/getToken?id=`, which
+//! answers as the v2 token route. The stream is `{app}/{streamId}`, which is what RTMP
 //! (`rtmp://host/{app}/{streamId}?token=`) and the other protocols name it.
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ pub const MAX_LIST_SIZE: usize = 50;
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/{app}/rest/v2/broadcasts/{stream}/token", get(one_time))
+        .route("/{app}/rest/broadcast/getToken", get(legacy_one_time))
         .route("/{app}/rest/v2/broadcasts/{stream}/jwt-token", get(jwt))
         .route(
             "/{app}/rest/v2/broadcasts/{stream}/tokens",
@@ -124,6 +126,31 @@ fn checked(
 async fn one_time(
     State(state): State<ApiState>,
     Path((app, stream_id)): Path<(String, String)>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    make_one_time(state, app, stream_id, query).await
+}
+
+/// The older route of the same: the stream in `?id=`.
+async fn legacy_one_time(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let stream_id = match &query {
+        Ok(Query(q)) => q.get("id").cloned().unwrap_or_default(),
+        Err(_) => return bad("malformed query string"),
+    };
+    if stream_id.is_empty() {
+        return bad("id: the stream id is missing");
+    }
+    make_one_time(state, app, stream_id, query).await
+}
+
+async fn make_one_time(
+    state: ApiState,
+    app: String,
+    stream_id: String,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let now = SystemTime::now();

@@ -141,6 +141,8 @@ pub struct Config {
     pub webrtc: WebRtcSection,
     /// The fan-out relay's memory bounds.
     pub relay: RelaySection,
+    /// HLS, LL-HLS and DASH playback.
+    pub hls: HlsSection,
     /// Server-wide authorization policy.
     pub auth: AuthSection,
     /// Token expiry policy.
@@ -325,6 +327,96 @@ pub struct RelaySection {
     pub gop_bytes: usize,
 }
 
+/// `[hls]`: HTTP playback (HLS, LL-HLS, DASH).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HlsSection {
+    /// Whether media playlists carry LL-HLS's parts, preload hints and blocking reloads.
+    pub low_latency: bool,
+    /// Target length of a segment; segments start at keyframes, so they last at least this
+    /// and as long as the stream's keyframe interval.
+    pub segment_ms: Millis,
+    /// Target length of an LL-HLS part (parts never exceed it).
+    pub part_ms: Millis,
+    /// Complete segments each stream keeps (the playlists' window).
+    pub window: usize,
+    /// Most bytes of segments each stream keeps.
+    pub max_stream_bytes: usize,
+    /// Streams watched over HTTP at once.
+    pub max_streams: usize,
+    /// Seconds a playback session may pass without a request before it ends.
+    pub session_idle: Seconds,
+    /// Most playback sessions at once.
+    pub max_sessions: usize,
+    /// Most playback sessions from one address (IPv6: /64).
+    pub max_sessions_per_ip: usize,
+}
+
+impl Default for HlsSection {
+    fn default() -> Self {
+        let h = streamgate_hls::HlsSettings::default();
+        Self {
+            low_latency: h.low_latency,
+            segment_ms: Millis(h.feed.segmenter.target.as_millis() as u64),
+            part_ms: Millis(h.feed.segmenter.part_target.as_millis() as u64),
+            window: h.feed.segmenter.keep_segments,
+            max_stream_bytes: h.feed.segmenter.max_bytes,
+            max_streams: h.feed.max_feeds,
+            session_idle: Seconds(h.sessions.idle.as_secs()),
+            max_sessions: h.sessions.max_sessions,
+            max_sessions_per_ip: h.sessions.max_per_ip,
+        }
+    }
+}
+
+impl HlsSection {
+    /// The settings of HTTP playback.
+    pub fn settings(&self) -> streamgate_hls::HlsSettings {
+        let mut h = streamgate_hls::HlsSettings {
+            low_latency: self.low_latency,
+            ..Default::default()
+        };
+        h.feed.segmenter.target = self.segment_ms.duration();
+        h.feed.segmenter.part_target = self.part_ms.duration();
+        h.feed.segmenter.keep_segments = self.window;
+        h.feed.segmenter.max_bytes = self.max_stream_bytes;
+        h.feed.max_feeds = self.max_streams;
+        h.sessions.idle = self.session_idle.duration();
+        h.sessions.max_sessions = self.max_sessions;
+        h.sessions.max_per_ip = self.max_sessions_per_ip;
+        h
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.into()));
+        if !(500..=30_000).contains(&self.segment_ms.0) {
+            return err("hls.segment_ms: must be 500 to 30000");
+        }
+        if !(100..=self.segment_ms.0).contains(&self.part_ms.0) {
+            return err("hls.part_ms: must be 100 to hls.segment_ms");
+        }
+        if !(3..=100).contains(&self.window) {
+            return err("hls.window: must be 3 to 100");
+        }
+        if self.max_stream_bytes < 1024 * 1024 {
+            return err("hls.max_stream_bytes: must be at least 1048576");
+        }
+        if self.session_idle.0 < 5 {
+            return err("hls.session_idle: must be at least 5");
+        }
+        for (key, n) in [
+            ("hls.max_streams", self.max_streams),
+            ("hls.max_sessions", self.max_sessions),
+            ("hls.max_sessions_per_ip", self.max_sessions_per_ip),
+        ] {
+            if n == 0 {
+                return Err(ConfigError(format!("{key}: must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `[api]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -486,6 +578,15 @@ pub const SETTINGS: &[Setting] = &[
     setting("relay.buffer_bytes", "BYTES", "Bytes of frames each stream keeps for its viewers"),
     setting("relay.gop_frames", "N", "Most frames of a stream's GOP cache"),
     setting("relay.gop_bytes", "BYTES", "Most bytes of a stream's GOP cache"),
+    setting("hls.low_latency", "BOOL", "LL-HLS: parts, preload hints and blocking playlist reloads in media playlists"),
+    setting("hls.segment_ms", "MS", "Target segment length (segments start at keyframes)"),
+    setting("hls.part_ms", "MS", "Target LL-HLS part length"),
+    setting("hls.window", "N", "Complete segments each stream keeps (the playlists' window)"),
+    setting("hls.max_stream_bytes", "BYTES", "Most bytes of segments each stream keeps"),
+    setting("hls.max_streams", "N", "Streams watched over HLS and DASH at once"),
+    setting("hls.session_idle", "SECONDS", "Time an HLS or DASH session may pass without a request"),
+    setting("hls.max_sessions", "N", "Most HLS and DASH sessions at once"),
+    setting("hls.max_sessions_per_ip", "N", "Most HLS and DASH sessions from one address (IPv6: /64)"),
     secret("api.secret", "SECRET", "API secret for /api (prefer the environment variable: flags show in process lists)"),
     setting("auth.open_publish", "BOOL", "Development mode: publishing needs no token"),
     setting("auth.require_play_token", "BOOL", "Every viewer needs a subscribe token"),
@@ -519,6 +620,7 @@ impl Default for Config {
             srt: SrtSection::default(),
             webrtc: WebRtcSection::default(),
             relay: RelaySection::default(),
+            hls: HlsSection::default(),
             auth: AuthSection::default(),
             tokens: TokensSection::default(),
             jwt: JwtSection::default(),
@@ -1071,6 +1173,7 @@ impl Config {
 
     /// Checks the timeouts and bounds: none may be switched off.
     fn validate_limits(&self) -> Result<(), ConfigError> {
+        self.hls.validate()?;
         let positive: [(&str, u64); 11] = [
             ("http.header_timeout", self.http.header_timeout.0),
             ("http.body_timeout", self.http.body_timeout.0),

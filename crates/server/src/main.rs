@@ -313,6 +313,17 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         config.webrtc.limits(),
         shutdown.clone(),
     ));
+    // Browser publishers send keyframes when asked: segments end at keyframes.
+    let keyframes = webrtc_ctx.keyframes.clone();
+    let hls_ctx = streamgate_hls::HlsContext::new(
+        Arc::clone(&admission),
+        config.hls.settings(),
+        Arc::new(move |name: &str| {
+            keyframes.request(name, std::time::Instant::now());
+        }),
+        shutdown.clone(),
+    );
+    tasks.spawn(Arc::clone(&hls_ctx).run_sweeper(shutdown.clone()));
     let http_gate = ConnectionGate::new(
         "http",
         config.http.max_connections,
@@ -323,6 +334,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
             ("http", http_gate.clone()),
             ("rtmp", rtmp_gate),
             ("webrtc", webrtc_ctx.session_gate().clone()),
+            ("hls", hls_ctx.sessions.gate().clone()),
         ],
         rtmp: rtmp_ctx,
         transcoders,
@@ -351,6 +363,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     }
     let app = streamgate_api::router(state)
         .merge(streamgate_webrtc::router(webrtc_ctx))
+        .merge(streamgate_hls::router(hls_ctx))
         .layer(axum::middleware::from_fn(log_request));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

@@ -90,7 +90,7 @@ impl MetricsSource for ListenerMetrics {
     fn write_metrics(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "# HELP streamgate_connections Connections open, per listener (webrtc: sessions)."
+            "# HELP streamgate_connections Connections open, per listener (webrtc, hls: sessions)."
         );
         let _ = writeln!(out, "# TYPE streamgate_connections gauge");
         for (name, gate) in &self.gates {

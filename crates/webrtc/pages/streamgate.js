@@ -1,15 +1,35 @@
-// streamgate WebRTC client for the bundled pages: WebSocket signaling with the Ant Media
-// message set, or WHIP and WHEP over HTTP (`&via=whip`); one RTCPeerConnection per session.
-// No build step, no dependencies.
+// streamgate client for the bundled pages: WebRTC with WebSocket signaling (the Ant Media
+// message set) or WHIP and WHEP over HTTP (`&via=whip`), one RTCPeerConnection per session;
+// and HLS playback with hls.js (served at /hls.js, loaded only when needed), which the play
+// page falls back on in the order of its `playOrder` parameter. No build step.
 "use strict";
 
 const streamgate = {
-  // What happened so far, for the page and for tests.
-  state: { status: "idle", errors: [], notifications: [], pc: null, ws: null },
+  // What happened so far, for the page and for tests: `via` is the protocol that played
+  // (webrtc, whep, hls), `tokenExpiresOn` when the token expires (Unix ms) if it does.
+  state: {
+    status: "idle", errors: [], notifications: [], pc: null, ws: null, hls: null,
+    via: "", tokenExpiresOn: null,
+  },
 
   // Query parameter `name` of the page URL.
   param(name) {
     return new URLSearchParams(location.search).get(name) || "";
+  },
+
+  // The stream the page is for: `?id=app/stream`, or `?id=stream` on an application's
+  // pages (`/{App}/play.html`, `/{App}?id=`), as Ant Media's sample pages take it.
+  streamName() {
+    const id = this.param("id");
+    if (!id || id.includes("/")) return id;
+    const app = location.pathname.split("/").filter((s) => s)[0] || "";
+    return app && !app.endsWith(".html") ? app + "/" + id : id;
+  },
+
+  noteExpiry(ms, opts) {
+    if (!Number.isFinite(ms)) return;
+    this.state.tokenExpiresOn = ms;
+    if (opts.onTokenExpiry) opts.onTokenExpiry(ms);
   },
 
   socketUrl() {
@@ -90,6 +110,8 @@ const streamgate = {
           if (pc) await pc.addIceCandidate({ candidate: msg.candidate, sdpMLineIndex: msg.label, sdpMid: msg.id });
         } else if (msg.command === "notification") {
           st.notifications.push(msg.definition);
+          if (msg.tokenExpiresOn) this.noteExpiry(Number(msg.tokenExpiresOn), opts);
+          if (msg.definition === "play_started") st.via = "webrtc";
           const text = {
             publish_started: "publishing",
             publish_finished: "publishing ended",
@@ -158,7 +180,10 @@ const streamgate = {
     let resource = null;
     pc.ontrack = (e) => opts.onTrack && opts.onTrack(e);
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === "connected") say(opts.mode === "publish" ? "publishing" : "playing");
+      if (pc.connectionState === "connected") {
+        if (opts.mode !== "publish") st.via = "whep";
+        say(opts.mode === "publish" ? "publishing" : "playing");
+      }
       else if (pc.connectionState === "failed") say("connection failed", true);
     };
     const run = async () => {
@@ -210,6 +235,162 @@ const streamgate = {
   open(opts) {
     const via = this.param("via").toLowerCase();
     return via === "whip" || via === "whep" ? this.startHttp(opts) : this.start(opts);
+  },
+
+  // What a refused HLS request's status means.
+  hlsError(status) {
+    return {
+      403: "not authorized: check the token",
+      404: "the stream is not live",
+      503: "the server is busy; try again later",
+    }[status] || "refused (" + status + ")";
+  },
+
+  // Loads hls.js once.
+  loadHlsJs() {
+    if (window.Hls) return Promise.resolve();
+    if (!this.hlsJsLoading) {
+      this.hlsJsLoading = new Promise((done, fail) => {
+        const script = document.createElement("script");
+        script.src = "/hls.js";
+        script.onload = done;
+        script.onerror = () => fail(new Error("hls.js did not load"));
+        document.head.appendChild(script);
+      });
+    }
+    return this.hlsJsLoading;
+  },
+
+  // Plays the stream over HLS into opts.video (LL-HLS unless opts.lowLatency is false). The
+  // master playlist opens the session (and tells when the token expires); hls.js then
+  // follows the media playlist, whose URIs carry the session.
+  // opts: { streamId, token, video, lowLatency, onStatus, onTokenExpiry, onFail }
+  playHls(opts) {
+    const st = this.state;
+    const say = (text, isError) => {
+      st.status = text;
+      if (isError) st.errors.push(text);
+      if (opts.onStatus) opts.onStatus(text, !!isError);
+    };
+    let hls = null;
+    let stopped = false;
+    const fail = (text) => {
+      say("error: " + text, true);
+      if (opts.onFail) opts.onFail(text);
+    };
+    const run = async () => {
+      const parts = opts.streamId.split("/");
+      const app = parts.shift();
+      const query = opts.token ? "?token=" + encodeURIComponent(opts.token) : "";
+      const master = new URL("/" + encodeURIComponent(app) + "/streams/" +
+        encodeURIComponent(parts.join("/")) + ".m3u8" + query, location.href);
+      say("connecting (HLS)");
+      const response = await fetch(master);
+      if (!response.ok) return fail(this.hlsError(response.status));
+      const expires = response.headers.get("Token-Expires");
+      if (expires) this.noteExpiry(Date.parse(expires), opts);
+      const variant = (await response.text()).split("\n").map((l) => l.trim())
+        .find((l) => l && !l.startsWith("#"));
+      if (!variant) return fail("the playlist names no media playlist");
+      const media = new URL(variant, master).href;
+      if (stopped) return;
+      const video = opts.video;
+      video.addEventListener("playing", () => {
+        st.via = "hls";
+        say("playing");
+      }, { once: true });
+      await this.loadHlsJs().catch(() => {});
+      if (window.Hls && window.Hls.isSupported()) {
+        hls = new window.Hls({ lowLatencyMode: opts.lowLatency !== false });
+        st.hls = hls;
+        hls.on(window.Hls.Events.ERROR, (_, data) => {
+          if (!data.fatal) return;
+          const status = data.response && data.response.code;
+          if (status === 403) fail("playback ended: the token no longer allows it");
+          else if (status) fail(this.hlsError(status));
+          else fail(data.details || "HLS playback failed");
+          hls.destroy();
+        });
+        hls.loadSource(media);
+        hls.attachMedia(video);
+      } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+        video.src = media;
+      } else {
+        return fail("this browser plays neither HLS nor Media Source Extensions");
+      }
+      video.play().catch(() => {
+        video.muted = true;
+        video.play().catch(() => {});
+        if (opts.onMuted) opts.onMuted();
+      });
+    };
+    run().catch((e) => fail(String(e)));
+    return {
+      stop() {
+        stopped = true;
+        if (hls) hls.destroy();
+      },
+    };
+  },
+
+  // Plays the stream with each protocol of `order` in turn (`webrtc`, `hls`), moving on when
+  // one fails or has not started playing within `patienceMs`.
+  // opts: { streamId, token, video, order, patienceMs, lowLatency, onStatus, onTokenExpiry,
+  //         onMuted }
+  play(opts) {
+    const st = this.state;
+    const order = opts.order.length ? opts.order : ["webrtc"];
+    let current = null;
+    let step = -1;
+    const next = () => {
+      if (current) current.stop();
+      current = null;
+      step += 1;
+      const protocol = order[step];
+      if (!protocol) return;
+      const more = step + 1 < order.length;
+      if (protocol === "hls") {
+        // A stream object would hide the media source hls.js attaches.
+        opts.video.srcObject = null;
+        current = this.playHls({ ...opts, onFail: () => more && next() });
+        return;
+      }
+      // WebRTC: the stream in a MediaStream the video shows.
+      const media = new MediaStream();
+      opts.video.srcObject = media;
+      const errors = st.errors.length;
+      const session = this.open({
+        mode: "play",
+        streamId: opts.streamId,
+        token: opts.token,
+        onStatus: (text, isError) => {
+          if (opts.onStatus) opts.onStatus(text, isError);
+          if (isError && more && current === session) next();
+        },
+        onTokenExpiry: opts.onTokenExpiry,
+        onTrack: (e) => {
+          for (const old of media.getTracks().filter((t) => t.kind === e.track.kind)) media.removeTrack(old);
+          media.addTrack(e.track);
+          opts.video.play().catch(() => {
+            opts.video.muted = true;
+            opts.video.play().catch(() => {});
+            if (opts.onMuted) opts.onMuted();
+          });
+        },
+      });
+      current = session;
+      if (more) {
+        setTimeout(() => {
+          if (current === session && st.status !== "playing") {
+            if (st.errors.length === errors) st.errors.push("webrtc did not start in time");
+            opts.video.srcObject = null;
+            next();
+          }
+        }, opts.patienceMs || 8000);
+      }
+    };
+    next();
+    return { stop: () => current && current.stop() };
   },
 };
 window.streamgate = streamgate;

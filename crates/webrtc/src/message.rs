@@ -342,6 +342,23 @@ impl Reply {
         Value::Object(v).to_string()
     }
 
+    /// `publish_started` or `play_started`, with `tokenExpiresOn` (Unix milliseconds) when
+    /// the session's token expires (the bundled play page shows it).
+    pub fn started(
+        definition: Definition,
+        stream_id: &str,
+        token_expires_on: Option<i64>,
+    ) -> String {
+        let mut v = serde_json::Map::new();
+        v.insert("command".into(), "notification".into());
+        v.insert("definition".into(), definition.as_str().into());
+        v.insert("streamId".into(), stream_id.into());
+        if let Some(at) = token_expires_on {
+            v.insert("tokenExpiresOn".into(), at.into());
+        }
+        Value::Object(v).to_string()
+    }
+
     /// `start`: the publisher may send its offer.
     pub fn start(stream_id: &str) -> String {
         json!({"command": "start", "streamId": stream_id}).to_string()

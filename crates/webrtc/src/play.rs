@@ -281,7 +281,7 @@ async fn play(
                     if !connected {
                         connected = true;
                         drop(negotiating.take());
-                        out.text(Reply::notification(Definition::PlayStarted, stream_id, None)).await;
+                        out.text(Reply::started(Definition::PlayStarted, stream_id, session.grant().expires_on())).await;
                         ctx.keyframes.request(name.as_str(), Instant::now());
                         sub.request_keyframe();
                         // What came while negotiating: the viewer starts at its latest

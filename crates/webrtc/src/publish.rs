@@ -161,7 +161,7 @@ pub(crate) async fn run(
                     if !connected {
                         connected = true;
                         drop(negotiating.take());
-                        out.text(Reply::notification(Definition::PublishStarted, &stream_id, None)).await;
+                        out.text(Reply::started(Definition::PublishStarted, &stream_id, session.grant().expires_on())).await;
                     }
                 }
                 Some(PeerEvent::State(Connection::Gone)) => {
