@@ -98,6 +98,41 @@ fn an_srt_publisher_reaches_rtmp_and_srt_viewers() {
 }
 
 #[test]
+fn hls_viewers_follow_the_playlists_parts_and_segments() {
+    let s = Server::start();
+    for (mode, extra) in [("parts", None), ("segments", Some("--hls-segments"))] {
+        let mut args = vec![
+            "--viewers",
+            "0",
+            "--hls-viewers",
+            "10",
+            "--hold",
+            "6",
+            "--bitrate",
+            "800",
+        ];
+        args.extend(extra);
+        let r = load(&s, &args);
+        assert_eq!(r["hls_viewers"]["admitted"], 10, "{mode}: {r:#}");
+        assert_eq!(r["hls_viewers"]["failed"], 0, "{mode}: {r:#}");
+        assert_eq!(r["hls_join_ms"]["count"], 10, "{mode}: {r:#}");
+        assert!(
+            r["hls_latency_ms"]["count"].as_u64().unwrap() > 500,
+            "{mode}: {r:#}"
+        );
+        assert!(
+            r["hls_bytes"].as_u64().unwrap() > 10 * 300_000,
+            "{mode}: {r:#}"
+        );
+        assert_eq!(r["frames_dropped"], 0, "{mode}: {r:#}");
+        let p50 = r["hls_latency_ms"]["p50"].as_f64().unwrap();
+        // A part waits for its last frame; a segment for a whole keyframe interval.
+        let most = if mode == "parts" { 1000.0 } else { 3000.0 };
+        assert!(p50 > 0.0 && p50 < most, "{mode}: {r:#}");
+    }
+}
+
+#[test]
 fn refusals_are_counted_as_refusals() {
     let s = Server::start();
     let r = load(

@@ -1,8 +1,10 @@
 //! `streamgate-load`: load-tests a streamgate deployment with publishers and viewers over RTMP,
 //! either native in-process clients (thousands of viewers at a small CPU cost, with embedded
-//! send times for latency) or stock ffmpeg processes, and reports what the viewers saw.
+//! send times for latency) or stock ffmpeg processes, plus native SRT and HLS viewers, and
+//! reports what the viewers saw.
 
 mod ffmpeg;
+mod hls;
 mod http;
 mod rtmp;
 mod srt;
@@ -73,6 +75,12 @@ struct Args {
     /// Native SRT viewers of the first stream, besides the RTMP ones
     #[arg(long, default_value_t = 0)]
     srt_viewers: u32,
+    /// Native HLS viewers of the first stream (over the --api address), besides the others
+    #[arg(long, default_value_t = 0)]
+    hls_viewers: u32,
+    /// HLS viewers fetch whole segments on a plain reload instead of LL-HLS parts
+    #[arg(long)]
+    hls_segments: bool,
     /// Stream name, app/key
     #[arg(long, default_value = "live/load")]
     stream: String,
@@ -177,6 +185,8 @@ async fn run(args: Args) -> Result<String, String> {
     let srt_counters = Arc::new(Counters::default());
     let collector = Arc::new(Collector::default());
     let srt_collector = Arc::new(Collector::default());
+    let hls_counters = Arc::new(Counters::default());
+    let hls_collector = Arc::new(Collector::default());
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
     let clip = Arc::new(synth::Clip::load(args.bitrate)?);
@@ -212,7 +222,17 @@ async fn run(args: Args) -> Result<String, String> {
         key: key.clone(),
         token: play_token,
     });
-    let total = args.viewers + args.ffmpeg_viewers + args.srt_viewers;
+    let hls_target = Arc::new(hls::Target {
+        addr: args
+            .api
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned(),
+        stream: args.stream.clone(),
+        token: view_target.token.clone(),
+        low_latency: !args.hls_segments,
+    });
+    let total = args.viewers + args.ffmpeg_viewers + args.srt_viewers + args.hls_viewers;
     let srt_view_id = srt::streamid(&args.stream, "request", view_target.token.as_deref());
     let mut viewer_stops = Vec::new();
     let spacing = if total > 0 {
@@ -226,6 +246,7 @@ async fn run(args: Args) -> Result<String, String> {
         Arc::clone(&view_counters),
         Arc::clone(&ff_counters),
         Arc::clone(&srt_counters),
+        Arc::clone(&hls_counters),
         progress_stop,
     ));
     let interrupted = CancellationToken::new();
@@ -244,7 +265,14 @@ async fn run(args: Args) -> Result<String, String> {
         let vs = stop.child_token();
         viewer_stops.push(vs.clone());
         let native = n < args.viewers && args.client == Client::Native;
-        if n >= args.viewers + args.ffmpeg_viewers {
+        if n >= args.viewers + args.ffmpeg_viewers + args.srt_viewers {
+            tasks.spawn(hls::view(
+                Arc::clone(&hls_target),
+                Arc::clone(&hls_counters),
+                Arc::clone(&hls_collector),
+                vs,
+            ));
+        } else if n >= args.viewers + args.ffmpeg_viewers {
             tasks.spawn(srt::view(
                 args.srt,
                 srt_view_id.clone(),
@@ -301,10 +329,12 @@ async fn run(args: Args) -> Result<String, String> {
 
     let samples = collector.take();
     let srt_samples = srt_collector.take();
+    let hls_samples = hls_collector.take();
     let all_kbps: Vec<f64> = samples
         .viewer_kbps
         .iter()
         .chain(&srt_samples.viewer_kbps)
+        .chain(&hls_samples.viewer_kbps)
         .copied()
         .collect();
     let report = Report {
@@ -313,15 +343,21 @@ async fn run(args: Args) -> Result<String, String> {
         viewers: Connections::of(&view_counters),
         ffmpeg_viewers: Connections::of(&ff_counters),
         srt_viewers: Connections::of(&srt_counters),
+        hls_viewers: Connections::of(&hls_counters),
         join_ms: Millis::of(samples.join_us),
         latency_ms: Millis::of(samples.latency_us),
         srt_join_ms: Millis::of(srt_samples.join_us),
         srt_latency_ms: Millis::of(srt_samples.latency_us),
+        hls_join_ms: Millis::of(hls_samples.join_us),
+        hls_latency_ms: Millis::of(hls_samples.latency_us),
+        hls_bytes: hls_counters.bytes.load(Ordering::Relaxed),
         viewer_kbps: Kbps::of(&all_kbps),
         frames_dropped: view_counters.dropped.load(Ordering::Relaxed)
-            + srt_counters.dropped.load(Ordering::Relaxed),
+            + srt_counters.dropped.load(Ordering::Relaxed)
+            + hls_counters.dropped.load(Ordering::Relaxed),
         frames_received: view_counters.frames.load(Ordering::Relaxed)
-            + srt_counters.frames.load(Ordering::Relaxed),
+            + srt_counters.frames.load(Ordering::Relaxed)
+            + hls_counters.frames.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     };
     if args.json {
@@ -344,6 +380,7 @@ async fn progress_line(
     v: Arc<Counters>,
     f: Arc<Counters>,
     sv: Arc<Counters>,
+    hv: Arc<Counters>,
     stop: CancellationToken,
 ) {
     let start = Instant::now();
@@ -353,18 +390,23 @@ async fn progress_line(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                let bytes = v.bytes.load(Ordering::Relaxed) + sv.bytes.load(Ordering::Relaxed);
+                let bytes = v.bytes.load(Ordering::Relaxed)
+                    + sv.bytes.load(Ordering::Relaxed)
+                    + hv.bytes.load(Ordering::Relaxed);
                 let kbps = (bytes - last_bytes) as f64 * 8.0 / 1000.0;
                 last_bytes = bytes;
                 let c = |x: &Counters| Connections::of(x);
-                let (pc, vc, fc, sc) = (c(&p), c(&v), c(&f), c(&sv));
+                let (pc, vc, fc, sc, hc) = (c(&p), c(&v), c(&f), c(&sv), c(&hv));
                 eprint!(
-                    "\r{:>5.0}s publishers {}/{} viewers {}/{} srt {}/{} ffmpeg {}/{} refused {} failed {} dropped {} | {:.0} kbit/s in all   ",
+                    "\r{:>5.0}s publishers {}/{} viewers {}/{} srt {}/{} hls {}/{} ffmpeg {}/{} refused {} failed {} dropped {} | {:.0} kbit/s in all   ",
                     start.elapsed().as_secs_f64(),
-                    pc.admitted, pc.attempted, vc.admitted, vc.attempted, sc.admitted, sc.attempted, fc.admitted, fc.attempted,
-                    pc.refused + vc.refused + fc.refused + sc.refused,
-                    pc.failed + vc.failed + fc.failed + sc.failed,
-                    v.dropped.load(Ordering::Relaxed) + sv.dropped.load(Ordering::Relaxed),
+                    pc.admitted, pc.attempted, vc.admitted, vc.attempted, sc.admitted, sc.attempted,
+                    hc.admitted, hc.attempted, fc.admitted, fc.attempted,
+                    pc.refused + vc.refused + fc.refused + sc.refused + hc.refused,
+                    pc.failed + vc.failed + fc.failed + sc.failed + hc.failed,
+                    v.dropped.load(Ordering::Relaxed)
+                        + sv.dropped.load(Ordering::Relaxed)
+                        + hv.dropped.load(Ordering::Relaxed),
                     kbps
                 );
             }

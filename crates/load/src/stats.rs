@@ -152,6 +152,8 @@ pub struct Report {
     pub ffmpeg_viewers: Connections,
     /// Native SRT viewers.
     pub srt_viewers: Connections,
+    /// Native HLS viewers.
+    pub hls_viewers: Connections,
     /// Native viewers: connect to first keyframe.
     pub join_ms: Millis,
     /// Native viewers: publisher send to viewer receive.
@@ -160,6 +162,13 @@ pub struct Report {
     pub srt_join_ms: Millis,
     /// Native SRT viewers: publisher send to viewer receive (includes SRT's latency window).
     pub srt_latency_ms: Millis,
+    /// Native HLS viewers: connect to the first frame fetched.
+    pub hls_join_ms: Millis,
+    /// Native HLS viewers: publisher send to the arrival of the part (or segment) holding the
+    /// frame, which includes the time the frame waited for its part to end.
+    pub hls_latency_ms: Millis,
+    /// Bytes HLS viewers fetched.
+    pub hls_bytes: u64,
     /// Received bit rate per viewer (native viewers, and ffmpeg viewers from their progress).
     pub viewer_kbps: Kbps,
     /// Video frames viewers found missing.
@@ -218,6 +227,7 @@ impl Report {
         s.push_str(&row("publishers", &self.publishers));
         s.push_str(&row("viewers", &self.viewers));
         s.push_str(&row("srt viewers", &self.srt_viewers));
+        s.push_str(&row("hls viewers", &self.hls_viewers));
         s.push_str(&row("ffmpeg viewers", &self.ffmpeg_viewers));
         s.push_str(&format!(
             "join time (ms)     p50 {} p99 {} ({} viewers)\n",
@@ -241,6 +251,18 @@ impl Report {
                 opt(self.srt_latency_ms.p99),
                 opt(self.srt_latency_ms.max),
                 self.srt_latency_ms.count
+            ));
+        }
+        if self.hls_viewers.attempted > 0 {
+            s.push_str(&format!(
+                "HLS join time (ms) p50 {} p99 {}; HLS latency (ms) p50 {} p99 {} max {} ({} frames); {} bytes fetched\n",
+                opt(self.hls_join_ms.p50),
+                opt(self.hls_join_ms.p99),
+                opt(self.hls_latency_ms.p50),
+                opt(self.hls_latency_ms.p99),
+                opt(self.hls_latency_ms.max),
+                self.hls_latency_ms.count,
+                self.hls_bytes
             ));
         }
         s.push_str(&format!(

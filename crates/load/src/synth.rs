@@ -130,6 +130,19 @@ fn parse_marker(m: &[u8]) -> Option<(u32, u64)> {
     Some((seq, sent))
 }
 
+/// Every marker in `data` (a fragmented MP4 segment, say), in order: (sequence, send time µs).
+pub fn find_markers(data: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || loop {
+        let rest = data.get(at..)?;
+        let found = rest.windows(MARKER.len()).position(|w| w == MARKER)?;
+        at += found + 1;
+        if let Some(m) = rest.get(found..).and_then(parse_marker) {
+            return Some(m);
+        }
+    })
+}
+
 /// The marker of a frame payload in AVCC form (as the MPEG-TS demuxer gives it), wherever the
 /// filler NAL unit sits among the frame's NAL units: (sequence, send time µs).
 pub fn find_marker_avcc(payload: &[u8]) -> Option<(u32, u64)> {
@@ -167,6 +180,9 @@ mod tests {
         assert!(read_marker(&clip.audio_frame(3)).is_none());
         let avcc = b.get(5..).unwrap();
         assert_eq!(find_marker_avcc(avcc).map(|m| m.0), Some(50));
+        let two = [clip.video_frame(7).0, clip.video_frame(8).0].concat();
+        let seqs: Vec<u32> = find_markers(&two).map(|m| m.0).collect();
+        assert_eq!(seqs, vec![7, 8]);
         let filler = &avcc[4..4 + 30];
         assert!(
             !filler
