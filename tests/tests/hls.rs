@@ -279,6 +279,42 @@ fn ffmpeg_reads_hls_and_dash_and_sessions_follow_their_token() {
     assert_read(&mut hls_reader, &dir, "hls", 10);
     assert_read(&mut dash_reader, &dir, "dash", 10);
 
+    // CORS follows the token's allowedOrigins: a page on an allowed origin reads the answers
+    // (and when its token expires); one on another origin is refused, and its script cannot
+    // read a session's answers.
+    let (_, page_token) = s.create_token(
+        "subscribe",
+        json!({"label": "page", "streams": [{"streamName": stream}],
+               "allowedOrigins": ["player.example"], "expires": 600}),
+    );
+    let good = "https://player.example";
+    let evil = "https://evil.example";
+    let refused = get_with(
+        &s,
+        &master_path(stream, Some(&page_token)),
+        &[("Origin", evil)],
+    );
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    let page = get_with(
+        &s,
+        &master_path(stream, Some(&page_token)),
+        &[("Origin", good)],
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.header("access-control-allow-origin"), Some(good));
+    assert!(page
+        .header("token-expires")
+        .is_some_and(|t| t.ends_with('Z')));
+    assert!(page
+        .header("access-control-expose-headers")
+        .is_some_and(|h| h.contains("Token-Expires")));
+    let page_media = resolve(&master_path(stream, None), &uris(&page.body)[0]);
+    let from_page = get_with(&s, &page_media, &[("Origin", good)]);
+    assert_eq!(from_page.header("access-control-allow-origin"), Some(good));
+    let from_elsewhere = get_with(&s, &page_media, &[("Origin", evil)]);
+    assert_eq!(from_elsewhere.header("access-control-allow-origin"), None);
+
     // Deleting the token ends its sessions: the next request gets 403, within a second.
     let live = get(&s, &media_path);
     assert_eq!(live.status, 200);
@@ -296,9 +332,10 @@ fn ffmpeg_reads_hls_and_dash_and_sessions_follow_their_token() {
     );
     assert_eq!(get(&s, &master_path(stream, Some(&viewer))).status, 403);
     assert!(
-        wait_until(Duration::from_secs(2), || sessions(&s, "hls") == 0),
-        "the revoked sessions were freed"
+        wait_until(Duration::from_secs(2), || sessions(&s, "hls") == 1),
+        "the revoked sessions were freed (the page's, of another token, plays on)"
     );
+    assert_eq!(get_with(&s, &page_media, &[("Origin", good)]).status, 200);
 }
 
 #[test]
