@@ -301,7 +301,12 @@ const streamgate = {
       }, { once: true });
       await this.loadHlsJs().catch(() => {});
       if (window.Hls && window.Hls.isSupported()) {
-        hls = new window.Hls({ lowLatencyMode: opts.lowLatency !== false });
+        // After a stall, play up to 1.5 times as fast until back at the target latency
+        // (hls.js otherwise stays behind for good).
+        hls = new window.Hls({
+          lowLatencyMode: opts.lowLatency !== false,
+          maxLiveSyncPlaybackRate: 1.5,
+        });
         st.hls = hls;
         hls.on(window.Hls.Events.ERROR, (_, data) => {
           if (!data.fatal) return;
