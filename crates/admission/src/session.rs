@@ -32,9 +32,14 @@ impl Common {
     }
 
     fn end_reason(&self) -> EndReason {
-        match self.grant.end_reason() {
-            Some(r) => EndReason::Revoked(r),
-            None => self.reason.unwrap_or(EndReason::ClientClosed),
+        match (self.grant.end_reason(), self.reason) {
+            (Some(r), _) => EndReason::Revoked(r),
+            // An anonymous viewer's stream ends with the publish that admitted it: the same
+            // end whether the listener saw the stream end or the registry said so first.
+            (None, Some(EndReason::StreamEnded)) if self.grant.bound_to().is_some() => {
+                EndReason::Revoked(Revocation::PublisherEnded)
+            }
+            (None, reason) => reason.unwrap_or(EndReason::ClientClosed),
         }
     }
 }

@@ -97,6 +97,27 @@ async fn an_anonymous_viewer_reads_its_publish_only_and_ends_with_it() {
         .await
         .unwrap();
     assert!(!anonymous.follows_publishes() && with_token.follows_publishes());
+    // A listener that sees the stream end before the registry says why ends an anonymous
+    // viewer as the registry would: with its publish. A viewer with a token just saw the
+    // stream end.
+    let mut early = a
+        .admit_play(req(Action::Play, "live/a", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        early.set_end_reason(EndReason::StreamEnded),
+        EndReason::Revoked(Revocation::PublisherEnded)
+    );
+    drop(early);
+    let mut watcher = a
+        .admit_play(req(Action::Play, "live/a", Some(&viewer)))
+        .await
+        .unwrap();
+    assert_eq!(
+        watcher.set_end_reason(EndReason::StreamEnded),
+        EndReason::StreamEnded
+    );
+    drop(watcher);
     publish.publisher().push(keyframe());
     let sub = anonymous.subscriber_mut().unwrap();
     assert!(matches!(sub.recv().await, Event::Started(..)));
@@ -136,7 +157,7 @@ async fn an_anonymous_viewer_reads_its_publish_only_and_ends_with_it() {
     drop(anonymous);
     let ends = a.stats().ends();
     assert!(
-        ends.contains(&("rtmp", "play", "publisher_ended", 1)),
+        ends.contains(&("rtmp", "play", "publisher_ended", 2)),
         "{ends:?}"
     );
 }
