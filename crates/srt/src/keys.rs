@@ -1,22 +1,13 @@
 //! Encryption: which passphrase a connection must use, and the key settings it is accepted
-//! with. A pure decision, made before the connection is accepted.
-//!
-//! srt-protocol 0.4.4 panics inside the listener task when the key settings handed to
-//! `accept` do not fit the caller (upstream issue #195): a key size other than the one the
-//! caller announced ("Key size mismatch"), or no key settings for a caller that sent keying
-//! material ("expected no secrets"). So:
+//! with. A pure decision, made before the handshake is answered:
 //!
 //! - where a passphrase is required, the connection is accepted with it and the caller's
-//!   announced key size. A caller that announces none (libsrt's default, `pbkeylen` unset)
-//!   gets `Unspecified`, which srt-protocol reads as AES-128, libsrt's default. A caller that
-//!   does not encrypt is then refused by srt-protocol (`SRT_REJ_UNSECURE`), and a wrong
-//!   passphrase too (`SRT_REJ_BADSECRET`);
-//! - where none is required, a caller announcing a key size is refused here.
-//!
-//! One case cannot be seen from the request: a caller that encrypts without announcing its
-//! key size (libsrt with a passphrase and no `pbkeylen`), towards a stream without a
-//! passphrase. Such a request is [`KeyDecision::Plain`] here and is accepted only once a look
-//! at its handshake ([`crate::key_material`]) found no keying material.
+//!   announced key size (`Unspecified`, libsrt's default when `pbkeylen` is unset, reads as
+//!   AES-128, libsrt's default). The engine then checks the caller's keying material: none
+//!   is refused with `SRT_REJ_UNSECURE`, a wrong passphrase with `SRT_REJ_BADSECRET`;
+//! - where none is required, a caller announcing a key size is refused here, and one sending
+//!   keying material without announcing a size by the request handler
+//!   ([`crate::engine::ConnectRequest::encrypts`]).
 
 use srt_protocol::options::{KeySize, Passphrase};
 use srt_protocol::settings::KeySettings;
@@ -24,8 +15,8 @@ use srt_protocol::settings::KeySettings;
 /// How a connection request is to be answered as far as encryption goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyDecision {
-    /// Neither side encrypts, as far as the request shows: accept without key settings once
-    /// the handshake itself shows no keying material ([`crate::key_material`]).
+    /// Neither side encrypts, as far as the key size shows: accept without key settings
+    /// unless the caller sent keying material all the same.
     Plain,
     /// Accept with these settings: the caller's announced key size (possibly `Unspecified`)
     /// and the required passphrase.

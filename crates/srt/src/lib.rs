@@ -1,26 +1,27 @@
-//! streamgate's SRT listener: publish and play over SRT (srt-tokio) for encoders and players
-//! such as ffmpeg, OBS and hardware encoders, every connection admitted by the auth decision
-//! before its handshake completes, with media carried through the relay as MPEG-TS.
+//! streamgate's SRT listener: publish and play over SRT for encoders and players such as
+//! ffmpeg, OBS, `srt-live-transmit` and hardware encoders, every connection admitted by the
+//! auth decision before its handshake completes, with media carried through the relay as
+//! MPEG-TS.
 //!
-//! Main loop ([`SrtListener::run`]): srt-tokio hands over each connection request with its
-//! `streamid`, peer address and key size before it is accepted. A task per request
-//! ([`admit`]) parses the `streamid` ([`streamid::parse_stream_id`], a pure function),
-//! asks the auth crate, checks the caller's encryption against the passphrase the stream
-//! needs ([`keys`]; where the request cannot show it, the handshake itself:
-//! [`key_material`]) and attaches to the relay; any refusal is an SRT rejection with a code
-//! ([`reject`]). Only then is the connection accepted. A publisher's messages go through the
-//! media crate's TS demuxer into the relay; a viewer gets each frame as TS packets muxed once
-//! per frame for all SRT viewers of the stream ([`feeds`]), 7 packets per SRT message. A
-//! cancelled grant, the end of the stream or shutdown closes the connection.
+//! Main loop ([`SrtListener::run`]): the [`engine`] owns the UDP socket, the handshake and
+//! every connection (srt-protocol's state machine, driven sans IO); it hands each caller's
+//! conclusion over as a [`engine::ConnectRequest`] with its `streamid`, address, key size and
+//! whether it encrypts. A task per request ([`admit`]) parses the `streamid`
+//! ([`streamid::parse_stream_id`], a pure function), asks the auth crate, decides encryption
+//! against the passphrase the stream needs ([`keys`]) and attaches to the relay; any refusal
+//! is an SRT rejection with a code ([`reject`]). Only then is the handshake answered, and
+//! the engine checks the caller's keying material against the passphrase. A publisher's
+//! messages go through the media crate's TS demuxer into the relay; a viewer gets each frame
+//! as TS packets muxed once per frame for all SRT viewers of the stream ([`feeds`]), cut by
+//! the engine into 7 packets per SRT message. A cancelled grant, the end of the stream or
+//! shutdown closes the connection.
 //!
 //! MPEG-TS itself lives in `streamgate_media::ts`: demuxing uses `mpeg2ts-reader`, the muxer
 //! is our own (the module documentation says why).
 
 pub mod admit;
+pub mod engine;
 pub mod feeds;
-#[cfg(target_os = "linux")]
-pub mod filter;
-pub mod key_material;
 pub mod keys;
 mod listener;
 pub mod reject;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use streamgate_admission::Admission;
 use streamgate_relay::Hub;
 
-pub use listener::{SrtListener, MAX_CONNECTIONS, SEND_BUFFER_BYTES};
+pub use listener::{SrtListener, StatsSource, MAX_CONNECTIONS, SEND_BUFFER_BYTES};
 
 /// What every SRT connection needs.
 #[derive(Clone)]

@@ -1,69 +1,68 @@
-//! The SRT listener: one UDP socket, an srt-tokio listener on it that is restarted if it
-//! dies, and a task per connection request.
+//! The SRT listener: one UDP socket, the engine that owns it ([`crate::engine`]), restarted
+//! on the same socket should it ever end, and a task per connection request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use socket2::{Domain, Protocol, Socket, Type};
-use srt_protocol::options::{ByteCount, Sender};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admit::handle_request;
+use crate::engine::{Engine, EngineStats};
 use crate::feeds::Feeds;
-use crate::key_material::Looker;
 use crate::SrtContext;
 
-/// Most SRT connections served (and handshakes pending) at once; further requests are
-/// refused with 1402 (overload).
+/// Most SRT connections served at once; further callers are refused with 1402 (overload).
 pub const MAX_CONNECTIONS: usize = 10_000;
-/// The sender buffer of every connection. srt-tokio's default (about 46 KB) silently drops
-/// data above a few Mbit/s; 12 MB carries 20 Mbit/s with room for the latency window and
-/// retransmissions.
-pub const SEND_BUFFER_BYTES: u64 = 12 * 1024 * 1024;
+/// The bytes a viewer's connection keeps for retransmission (its send buffer).
+pub const SEND_BUFFER_BYTES: u64 =
+    crate::engine::handshake::SEND_PACKETS * crate::engine::handshake::PAYLOAD;
 /// The kernel buffers asked for on the UDP socket (the kernel may grant less): every
-/// connection's packets arrive on this one socket.
+/// connection's packets go through this one socket.
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-/// Pause before starting the listener again after it died.
+/// Pause before starting the engine again after it ended.
 const RESTART_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A bound SRT listener.
 #[derive(Debug)]
 pub struct SrtListener {
     socket: std::net::UdpSocket,
+    stats: StatsSource,
+}
+
+/// The running engine's counts (a restarted engine has new ones), for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSource(Arc<Mutex<Option<Arc<EngineStats>>>>);
+
+impl StatsSource {
+    fn set(&self, stats: Arc<EngineStats>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+    }
+
+    /// The running engine's counts, once it runs.
+    pub fn get(&self) -> Option<Arc<EngineStats>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl SrtListener {
     /// Binds the UDP socket at `addr`.
-    ///
-    /// The socket has `SO_REUSEPORT`, so that a look at a caller's handshake
-    /// ([`crate::key_material`]) can take that caller's datagrams on the same port for a
-    /// moment. The port is first bound once without it: a port already in use still fails
-    /// here, and a second server started on this one fails the same way.
-    ///
-    /// On Linux the socket drops, in the kernel, the datagrams srt-protocol would panic on
-    /// ([`crate::filter`]); the filter is attached before the socket is bound, so no datagram
-    /// ever reaches srt-tokio unfiltered.
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let domain = Domain::for_address(addr);
-        let addr = {
-            let probe = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-            probe.bind(&addr.into())?;
-            probe.local_addr()?.as_socket().unwrap_or(addr)
-        };
-        let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         socket.set_nonblocking(true)?;
         // Best effort: the kernel caps these at its configured maximum.
         let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
         let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
-        socket.set_reuse_port(true)?;
-        attach_filter(&socket)?;
         socket.bind(&addr.into())?;
         Ok(Self {
             socket: socket.into(),
+            stats: StatsSource::default(),
         })
     }
 
@@ -72,96 +71,64 @@ impl SrtListener {
         self.socket.local_addr()
     }
 
-    /// Serves connection requests until `shutdown` fires.
-    ///
-    /// The srt-tokio listener runs in a task of its own. Requests that would make srt-protocol
-    /// panic there are refused before they are accepted ([`crate::keys`],
-    /// [`crate::key_material`]); should it panic all the same, its request stream ends and a
-    /// new listener is started on the same socket, which stays bound, so the port never
-    /// closes. Connections the dead listener was serving would lose their packets and end.
+    /// The engine's counts, following restarts (for metrics).
+    pub fn stats(&self) -> StatsSource {
+        self.stats.clone()
+    }
+
+    /// Serves connection requests until `shutdown` fires. The engine runs in a task of its
+    /// own; should it end before shutdown (a bug), the connections it held end and a new one
+    /// starts on the same socket, which stays bound.
     pub async fn run(self, ctx: Arc<SrtContext>, shutdown: CancellationToken) {
-        let local = match self.socket.local_addr() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "srt listener has no local address");
-                return;
-            }
-        };
+        let local = self.local_addr().ok();
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let feeds = Arc::new(Feeds::default());
-        let looker = Looker::new(local);
         let mut sessions = JoinSet::new();
         let mut starts: u64 = 0;
         while !shutdown.is_cancelled() {
             starts += 1;
-            let incoming = match self.start(local).await {
-                Ok(i) => i,
+            let started = self
+                .socket
+                .try_clone()
+                .and_then(tokio::net::UdpSocket::from_std)
+                .and_then(|s| Engine::new(Arc::new(s), MAX_CONNECTIONS));
+            let (engine, mut handle) = match started {
+                Ok(e) => e,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot start the srt listener");
+                    tracing::error!(error = %e, "cannot start the srt engine");
                     tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(RESTART_BACKOFF) => continue,
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(RESTART_BACKOFF) => continue,
                     }
                 }
             };
+            self.stats.set(Arc::clone(&handle.stats));
             if starts > 1 {
-                tracing::warn!(addr = %local, restarts = starts - 1, "srt listener restarted");
+                tracing::warn!(addr = ?local, restarts = starts - 1, "srt engine restarted");
             }
-            let (_listener, mut incoming) = incoming;
+            let mut engine_task = tokio::spawn(engine.run(shutdown.clone()));
             loop {
-                let request = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = incoming.incoming().next() => r,
-                    Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
-                };
-                let Some(request) = request else {
-                    tracing::error!(addr = %local, "srt listener task ended (srt-protocol panicked); restarting it");
-                    tokio::time::sleep(RESTART_BACKOFF).await;
-                    break;
-                };
-                let ctx = Arc::clone(&ctx);
-                let slots = Arc::clone(&slots);
-                let feeds = Arc::clone(&feeds);
-                let looker = looker.clone();
-                let stop = shutdown.clone();
-                sessions.spawn(async move {
-                    handle_request(ctx, request, slots, feeds, looker, stop).await;
-                });
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = &mut engine_task => {
+                        tracing::error!(addr = ?local, "srt engine ended; restarting it");
+                        tokio::time::sleep(RESTART_BACKOFF).await;
+                        break;
+                    }
+                    Some(request) = handle.requests.recv() => {
+                        let (ctx, slots, feeds, stop) =
+                            (Arc::clone(&ctx), Arc::clone(&slots), Arc::clone(&feeds), shutdown.clone());
+                        sessions.spawn(handle_request(ctx, request, slots, feeds, stop));
+                    }
+                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                }
+            }
+            if shutdown.is_cancelled() {
+                let _ = engine_task.await;
             }
         }
         while sessions.join_next().await.is_some() {}
     }
-
-    /// Starts an srt-tokio listener on a duplicate of the socket.
-    async fn start(
-        &self,
-        local: SocketAddr,
-    ) -> std::io::Result<(srt_tokio::SrtListener, srt_tokio::SrtIncoming)> {
-        let socket = tokio::net::UdpSocket::from_std(self.socket.try_clone()?)?;
-        srt_tokio::SrtListener::builder()
-            .with(Sender {
-                buffer_size: ByteCount(SEND_BUFFER_BYTES),
-                ..Sender::default()
-            })
-            .socket(socket)
-            .bind(local)
-            .await
-    }
-}
-
-/// Attaches the socket filter that keeps datagrams srt-protocol panics on away from it.
-#[cfg(target_os = "linux")]
-fn attach_filter(socket: &Socket) -> std::io::Result<()> {
-    socket.attach_filter(&crate::filter::srt_listener_filter())
-}
-
-/// No classic BPF here: srt-protocol sees every datagram.
-#[cfg(not(target_os = "linux"))]
-fn attach_filter(_socket: &Socket) -> std::io::Result<()> {
-    tracing::warn!(
-        "no SRT socket filter on this system: a malformed datagram can end every SRT session"
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -177,7 +144,6 @@ mod tests {
             .unwrap();
         let addr = first.local_addr().unwrap();
         assert_ne!(addr.port(), 0);
-        // Despite SO_REUSEPORT, neither a second listener nor any other socket gets the port.
         let second = SrtListener::bind(addr).await.unwrap_err();
         assert_eq!(second.kind(), std::io::ErrorKind::AddrInUse);
         assert!(std::net::UdpSocket::bind(addr).is_err());

@@ -1,6 +1,7 @@
 //! Which SRT rejection code a refusal carries.
 //!
-//! SRT callers (libsrt, srt-tokio) report the code; ffmpeg only says "Input/output error".
+//! SRT callers (libsrt, srt-live-transmit, srt-tokio) report the code; ffmpeg only says
+//! "Input/output error".
 //! Codes in the 1400 range are SRT's "predefined" access-control codes, modelled on HTTP
 //! statuses (libsrt's `SRT_REJX_*`; srt-tokio names them `ServerRejectReason` and numbers
 //! them 1000 higher, as they travel on the wire).
@@ -16,10 +17,10 @@
 //! | a second publish of a live stream | 1409 conflict |
 //! | the token store failed | 1503 unavailable |
 //! | a caller announcing a key size, or sending keying material, to a stream without passphrase | core 11 (`SRT_REJ_UNSECURE`) |
-//! | a caller that did not resend its handshake for the look at its keying material | core 16 (`SRT_REJ_TIMEOUT`) |
-//! | too many such looks under way | 1402 overload |
-//! | no encryption where a passphrase is needed (decided by srt-protocol) | core 11 (`SRT_REJ_UNSECURE`) |
-//! | wrong passphrase (decided by srt-protocol) | core 10 (`SRT_REJ_BADSECRET`) |
+//! | no encryption where a passphrase is needed (the engine, from the keying material) | core 11 (`SRT_REJ_UNSECURE`) |
+//! | wrong passphrase (the engine, unwrapping the caller's keys) | core 10 (`SRT_REJ_BADSECRET`) |
+//! | a file-transfer caller (`transtype=file`), a packet filter, a group | core 13, 14, 15 (`SRT_REJ_CONGESTION`, `_FILTER`, `_GROUP`) |
+//! | too many handshakes waiting for their decision (in all, or from one address) | 1402 overload |
 
 use srt_protocol::packet::{CoreRejectReason, RejectReason, ServerRejectReason};
 use streamgate_auth::Denial;
@@ -59,12 +60,6 @@ pub fn encryption_reason() -> RejectReason {
     RejectReason::Core(CoreRejectReason::Unsecure)
 }
 
-/// The rejection when a caller's handshake could not be looked at in time
-/// ([`crate::key_material`]).
-pub fn unseen_handshake_reason() -> RejectReason {
-    RejectReason::Core(CoreRejectReason::Timeout)
-}
-
 /// The rejection when the listener is full.
 pub fn overload_reason() -> RejectReason {
     RejectReason::Server(ServerRejectReason::Overload)
@@ -94,6 +89,5 @@ mod tests {
         assert_eq!(libsrt_code(stream_id_reason(&StreamIdError::BadMode)), 1405);
         assert_eq!(libsrt_code(overload_reason()), 1402);
         assert_eq!(libsrt_code(encryption_reason()), 11);
-        assert_eq!(libsrt_code(unseen_handshake_reason()), 16);
     }
 }

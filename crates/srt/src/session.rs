@@ -2,17 +2,16 @@
 //! (once per frame, for every viewer) to a viewer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt as _, StreamExt as _};
-use srt_tokio::SrtSocket;
 use streamgate_admission::{EndReason, PlaySession, PublishSession};
-use streamgate_media::ts::{TsDemuxer, TsEvent, PACKET_LEN};
+use streamgate_media::ts::{TsDemuxer, TsEvent};
 use streamgate_media::Codec;
 use streamgate_relay::{Event, Pick, Selection, SharedConfig, Unavailable, WireFormat};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::SrtConn;
 use crate::feeds::Feed;
 
 /// How long a publisher may send nothing before it is considered gone (SRT's own idle
@@ -20,9 +19,8 @@ use crate::feeds::Feed;
 pub const PUBLISH_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long handing data to a viewer's connection may stall before the viewer is dropped.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long closing a connection may take (it flushes and sends the shutdown).
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
-/// TS packets per SRT message: 7 x 188 = 1316 bytes, the payload size every SRT tool uses.
+/// TS packets per SRT message: 7 x 188 = 1316 bytes, the payload size every SRT tool uses
+/// (the engine cuts what a viewer is sent into messages of this size).
 pub const PACKETS_PER_MESSAGE: usize = 7;
 
 /// Why a session ended (for the log line).
@@ -43,8 +41,8 @@ pub enum Close {
     /// The stream's video is in a codec MPEG-TS over SRT does not carry here (a browser
     /// publishing VP8); the viewer is closed rather than fed sound without a picture.
     VideoNotCarried(Codec),
-    /// The connection failed.
-    Io(std::io::Error),
+    /// The connection was closed under the session (the engine ended it).
+    Io(crate::engine::Closed),
 }
 
 impl Close {
@@ -66,7 +64,7 @@ impl Close {
 
 /// Reads a publisher's transport stream into the relay until the connection ends.
 pub async fn publish(
-    mut socket: SrtSocket,
+    mut conn: SrtConn,
     session: &PublishSession,
     shutdown: &CancellationToken,
 ) -> Close {
@@ -78,13 +76,12 @@ pub async fn publish(
         let item = tokio::select! {
             _ = revoked.cancelled() => break Close::Revoked,
             _ = shutdown.cancelled() => break Close::Shutdown,
-            item = tokio::time::timeout(PUBLISH_READ_TIMEOUT, socket.next()) => item,
+            item = tokio::time::timeout(PUBLISH_READ_TIMEOUT, conn.recv()) => item,
         };
         let data = match item {
             Err(_) => break Close::Idle,
             Ok(None) => break Close::PeerClosed,
-            Ok(Some(Err(e))) => break Close::Io(e),
-            Ok(Some(Ok((_, data)))) => data,
+            Ok(Some(data)) => data,
         };
         demux.push(&data, &mut events);
         for event in events.drain(..) {
@@ -106,33 +103,30 @@ pub async fn publish(
             "srt publish input had gaps"
         );
     }
-    close(socket).await;
+    // Dropping the connection closes it (the engine flushes and sends the shutdown).
+    drop(conn);
     reason
 }
 
 /// Writes the relay's frames to a viewer until the stream ends or the connection does.
 pub async fn play(
-    mut socket: SrtSocket,
+    conn: SrtConn,
     session: &mut PlaySession,
     feed: Arc<Feed>,
     shutdown: &CancellationToken,
 ) -> Close {
     let revoked = session.end_signal().token();
     let Some(subscriber) = session.subscriber_mut() else {
-        close(socket).await;
         return Close::PeerClosed;
     };
+    let closed = conn.closed().clone();
     let mut config: Option<Arc<SharedConfig>> = None;
     let reason = loop {
         let event = tokio::select! {
             _ = revoked.cancelled() => break Close::Revoked,
             _ = shutdown.cancelled() => break Close::Shutdown,
-            // A viewer sends no media; this notices the connection ending.
-            incoming = socket.next() => match incoming {
-                None => break Close::PeerClosed,
-                Some(Err(e)) => break Close::Io(e),
-                Some(Ok(_)) => continue,
-            },
+            // A viewer sends no media; the engine says when its connection ends.
+            _ = closed.cancelled() => break Close::PeerClosed,
             event = subscriber.recv() => event,
         };
         match event {
@@ -140,7 +134,7 @@ pub async fn play(
                 if let Some(refused) = refusal(selection) {
                     tracing::warn!(
                         stream = subscriber.name(),
-                        peer = %socket.settings().remote,
+                        peer = %conn.peer(),
                         "srt viewer closed: {VP8_REASON}"
                     );
                     break refused;
@@ -150,14 +144,14 @@ pub async fn play(
             Event::Frame(frame) => {
                 let Some(c) = &config else { continue };
                 let bytes = frame.encoded(WireFormat::MpegTs, |f| feed.mux(f, &c.config));
-                if let Err(reason) = send(&mut socket, &bytes).await {
+                if let Err(reason) = send(&conn, bytes).await {
                     break reason;
                 }
             }
             Event::Ended => break Close::StreamEnded,
         }
     };
-    close(socket).await;
+    drop(conn);
     reason
 }
 
@@ -176,34 +170,17 @@ pub const fn refusal(selection: Selection) -> Option<Close> {
     }
 }
 
-/// Hands a frame's packets to the connection, [`PACKETS_PER_MESSAGE`] per message. The
-/// messages share the frame's bytes; nothing is copied.
-async fn send(socket: &mut SrtSocket, bytes: &Bytes) -> Result<(), Close> {
+/// Hands a frame's transport stream to the connection (the engine cuts it into messages;
+/// the bytes are shared, not copied), waiting at most [`WRITE_STALL_TIMEOUT`] for room.
+async fn send(conn: &SrtConn, bytes: Bytes) -> Result<(), Close> {
     if bytes.is_empty() {
         return Ok(());
     }
-    let now = Instant::now();
-    let step = PACKET_LEN * PACKETS_PER_MESSAGE;
-    let feed_all = async {
-        let mut at = 0;
-        while at < bytes.len() {
-            let end = (at + step).min(bytes.len());
-            socket.feed((now, bytes.slice(at..end))).await?;
-            at = end;
-        }
-        socket.flush().await
-    };
-    match tokio::time::timeout(WRITE_STALL_TIMEOUT, feed_all).await {
+    match tokio::time::timeout(WRITE_STALL_TIMEOUT, conn.send(bytes)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotConnected => Err(Close::PeerClosed),
-        Ok(Err(e)) => Err(Close::Io(e)),
+        Ok(Err(closed)) => Err(Close::Io(closed)),
         Err(_) => Err(Close::Stalled),
     }
-}
-
-/// Closes the connection (flushing and sending SRT's shutdown), without waiting long.
-async fn close(mut socket: SrtSocket) {
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close()).await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! The filter against srt-protocol itself: a cBPF interpreter runs the program on real and
-//! mutated packets, and every packet that makes srt-protocol panic (parsing it, printing it,
-//! or accepting the handshake it carries) must be one the program drops. A last test attaches
-//! the program to a socket to check what the kernel shows a UDP socket's filter.
+//! The engine's defenses against srt-protocol itself: real and mutated packets go through
+//! the handshake reader and the guard as the engine routes them, and whatever they let
+//! through must not make srt-protocol panic, neither parsing it nor in an open connection
+//! that takes it (plain and encrypted, with data in its buffers).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,77 +13,24 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use srt_protocol::connection::DuplexConnection;
 use srt_protocol::options::{KeySize, Passphrase};
 use srt_protocol::packet::{Packet, SeqNumber};
 use srt_protocol::protocol::pending_connection::connect::Connect;
 use srt_protocol::protocol::pending_connection::listen::Listen;
-use srt_protocol::protocol::pending_connection::{AccessControlResponse, ConnectionResult};
+use srt_protocol::protocol::pending_connection::ConnectionResult;
 use srt_protocol::settings::{ConnInitSettings, KeySettings};
 
-use super::*;
+use super::guard;
+use super::handshake::{self, Role};
 
-// ---- a classic BPF interpreter, for the instructions the program uses ----
-
-/// Runs `prog` on `datagram` (UDP header included) as the kernel does: a load past the end
-/// drops the datagram. True if it is kept.
-fn run(prog: &[sock_filter], datagram: &[u8]) -> bool {
-    let (mut a, mut x, mut mem, mut pc) = (0u32, 0u32, [0u32; 16], 0usize);
-    let load = |at: u32, n: usize| -> Option<u32> {
-        let at = usize::try_from(at).ok()?;
-        let bytes = datagram.get(at..at.checked_add(n)?)?;
-        Some(bytes.iter().fold(0, |v, &b| (v << 8) | u32::from(b)))
-    };
-    loop {
-        let i = prog[pc];
-        pc += 1;
-        let jump = |cond: bool| usize::from(if cond { i.jt } else { i.jf });
-        match i.code {
-            op::LD_IMM => a = i.k,
-            op::LD_W_ABS | op::LD_H_ABS | op::LD_W_IND | op::LD_H_IND | op::LD_B_IND => {
-                let base = if i.code & 0x40 != 0 { x } else { 0 };
-                let n = match i.code & 0x18 {
-                    0x00 => 4,
-                    0x08 => 2,
-                    _ => 1,
-                };
-                match base.checked_add(i.k).and_then(|at| load(at, n)) {
-                    Some(v) => a = v,
-                    None => return false,
-                }
-            }
-            op::LD_LEN => a = u32::try_from(datagram.len()).unwrap(),
-            op::LDX_IMM => x = i.k,
-            op::LDX_MEM => x = mem[i.k as usize],
-            op::ST => mem[i.k as usize] = a,
-            op::STX => mem[i.k as usize] = x,
-            op::ADD_K => a = a.wrapping_add(i.k),
-            op::ADD_X => a = a.wrapping_add(x),
-            op::SUB_K => a = a.wrapping_sub(i.k),
-            op::SUB_X => a = a.wrapping_sub(x),
-            op::AND_K => a &= i.k,
-            op::LSH_K => a <<= i.k,
-            op::TAX => x = a,
-            op::JA => pc += i.k as usize,
-            op::JEQ_K => pc += jump(a == i.k),
-            op::JGT_K => pc += jump(a > i.k),
-            op::JGE_K => pc += jump(a >= i.k),
-            op::JSET_K => pc += jump(a & i.k != 0),
-            op::RET_K => return i.k != 0,
-            other => panic!("opcode {other:#x} not interpreted"),
-        }
-    }
-}
-
-fn kept(srt: &[u8]) -> bool {
-    let mut d = vec![0u8; UDP_HEADER_LEN as usize];
-    d.extend_from_slice(srt);
-    run(&srt_listener_filter(), &d)
-}
+/// Extension blocks the reader takes from one handshake.
+const MAX_EXTENSION_BLOCKS: usize = 8;
 
 // ---- what srt-protocol does with a datagram ----
 
@@ -195,31 +142,6 @@ fn srt_tokio_handshake(key: Option<KeySettings>) -> (Vec<u8>, Vec<u8>) {
         panic!("no conclusion");
     };
     (bytes(&induction), bytes(&conclusion))
-}
-
-/// Where srt-protocol panics when a listener sees `induction`, then `conclusion` (its cookie
-/// replaced by the one this listener gave), and accepts it with `key`.
-fn accept_panic(induction: &[u8], conclusion: &[u8], key: Option<KeySettings>) -> Option<String> {
-    let now = Instant::now();
-    let mut listen = Listen::new(ConnInitSettings::default(), true);
-    let ConnectionResult::SendPacket((answer, _)) =
-        listen.handle_packet(now, Ok((parse(induction), CALLER)))
-    else {
-        panic!("no induction answer");
-    };
-    let answer = bytes(&answer);
-    let mut conclusion = conclusion.to_vec();
-    conclusion[44..48].copy_from_slice(&answer[44..48]);
-    let Ok(packet) = Packet::parse(&mut Cursor::new(&conclusion[..]), false) else {
-        return None;
-    };
-    panic_site(|| {
-        if let ConnectionResult::RequestAccess(_) = listen.handle_packet(now, Ok((packet, CALLER)))
-        {
-            let _ =
-                listen.handle_access_control_response(now, AccessControlResponse::Accepted(key));
-        }
-    })
 }
 
 // ---- packets built by hand, as libsrt sends them ----
@@ -470,189 +392,276 @@ fn mutations() -> Vec<Vec<u8>> {
 
 // ---- the tests ----
 
-#[test]
-fn the_program_is_one_the_kernel_takes() {
-    let prog = srt_listener_filter();
-    assert!(!prog.is_empty());
-    assert!(prog.len() <= 4096);
-    assert_eq!(prog.last().map(|i| i.code), Some(op::RET_K));
-}
-
-#[test]
-fn what_srt_libraries_send_passes() {
-    for (name, p) in normal_packets() {
-        assert_eq!(parse_panic(&p), None, "{name} panics srt-protocol");
-        assert!(kept(&p), "{name} was dropped");
+/// An open connection on the listener's side of `conclusion` (plain, or encrypted with
+/// `key`), with a few data packets from the caller in its receive buffer.
+fn open_connection(conclusion: &[u8], key: Option<KeySettings>, role: Role) -> DuplexConnection {
+    let hs = handshake::read(conclusion).unwrap();
+    let keys = key.map(|k| KeySettings {
+        key_size: hs.key_size().unwrap(),
+        passphrase: k.passphrase,
+    });
+    let cipher = handshake::cipher(&hs, keys.as_ref()).unwrap();
+    let now = Instant::now();
+    let accepted = handshake::accept(&hs, CALLER, 0x1234_5678, cipher, role, now);
+    let mut conn = DuplexConnection::new(accepted.connection);
+    for n in 0..4u32 {
+        let mut d = vec![0u8; 16];
+        d[0..4].copy_from_slice(&(7 + n).to_be_bytes());
+        d[4..8].copy_from_slice(&(0xe000_0000u32 | (n + 1)).to_be_bytes());
+        d[12..16].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        d.extend_from_slice(&[0x47; 188]);
+        conn.handle_packet_input(now, Ok((parse(&d), CALLER)));
     }
+    conn
+}
+
+/// Where an open connection panics on `packet` (sent to it, as the engine would), then on
+/// running its timers and handing out what it made.
+fn connection_panic(conn: &mut DuplexConnection, packet: &[u8]) -> Option<String> {
+    let mut p = packet.to_vec();
+    if p.len() >= 16 {
+        p[12..16].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    }
+    let now = Instant::now() + Duration::from_millis(20);
+    panic_site(|| {
+        if let Ok(packet) = Packet::parse(&mut Cursor::new(&p[..]), false) {
+            let _ = format!("{packet:?}");
+            conn.handle_packet_input(now, Ok((packet, CALLER)));
+            conn.check_timers(now);
+            while conn.next_packet(now).is_some() {}
+            while conn.next_data(now).is_some() {}
+            conn.handle_data_input(now, Some((now, bytes::Bytes::from_static(&[0x47; 188]))));
+            conn.check_timers(now + Duration::from_millis(50));
+            while conn.next_packet(now).is_some() {}
+        }
+    })
 }
 
 #[test]
-fn libsrt_with_file_transtype_is_dropped() {
-    let congestion = block(6, 1, b"elif");
-    let p = handshake(
-        5,
-        CONCLUSION,
-        &[hsreq(), congestion, sid("live/x")].concat(),
-    );
-    assert!(parse_panic(&p).is_some());
-    assert!(!kept(&p));
-}
-
-#[test]
-fn a_block_hidden_in_the_slack_of_an_hsreq_is_found() {
-    // An HSREQ block of 5 words: the parser reads 12 bytes of it and takes the rest for the
-    // next block, a congestion block.
-    let mut hs = hsreq();
-    hs[3] = 5;
-    hs.extend_from_slice(&block(6, 1, b"evil"));
-    let p = handshake(5, CONCLUSION, &[hs, sid("live/x")].concat());
-    assert!(parse_panic(&p).is_some());
-    assert!(!kept(&p));
-}
-
-#[test]
-fn every_datagram_that_panics_the_parser_is_dropped() {
-    let mut sites: BTreeMap<String, (usize, String)> = BTreeMap::new();
-    let (mut total, mut dropped) = (0, 0);
-    for p in mutations() {
-        total += 1;
-        let keep = kept(&p);
-        dropped += usize::from(!keep);
-        if let Some(at) = parse_panic(&p) {
+fn what_srt_libraries_send_is_taken() {
+    for (what, p) in normal_packets() {
+        if handshake::is_handshake(&p) {
             assert!(
-                !keep,
-                "kept a datagram that panics srt-protocol at {at}: {p:02x?}"
+                handshake::read(&p).is_ok(),
+                "{what}: {:?}",
+                handshake::read(&p)
             );
-            let entry = sites
-                .entry(at)
-                .or_insert_with(|| (0, format!("{:02x?}", &p[..p.len().min(80)])));
-            entry.0 += 1;
+        } else {
+            assert!(guard::check(&p).is_ok(), "{what}: {:?}", guard::check(&p));
         }
     }
-    eprintln!("{total} datagrams, {dropped} dropped; panics in srt-protocol:");
-    for (at, (n, example)) in &sites {
-        eprintln!("  {at}: {n} datagrams, e.g. {example}");
-    }
-    assert!(!sites.is_empty());
 }
 
 #[test]
-fn every_conclusion_that_panics_the_accepting_listener_is_dropped() {
-    let (induction, plain) = srt_tokio_handshake(None);
-    let (_, encrypted) = srt_tokio_handshake(Some(key_settings()));
-    // The untouched handshakes are accepted without a panic.
-    assert_eq!(accept_panic(&induction, &plain, None), None);
-    assert_eq!(
-        accept_panic(&induction, &encrypted, Some(key_settings())),
-        None
+fn srt_protocol_panics_on_packets_the_guard_keeps_from_it() {
+    // The dangers are real: each of these panics srt-protocol when it sees it.
+    let (_, plain) = srt_tokio_handshake(None);
+    let mut conn = open_connection(&plain, None, Role::Sender);
+    let dangers = [
+        ("congestion warning", control(4, 0, 0, &[0; 4])),
+        ("peer error", control(8, 0, 0, &[0; 4])),
+        ("open NAK range", control(3, 0, 0, &words(&[0x8000_0004]))),
+        (
+            "drop request backwards",
+            control(7, 0, 1, &words(&[0x7fff_ffff, 0])),
+        ),
+    ];
+    let mut panicked = 0;
+    for (what, p) in &dangers {
+        if connection_panic(&mut conn, p).is_some() {
+            panicked += 1;
+            assert!(guard::check(p).is_err(), "{what} passes the guard");
+        }
+        conn = open_connection(&plain, None, Role::Sender);
+    }
+    assert!(
+        panicked >= 2,
+        "srt-protocol no longer panics on these: recheck the guard"
     );
+}
 
+#[test]
+fn no_datagram_the_engine_passes_on_panics_srt_protocol() {
+    let (_, plain) = srt_tokio_handshake(None);
+    let (_, encrypted) = srt_tokio_handshake(Some(key_settings()));
+    let mut receiver = open_connection(&plain, None, Role::Receiver);
+    let mut sender = open_connection(&plain, None, Role::Sender);
+    let mut secret = open_connection(&encrypted, Some(key_settings()), Role::Receiver);
+    let mut refused: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut total, mut passed) = (0, 0);
+    for p in mutations() {
+        total += 1;
+        if handshake::is_handshake(&p) {
+            // Handshakes never reach srt-protocol's parser: the engine reads them itself,
+            // and reading must not panic either.
+            let read = panic_site(|| {
+                let _ = handshake::read(&p);
+            });
+            assert_eq!(read, None, "the handshake reader panicked: {p:02x?}");
+            *refused.entry("handshake").or_default() += usize::from(handshake::read(&p).is_err());
+            continue;
+        }
+        if guard::check(&p).is_err() {
+            *refused.entry("guard").or_default() += 1;
+            continue;
+        }
+        passed += 1;
+        assert_eq!(
+            parse_panic(&p),
+            None,
+            "passed a datagram the parser panics on: {p:02x?}"
+        );
+        for conn in [&mut receiver, &mut sender, &mut secret] {
+            if let Some(at) = connection_panic(conn, &p) {
+                panic!("passed a packet an open connection panics on at {at}: {p:02x?}");
+            }
+        }
+    }
+    eprintln!("{total} datagrams, {passed} passed to connections, refused {refused:?}");
+    assert!(passed > 100);
+}
+
+#[test]
+fn every_keying_material_is_answered_without_a_panic() {
+    let (_, plain) = srt_tokio_handshake(None);
     let head = &plain[..64];
-    let mut sites: BTreeMap<String, usize> = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for kind in [3, 4] {
         for flags in 0..=3 {
-            for (salt, key) in [(4, 4), (4, 6), (4, 8), (4, 0), (0, 4)] {
-                let blocks = [hsreq(), km(kind, flags, salt, key, 0), sid("live/x")].concat();
-                let mut p = head.to_vec();
-                p.extend_from_slice(&blocks);
-                // Key size field: AES-128, as announced; KMREQ flag set.
-                p[20..24].copy_from_slice(&0x0002_0007u32.to_be_bytes());
-                if let Some(at) = accept_panic(&induction, &p, Some(key_settings())) {
-                    assert!(!kept(&p), "kept a conclusion that panics at {at}: {p:02x?}");
-                    *sites.entry(at).or_default() += 1;
+            for (salt, key) in [(4, 4), (4, 6), (4, 8), (4, 0), (0, 4), (5, 4)] {
+                for announced in [0x0000_0007u32, 0x0002_0007, 0x0003_0007, 0x0004_0007] {
+                    let blocks = [hsreq(), km(kind, flags, salt, key, 0), sid("live/x")].concat();
+                    let mut p = head.to_vec();
+                    p.extend_from_slice(&blocks);
+                    p[20..24].copy_from_slice(&announced.to_be_bytes());
+                    let site = panic_site(|| {
+                        let outcome = match handshake::read(&p) {
+                            Err(e) => format!("unread: {e}"),
+                            Ok(hs) => {
+                                let keys = hs.key_size().map(|key_size| KeySettings {
+                                    key_size,
+                                    passphrase: key_settings().passphrase,
+                                });
+                                match handshake::cipher(&hs, keys.as_ref()) {
+                                    Ok(c) => {
+                                        let a = handshake::accept(
+                                            &hs,
+                                            CALLER,
+                                            9,
+                                            c,
+                                            Role::Sender,
+                                            Instant::now(),
+                                        );
+                                        let _ = DuplexConnection::new(a.connection);
+                                        "accepted".to_owned()
+                                    }
+                                    Err(r) => format!("rejected: {r:?}"),
+                                }
+                            }
+                        };
+                        *outcomes.entry(outcome).or_default() += 1;
+                    });
+                    assert_eq!(site, None, "panicked answering {p:02x?}");
                 }
             }
         }
     }
-    eprintln!("panics accepting a conclusion with a passphrase: {sites:?}");
-    assert!(!sites.is_empty());
+    eprintln!("{outcomes:?}");
+    assert!(outcomes.keys().any(|o| o.starts_with("rejected")));
+    assert!(outcomes.keys().any(|o| o.starts_with("unread")));
 }
 
-/// What a UDP socket's filter sees at offset 0, on this kernel: the UDP header (its first
-/// half-word is the source port), and a length that counts it.
 #[test]
-fn a_udp_socket_filter_sees_the_udp_header_first() {
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = u32::from(sender.local_addr().unwrap().port());
-    let payload = [0xee_u8; 20];
-    let ret = |k| sock_filter {
-        code: op::RET_K,
-        jt: 0,
-        jf: 0,
-        k,
+fn a_caller_with_the_passphrase_is_accepted_and_one_without_is_told_why() {
+    let (_, encrypted) = srt_tokio_handshake(Some(key_settings()));
+    let (_, plain) = srt_tokio_handshake(None);
+    let hs = handshake::read(&encrypted).unwrap();
+    assert!(hs.km.is_some());
+    let keys = |pass: &str| KeySettings {
+        key_size: hs.key_size().unwrap(),
+        passphrase: Passphrase::try_from(pass.to_owned()).unwrap(),
     };
-    let jeq = |k| sock_filter {
-        code: op::JEQ_K,
-        jt: 0,
-        jf: 1,
-        k,
-    };
-    let at_zero_is_the_source_port = [
-        sock_filter {
-            code: op::LD_H_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        jeq(port),
-        ret(KEEP),
-        ret(DROP),
-    ];
-    let length_counts_the_header = [
-        sock_filter {
-            code: op::LD_LEN,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        jeq(UDP_HEADER_LEN + 20),
-        ret(KEEP),
-        ret(DROP),
-    ];
-    for prog in [&at_zero_is_the_source_port, &length_counts_the_header] {
-        let receiver = filtered_socket(prog);
-        sender
-            .send_to(&payload, receiver.local_addr().unwrap())
-            .unwrap();
-        assert!(
-            received(&receiver).is_some(),
-            "the datagram was filtered out"
-        );
-    }
+    assert!(handshake::cipher(&hs, Some(&keys(PASS))).unwrap().is_some());
+    let wrong = handshake::cipher(&hs, Some(&keys("another passphrase"))).unwrap_err();
+    assert_eq!(
+        srt_protocol::packet::CoreRejectReason::BadSecret,
+        match wrong {
+            srt_protocol::packet::RejectReason::Core(c) => c,
+            r => panic!("{r:?}"),
+        }
+    );
+    let plain = handshake::read(&plain).unwrap();
+    assert!(
+        handshake::cipher(&plain, Some(&keys(PASS))).is_err(),
+        "no keying material"
+    );
+    assert!(
+        handshake::cipher(&hs, None).is_err(),
+        "keying material to a plain stream"
+    );
+    assert_eq!(handshake::cipher(&plain, None).unwrap().map(|_| ()), None);
 }
 
-/// The program itself, attached: a libsrt conclusion with a congestion block never arrives,
-/// one without does.
 #[test]
-fn the_kernel_drops_what_the_program_drops() {
-    let receiver = filtered_socket(&srt_listener_filter());
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let to = receiver.local_addr().unwrap();
+fn handshakes_are_read_and_answered() {
+    let (induction, conclusion) = srt_tokio_handshake(None);
+    let ind = handshake::read(&induction).unwrap();
+    assert!(ind.induction);
+    let cookies = handshake::Cookies::new([5; 32]);
+    let now = std::time::SystemTime::now();
+    let cookie = cookies.make(CALLER, now);
+    assert!(cookies.check(CALLER, cookie, now));
+    assert!(cookies.check(CALLER, cookie, now + Duration::from_secs(31)));
+    assert!(!cookies.check(CALLER, cookie, now + Duration::from_secs(95)));
+    let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    assert!(!cookies.check(other, cookie, now));
+    // The answer is an HSv5 induction a caller takes: srt-protocol's caller concludes.
+    let answer = handshake::induction_response(&ind, CALLER, 77, cookie);
+    assert_eq!(parse(&answer).dest_sockid().0, ind.socket_id);
+    let hs = handshake::read(&conclusion).unwrap();
+    assert!(!hs.induction);
+    assert_eq!(hs.stream_id, Some(Ok("live/cam1,token=t".to_owned())));
+    assert!(hs.hsreq.is_some() && hs.km.is_none() && hs.refused_extension.is_none());
+    let accepted = handshake::accept(&hs, CALLER, 5, None, Role::Sender, Instant::now());
+    let settings = &accepted.connection.settings;
+    assert_eq!(settings.max_packet_size.0, handshake::PAYLOAD);
+    assert_eq!(settings.recv_tsbpd_latency, handshake::LATENCY);
+    assert_eq!(parse(&accepted.response).dest_sockid().0, hs.socket_id);
+    // libsrt's file mode, packet filters and groups are refused; an HSv4 conclusion is not read.
     let file = handshake(
         5,
         CONCLUSION,
-        &[hsreq(), block(6, 1, b"elif"), sid("x")].concat(),
+        &[hsreq(), sid("a/b"), block(6, 1, b"elif")].concat(),
     );
-    let live = handshake(5, CONCLUSION, &[hsreq(), sid("x")].concat());
-    sender.send_to(&file, to).unwrap();
-    sender.send_to(&live, to).unwrap();
-    assert_eq!(received(&receiver), Some(live.len()));
-    assert_eq!(received(&receiver), None);
-}
-
-fn filtered_socket(prog: &[sock_filter]) -> UdpSocket {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-    socket.attach_filter(prog).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    socket.into()
-}
-
-fn received(socket: &UdpSocket) -> Option<usize> {
-    let mut buf = [0u8; 2048];
-    socket.recv(&mut buf).ok()
+    assert!(handshake::read(&file).unwrap().refused_extension.is_some());
+    assert!(handshake::read(&handshake(4, CONCLUSION, &hsreq())).is_err());
+    // A 700-byte stream id is read whole, for the stream id parser to refuse it.
+    let long = handshake(5, CONCLUSION, &[hsreq(), sid(&"x".repeat(700))].concat());
+    assert_eq!(
+        handshake::read(&long)
+            .unwrap()
+            .stream_id
+            .unwrap()
+            .unwrap()
+            .len(),
+        700
+    );
+    // Peer latencies and sizes are clamped.
+    let mut greedy = handshake(
+        5,
+        CONCLUSION,
+        &[
+            block(1, 3, &[0, 1, 4, 4, 0, 0, 0, 0xbf, 0xff, 0xff, 0xff, 0xff]),
+            sid("a/b"),
+        ]
+        .concat(),
+    );
+    greedy[28..32].copy_from_slice(&0u32.to_be_bytes()); // MSS 0
+    let g = handshake::read(&greedy).unwrap();
+    let a = handshake::accept(&g, CALLER, 6, None, Role::Receiver, Instant::now());
+    assert!(a.connection.settings.max_packet_size.0 >= 188);
+    assert_eq!(
+        a.connection.settings.recv_tsbpd_latency,
+        handshake::MAX_LATENCY
+    );
 }
