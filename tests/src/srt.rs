@@ -80,34 +80,22 @@ const SRT_MAGIC: u16 = 0x4a17;
 /// `streamid` as the SID extension whatever its length. Returns the answer's handshake type:
 /// 0xffffffff (conclusion) if accepted, otherwise the rejection code as libsrt reports it.
 pub fn raw_handshake(addr: SocketAddr, streamid: &[u8]) -> Option<i64> {
+    raw_handshake_with(addr, streamid, &[])
+}
+
+/// [`raw_handshake`] with `extra` extension blocks (type, body) after the SID.
+pub fn raw_handshake_with(
+    addr: SocketAddr,
+    streamid: &[u8],
+    extra: &[(u16, &[u8])],
+) -> Option<i64> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let socket_id: u32 = 0x1234_5678;
-    let induction = handshake(4, 2, 1, socket_id, 0, &[]);
-    let cookie = exchange(&socket, addr, &induction, |r| {
-        (be16(r, 16 + 6) == SRT_MAGIC).then(|| be32(r, 16 + 28))
-    })?;
-
-    let mut ext = Vec::new();
-    // HSREQ: SRT version 1.4.1, flags (TSBPD both ways, TLPKTDROP, NAKREPORT, REXMITFLG),
-    // 120 ms latency each way.
-    ext.extend_from_slice(&1u16.to_be_bytes());
-    ext.extend_from_slice(&3u16.to_be_bytes());
-    ext.extend_from_slice(&0x0001_0401u32.to_be_bytes());
-    ext.extend_from_slice(&0x0000_00bfu32.to_be_bytes());
-    ext.extend_from_slice(&((120u32 << 16) | 120).to_be_bytes());
-    // SID: the bytes in 32-bit words, each word little-endian.
-    let mut sid = streamid.to_vec();
-    sid.resize(sid.len().div_ceil(4) * 4, 0);
-    ext.extend_from_slice(&5u16.to_be_bytes());
-    ext.extend_from_slice(&u16::try_from(sid.len() / 4).unwrap().to_be_bytes());
-    for word in sid.chunks(4) {
-        ext.extend(word.iter().rev());
-    }
-    // Extension flags: HSREQ | CONFIG (the SID).
-    let conclusion = handshake(5, 0x0005, 0xffff_ffff, socket_id, cookie, &ext);
+    let cookie = cookie(&socket, addr, socket_id)?;
+    let conclusion = conclusion(socket_id, cookie, streamid, extra);
     exchange(&socket, addr, &conclusion, |r| {
         let kind = be32(r, 16 + 20);
         (kind != 1).then_some(if kind == 0xffff_ffff {
@@ -116,6 +104,43 @@ pub fn raw_handshake(addr: SocketAddr, streamid: &[u8]) -> Option<i64> {
             i64::from(kind) - 1000
         })
     })
+}
+
+/// The listener's SYN cookie for `socket` (an induction, answered).
+pub fn cookie(socket: &UdpSocket, addr: SocketAddr, socket_id: u32) -> Option<u32> {
+    let induction = handshake(4, 2, 1, socket_id, 0, &[]);
+    exchange(socket, addr, &induction, |r| {
+        (be16(r, 16 + 6) == SRT_MAGIC).then(|| be32(r, 16 + 28))
+    })
+}
+
+/// An HSv5 conclusion from `socket_id` with `cookie`: libsrt's HSREQ, the stream id, and
+/// `extra` extension blocks (type, body in the protocol's word order).
+pub fn conclusion(socket_id: u32, cookie: u32, streamid: &[u8], extra: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut ext = Vec::new();
+    // HSREQ: SRT version 1.4.1, flags (TSBPD both ways, TLPKTDROP, NAKREPORT, REXMITFLG),
+    // 120 ms latency each way.
+    ext.extend_from_slice(&1u16.to_be_bytes());
+    ext.extend_from_slice(&3u16.to_be_bytes());
+    ext.extend_from_slice(&0x0001_0401u32.to_be_bytes());
+    ext.extend_from_slice(&0x0000_00bfu32.to_be_bytes());
+    ext.extend_from_slice(&((120u32 << 16) | 120).to_be_bytes());
+    let mut block = |kind: u16, text: &[u8]| {
+        // Strings: the bytes in 32-bit words, each word little-endian.
+        let mut b = text.to_vec();
+        b.resize(b.len().div_ceil(4) * 4, 0);
+        ext.extend_from_slice(&kind.to_be_bytes());
+        ext.extend_from_slice(&u16::try_from(b.len() / 4).unwrap().to_be_bytes());
+        for word in b.chunks(4) {
+            ext.extend(word.iter().rev());
+        }
+    };
+    block(5, streamid);
+    for (kind, body) in extra {
+        block(*kind, body);
+    }
+    // Extension flags: HSREQ | CONFIG (the SID).
+    handshake(5, 0x0005, 0xffff_ffff, socket_id, cookie, &ext)
 }
 
 /// A handshake control packet to the listener (destination socket 0).

@@ -1,6 +1,9 @@
-//! SRT publish and play through the real binary with stock ffmpeg (libsrt) and an srt-tokio
-//! caller, every request decided by the token rules before the handshake completes, and
-//! media crossing between SRT and RTMP both ways.
+//! SRT publish and play through the real binary with stock ffmpeg and `srt-live-transmit`
+//! (libsrt) and an srt-tokio caller, every request decided by the token rules before the
+//! handshake completes, media crossing between SRT and RTMP both ways, and the hostile
+//! battery: malformed datagrams, file-mode callers, every passphrase and key length, long
+//! stream ids, handshake floods from many ports and addresses, callers that vanish, each
+//! with a bystander publisher and viewer that must not notice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -368,7 +371,7 @@ fn passphrases() {
         "passphrase against a stream that has none",
     );
     assert!(bystander.running(), "bystander: {}", bystander.stderr());
-    assert!(s.log_lines_with("srt listener").is_empty());
+    assert!(s.log_lines_with("srt engine").is_empty());
     let (out, _) = ffmpeg::run(
         &srt::publish_args(&plain_url, Some(2)),
         Duration::from_secs(15),
@@ -422,9 +425,9 @@ fn a_passphrase_against_a_plain_stream_ends_no_other_session() {
     assert!(!s.log().contains(pass), "the passphrase appears in the log");
 }
 
-/// A libsrt caller with `transtype=file` (its handshake carries a congestion block) and
-/// crafted datagrams that srt-protocol 0.4.4 panics on never reach it: the SRT sessions already
-/// running go on undisturbed, the listener is never restarted, and callers are still admitted.
+/// A libsrt caller with `transtype=file` (its handshake carries a congestion block; refused)
+/// and crafted datagrams that srt-protocol 0.4.4 panics on (they never reach it): the SRT
+/// sessions already running go on undisturbed, nothing panics, and callers are still admitted.
 #[test]
 fn datagrams_that_panic_srt_protocol_end_no_session() {
     let s = Server::start();
@@ -435,7 +438,7 @@ fn datagrams_that_panic_srt_protocol_end_no_session() {
     );
     let session = Bystander::start(&s, &dir, &token);
 
-    // (a) ffmpeg with transtype=file, no token: it gets no answer and gives up.
+    // (a) ffmpeg with transtype=file, no token: refused (13, SRT_REJ_CONGESTION).
     let (out, took) = ffmpeg::run(
         &srt::publish_args(&srt::url(s.srt, "live/x", "&transtype=file"), Some(2)),
         Duration::from_secs(10),
@@ -514,6 +517,24 @@ impl Bystander {
         }
     }
 
+    /// The recording is whole, the publish went on without a panic anywhere, whatever else
+    /// was admitted meanwhile.
+    fn assert_still_served(self, s: &Server, dir: &TempDir) {
+        let Self {
+            mut publisher,
+            viewer,
+            frames_before,
+        } = self;
+        assert_recorded(viewer, dir, "v.ts", 7);
+        assert!(publisher.running(), "publisher: {}", publisher.stderr());
+        assert!(
+            s.frames_in("live/cam1") > frames_before + 100,
+            "the publisher's frames stopped arriving"
+        );
+        assert!(s.log_lines_with("srt engine").is_empty());
+        assert_eq!(s.metric("streamgate_panics_total"), 0.0);
+    }
+
     /// The recording is whole, the publish went on, and the listener never restarted.
     fn assert_undisturbed(self, s: &Server, dir: &TempDir) {
         let Self {
@@ -552,7 +573,7 @@ impl Bystander {
             s.metric("streamgate_sessions{protocol=\"srt\",action=\"publish\"}"),
             1.0
         );
-        assert!(s.log_lines_with("srt listener").is_empty());
+        assert!(s.log_lines_with("srt engine").is_empty());
         assert_eq!(s.metric("streamgate_panics_total"), 0.0);
     }
 }
@@ -670,18 +691,304 @@ fn bad_input_harms_no_other_session() {
 
     assert_eq!(call(s.srt, "#!::=,,", None), CallResult::Rejected(1400));
     assert_eq!(raw_handshake(s.srt, &[b'x'; 700]), Some(1400));
-    // A streamid that is not UTF-8 fails srt-protocol's packet parser: dropped unanswered.
-    assert_ne!(
-        raw_handshake(s.srt, &[0xff, 0xfe, 0x00, 0x41]),
-        Some(0xffff_ffff)
-    );
+    // A streamid that is not UTF-8: a bad request.
+    assert_eq!(raw_handshake(s.srt, &[0xff, 0xfe, 0x00, 0x41]), Some(1400));
     spray_garbage(s.srt, 2000, 7);
 
     assert_recorded(viewer, &dir, "v.ts", 5);
     assert!(publisher.running(), "publisher: {}", publisher.stderr());
-    assert!(s.log_lines_with("srt listener restarted").is_empty());
+    assert!(s.log_lines_with("srt engine").is_empty());
     assert_eq!(
         call(s.srt, "live/cam1,mode=request", None),
         CallResult::Connected
     );
+}
+
+/// Every passphrase and key length a caller may use, against each configuration: a stream
+/// without a passphrase, a publish token's passphrase, a server-wide passphrase. Callers with
+/// the passphrase are admitted whatever their key length (16, 24 or 32 bytes, or none named);
+/// the others are refused with the code libsrt reports, and a session already running goes on.
+#[test]
+fn every_passphrase_and_key_length_against_each_configuration() {
+    let token_pass = "token-pass-0123456789";
+    let server_pass = "server-pass-0123456789";
+    let s = Server::start();
+    let dir = TempDir::new("srt-keys");
+    let (_, plain) = s.create_token(
+        "publish",
+        json!({"label": "cam", "streams": [{"streamName": "live/cam[0-9]", "isRegex": true}]}),
+    );
+    let (_, enc) = s.create_token(
+        "publish",
+        json!({"label": "enc", "streams": [{"streamName": "live/enc[0-9]", "isRegex": true}],
+               "srtPassphrase": token_pass}),
+    );
+    let wide = Server::start_with(Options::default().env("STREAMGATE_SRT_PASSPHRASE", server_pass));
+    let (_, wide_token) = wide.create_token("publish", json!({"label": "any"}));
+    let session = Bystander::start(&s, &dir, &plain);
+
+    let cases: [(&Server, String, Option<&str>); 3] = [
+        (&s, format!("live/cam2,token={plain}"), None),
+        (&s, format!("live/enc1,token={enc}"), Some(token_pass)),
+        (
+            &wide,
+            format!("live/any,token={wide_token}"),
+            Some(server_pass),
+        ),
+    ];
+    for (server, streamid, pass) in &cases {
+        let mut seen = Vec::new();
+        for size in [0u16, 16, 24, 32] {
+            let right = pass.map(|p| call(server.srt, streamid, Some((p, size))));
+            let wrong = call(server.srt, streamid, Some(("not-the-passphrase", size)));
+            seen.push((size, right.clone(), wrong.clone()));
+            match pass {
+                // Any passphrase to a stream without one: unsecure.
+                None => assert_eq!(wrong, CallResult::Rejected(11), "{streamid} {size}"),
+                Some(_) => {
+                    assert_eq!(right, Some(CallResult::Connected), "{streamid} {size}");
+                    assert_eq!(wrong, CallResult::Rejected(10), "{streamid} {size}");
+                }
+            }
+        }
+        let none = call(server.srt, streamid, None);
+        let expected = if pass.is_some() {
+            CallResult::Rejected(11)
+        } else {
+            CallResult::Connected
+        };
+        assert_eq!(none, expected, "{streamid} without a passphrase");
+        eprintln!("{streamid}: {seen:?}, none: {none:?}");
+    }
+    // libsrt agrees: ffmpeg with the token's passphrase and AES-192 publishes.
+    let (out, _) = ffmpeg::run(
+        &srt::publish_args(
+            &srt::url(
+                s.srt,
+                &format!("live/enc2,token={enc}"),
+                &format!("&passphrase={token_pass}&pbkeylen=24"),
+            ),
+            Some(2),
+        ),
+        Duration::from_secs(15),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    session.assert_still_served(&s, &dir);
+}
+
+/// Floods of handshakes (inductions from many source ports, completed handshakes from several
+/// addresses faster than they are decided), callers that vanish after their induction or right
+/// after being accepted, and live-mode refusals: the server's memory stays bounded, its tables
+/// empty again, and the session already running goes on.
+#[test]
+fn handshake_floods_and_vanishing_callers_leave_no_trace() {
+    let s = Server::start();
+    let dir = TempDir::new("srt-flood");
+    let (_, token) = s.create_token(
+        "publish",
+        json!({"label": "cam", "streams": [{"streamName": "live/cam[0-9]", "isRegex": true}]}),
+    );
+    let session = Bystander::start(&s, &dir, &token);
+    let pid = s.pid().unwrap();
+    let rss_before = streamgate_tests::rss_kib(pid);
+    let mut rss_peak = rss_before;
+
+    // 60,000 inductions from 300 source ports: answered, and nothing is kept for them.
+    let sockets: Vec<std::net::UdpSocket> = (0..300)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let induction = {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&[
+            0, 0, 0, 4, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 5, 0xdc, 0, 0, 0x20, 0,
+        ]);
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 0]);
+        p.extend_from_slice(&[127, 0, 0, 1]);
+        p.extend_from_slice(&[0; 12]);
+        p
+    };
+    for round in 0..200 {
+        for socket in &sockets {
+            let _ = socket.send_to(&induction, s.srt);
+        }
+        if round % 20 == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+            rss_peak = rss_peak.max(streamgate_tests::rss_kib(pid));
+        }
+    }
+    // Completed handshakes from eight addresses, 100 callers each, with a wrong token (its
+    // decision waits for the failure delay): at most 64 per address wait at a time; the rest
+    // are told the listener is overloaded (1402).
+    let mut overloaded = 0;
+    let mut refused = 0;
+    let mut threads = Vec::new();
+    for host in 2..10u8 {
+        let addr = s.srt;
+        threads.push(std::thread::spawn(move || {
+            let callers: Vec<(std::net::UdpSocket, u32)> = (0..100u32)
+                .filter_map(|i| {
+                    let socket =
+                        std::net::UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, host), 0))
+                            .ok()?;
+                    socket
+                        .set_read_timeout(Some(Duration::from_millis(200)))
+                        .ok()?;
+                    let id = 0x4000_0000 | u32::from(host) << 16 | i;
+                    let cookie = srt::cookie(&socket, addr, id)?;
+                    Some((socket, cookie))
+                })
+                .zip(0..)
+                .map(|((socket, cookie), i)| {
+                    let id = 0x4000_0000 | u32::from(host) << 16 | i;
+                    let packet = srt::conclusion(id, cookie, b"live/cam5,token=wrong", &[]);
+                    socket.send_to(&packet, addr).unwrap();
+                    (socket, id)
+                })
+                .collect();
+            let mut codes = Vec::new();
+            for (socket, _) in &callers {
+                let mut buf = [0u8; 256];
+                if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    if n >= 40 {
+                        let kind = u32::from_be_bytes([buf[36], buf[37], buf[38], buf[39]]);
+                        codes.push(i64::from(kind) - 1000);
+                    }
+                }
+            }
+            codes
+        }));
+    }
+    for t in threads {
+        for code in t.join().unwrap() {
+            match code {
+                1402 => overloaded += 1,
+                _ => refused += 1,
+            }
+        }
+        rss_peak = rss_peak.max(streamgate_tests::rss_kib(pid));
+    }
+    eprintln!(
+        "completed handshakes: {overloaded} told overloaded, {refused} answered otherwise so far"
+    );
+    assert!(overloaded > 0, "the per-address cap never applied");
+    assert!(s.metric("streamgate_srt_overloaded_total") > 0.0);
+    // Callers that vanish: after their induction (nothing kept), and after being accepted as
+    // viewers (their connection ends when they stay silent).
+    for i in 0..20u32 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let id = 0x6000_0000 | i;
+        let cookie = srt::cookie(&socket, s.srt, id).unwrap();
+        if i % 2 == 0 {
+            let packet = srt::conclusion(id, cookie, b"live/cam1,mode=request", &[]);
+            socket.send_to(&packet, s.srt).unwrap();
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), || s
+            .metric("streamgate_srt_connections")
+            >= 12.0),
+        "the vanishing viewers were accepted"
+    );
+    // A file-transfer caller, a packet filter and a group: refused with their codes.
+    assert_eq!(
+        srt::raw_handshake_with(s.srt, b"live/cam3", &[(6, b"file")]),
+        Some(13)
+    );
+    assert_eq!(
+        srt::raw_handshake_with(s.srt, b"live/cam3", &[(7, b"fec,cols:10")]),
+        Some(14)
+    );
+    assert_eq!(
+        srt::raw_handshake_with(s.srt, b"live/cam3", &[(8, &[1, 0, 0, 0])]),
+        Some(15)
+    );
+    // Everything waiting is decided, the vanished viewers time out: back to the bystander's
+    // connections (its recording may have ended), one per live session, nothing pending.
+    let settled = || {
+        let connections = s.metric("streamgate_srt_connections");
+        let sessions = s.metric_sum("streamgate_sessions{protocol=\"srt\"");
+        connections <= 2.0
+            && connections == sessions
+            && s.metric("streamgate_srt_pending_handshakes") == 0.0
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), settled),
+        "connections {} sessions {} pending {}",
+        s.metric("streamgate_srt_connections"),
+        s.metric_sum("streamgate_sessions{protocol=\"srt\""),
+        s.metric("streamgate_srt_pending_handshakes")
+    );
+    let rss_after = streamgate_tests::rss_kib(pid);
+    eprintln!("RSS: {rss_before} KiB before, {rss_peak} KiB at the peak, {rss_after} KiB after");
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "memory grew by {} KiB under the flood",
+        rss_peak - rss_before
+    );
+    assert!(s.metric("streamgate_srt_bad_cookies_total") == 0.0);
+    assert_eq!(s.metric("streamgate_srt_connection_panics_total"), 0.0);
+    session.assert_still_served(&s, &dir);
+}
+
+/// `srt-live-transmit` (libsrt's own tool) publishes what ffmpeg sends it over UDP, and plays
+/// the stream back into a file.
+#[test]
+fn srt_live_transmit_publishes_and_plays() {
+    let s = Server::start();
+    let dir = TempDir::new("srt-slt");
+    let (_, token) = s.create_token("publish", json!({"label": "slt"}));
+    let udp = streamgate_tests::free_udp_port();
+    let streamid = format!("live/slt,token={token}");
+    let publish_log = std::fs::File::create(dir.path().join("slt-publish.log")).unwrap();
+    let mut publisher = std::process::Command::new("srt-live-transmit")
+        .args([
+            &format!("udp://127.0.0.1:{udp}"),
+            &format!("srt://{}?streamid={streamid}", s.srt),
+            "-q",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(publish_log)
+        .spawn()
+        .expect("srt-live-transmit (srt-tools)");
+    let source = Proc::ffmpeg(
+        &ffmpeg::publish_args(&format!("udp://127.0.0.1:{udp}?pkt_size=1316"), None)
+            .into_iter()
+            .map(|a| if a == "flv" { "mpegts".to_owned() } else { a })
+            .collect::<Vec<_>>(),
+        &dir.path().join("source.log"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || s.frames_in("live/slt") > 50),
+        "srt-live-transmit did not publish: {}",
+        source.stderr()
+    );
+    // It writes what it plays to standard output (`file://con`).
+    let out = dir.path().join("slt.ts");
+    let mut viewer = std::process::Command::new("srt-live-transmit")
+        .args([
+            &format!("srt://{}?streamid=live/slt,mode=request", s.srt),
+            "file://con",
+            "-q",
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let _ = viewer.kill();
+    let _ = viewer.wait();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    drop(source);
+    let p = probe(&out);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"), "{p:?}");
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{p:?}");
+    assert!(p.video_packets > 50 && p.audio_packets > 80, "{p:?}");
 }

@@ -268,6 +268,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen for SRT on {}: {e}", config.srt.listen))?;
     let server_passphrase = config.srt.passphrase();
+    let srt_stats = srt.stats();
     tracing::info!(
         addr = %srt.local_addr().map_err(|e| e.to_string())?,
         passphrase = server_passphrase.is_some(),
@@ -339,6 +340,7 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         rtmp: rtmp_ctx,
         transcoders,
         panics,
+        srt: srt_stats,
     }));
     if let Some(addr) = config.metrics.listen.0 {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -84,6 +84,8 @@ pub struct ListenerMetrics {
     pub transcoders: Arc<Transcoders>,
     /// The process's panics.
     pub panics: PanicCount,
+    /// The SRT engine's counts.
+    pub srt: streamgate_srt::StatsSource,
 }
 
 impl MetricsSource for ListenerMetrics {
@@ -137,6 +139,27 @@ impl MetricsSource for ListenerMetrics {
                 derivation.name(),
                 self.transcoders.running(derivation)
             );
+        }
+        if let Some(srt) = self.srt.get() {
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let gauge =
+                |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
+            let rows: [(&str, &str, &str, u64); 8] = [
+                ("streamgate_srt_connections", "gauge", "SRT connections open.", gauge(&srt.connections) as u64),
+                ("streamgate_srt_pending_handshakes", "gauge", "SRT handshakes waiting for their admission decision.", gauge(&srt.pending) as u64),
+                ("streamgate_srt_datagrams_total", "counter", "Datagrams the SRT socket read.", load(&srt.datagrams)),
+                ("streamgate_srt_dropped_datagrams_total", "counter", "Datagrams dropped: unreadable handshakes, packets kept from srt-protocol, packets for no connection or from the wrong address.", load(&srt.dropped)),
+                ("streamgate_srt_bad_cookies_total", "counter", "SRT conclusions with a cookie the listener did not give (spoofed or stale).", load(&srt.bad_cookies)),
+                ("streamgate_srt_overloaded_total", "counter", "SRT handshakes refused because too many were waiting (in all or from one address).", load(&srt.overloaded)),
+                ("streamgate_srt_connection_panics_total", "counter", "SRT connections ended by a panic in srt-protocol (each one a bug, also in streamgate_panics_total).", load(&srt.panics)),
+                ("streamgate_srt_publish_dropped_total", "counter", "SRT publisher messages dropped because the session did not keep up.", load(&srt.publish_dropped)),
+            ];
+            for (name, kind, help, value) in rows {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                let _ = writeln!(out, "{name} {value}");
+            }
         }
         let _ = writeln!(
             out,

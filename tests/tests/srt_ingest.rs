@@ -1,0 +1,222 @@
+//! SRT ingest at 20 Mbit/s for a minute through the real binary, straight and through 1 %
+//! random loss each way (a lossy UDP relay in the test): the retransmissions recover every
+//! packet. A test binary of its own, so that no other test competes with it for the CPU.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use streamgate_tests::ffmpeg::{self, Proc};
+use streamgate_tests::srt;
+use streamgate_tests::{wait_until, Server, TempDir};
+
+/// A UDP relay between a caller and the server that drops `loss` of the datagrams each way
+/// (seeded, so a run is repeatable); it stops when dropped. Returns its address.
+struct LossyRelay {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LossyRelay {
+    fn start(server: std::net::SocketAddr, loss: f64) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let socket = || {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            // Room for bursts, so that the relay drops only what it means to.
+            let _ = s.set_recv_buffer_size(4 << 20);
+            let _ = s.set_send_buffer_size(4 << 20);
+            s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                .unwrap();
+            std::net::UdpSocket::from(s)
+        };
+        let front = socket();
+        let back = socket();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let threshold = (loss * f64::from(u32::MAX)) as u32;
+        let mut threads = Vec::new();
+        for dir in 0..2 {
+            let (from, to) = if dir == 0 {
+                (front.try_clone().unwrap(), back.try_clone().unwrap())
+            } else {
+                (back.try_clone().unwrap(), front.try_clone().unwrap())
+            };
+            let (client, stop) = (Arc::clone(&client), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let mut seed: u32 = 0x9e37_79b9 ^ dir;
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, peer)) = from.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    if seed < threshold {
+                        continue;
+                    }
+                    if dir == 0 {
+                        *client.lock().unwrap() = Some(peer);
+                        let _ = to.send_to(&buf[..n], server);
+                    } else if let Some(c) = *client.lock().unwrap() {
+                        let _ = to.send_to(&buf[..n], c);
+                    }
+                }
+            }));
+        }
+        Self {
+            addr,
+            stop,
+            threads,
+        }
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A 20 Mbit/s publish for 60 s, straight and through 1 % random loss each way: the
+/// retransmissions recover every packet, and the demuxer sees no continuity error.
+#[test]
+fn twenty_mbit_ingest_for_60_s_with_and_without_loss() {
+    let s = Server::start();
+    let dir = TempDir::new("srt-20m");
+    let (_, token) = s.create_token("publish", json!({"label": "fast"}));
+    // Ten seconds at 20 Mbit/s, encoded once and looped as it is.
+    let source = dir.path().join("20m.ts");
+    let (made, _) = ffmpeg::run(
+        &[
+            "-y",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "10",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "60",
+            "-b:v",
+            "19800k",
+            "-minrate",
+            "19800k",
+            "-maxrate",
+            "19800k",
+            "-bufsize",
+            "20000k",
+            "-x264-params",
+            "nal-hrd=cbr",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-f",
+            "mpegts",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([source.display().to_string()])
+        .collect::<Vec<_>>(),
+        Duration::from_secs(120),
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let relay = LossyRelay::start(s.srt, 0.01);
+    let publish = |addr: std::net::SocketAddr, stream: &str| -> Proc {
+        let url = srt::url(addr, &format!("{stream},token={token}"), "&latency=200000");
+        let args: Vec<String> = [
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([source.display().to_string()])
+        .chain(
+            ["-t", "60", "-c", "copy", "-f", "mpegts"]
+                .iter()
+                .map(|a| (*a).to_owned()),
+        )
+        .chain([url])
+        .collect();
+        Proc::ffmpeg(
+            &args,
+            &dir.path().join(format!("{}.log", stream.replace('/', "_"))),
+        )
+    };
+    let started = Instant::now();
+    let mut straight = publish(s.srt, "live/straight");
+    let mut lossy = publish(relay.addr, "live/lossy");
+    // Near the end, every frame sent so far has arrived, despite the loss.
+    std::thread::sleep(Duration::from_secs(55).saturating_sub(started.elapsed()));
+    let arrived: Vec<(&str, u64, f64)> = ["live/straight", "live/lossy"]
+        .iter()
+        .map(|stream| {
+            (
+                *stream,
+                s.frames_in(stream),
+                started.elapsed().as_secs_f64(),
+            )
+        })
+        .collect();
+    for (p, what) in [(&mut straight, "straight"), (&mut lossy, "lossy")] {
+        let status = p.wait_exit(Duration::from_secs(90));
+        assert!(
+            status.is_some_and(|st| st.success()),
+            "{what} publisher: {}",
+            p.stderr()
+        );
+    }
+    drop(relay);
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .log_lines_with("srt publish ended")
+            .len()
+            == 2),
+        "both publishes ended"
+    );
+    let gaps = s.log_lines_with("srt publish input had gaps");
+    assert!(gaps.is_empty(), "continuity errors: {gaps:?}");
+    for (stream, frames, secs) in arrived {
+        // 30 pictures and ~47 sound frames a second, less the latency window.
+        let expected = (secs - 1.0) * 77.0;
+        eprintln!("{stream}: {frames} frames in {secs:.1} s");
+        assert!(
+            frames as f64 > 0.95 * expected,
+            "{stream}: {frames} frames in {secs:.1} s"
+        );
+    }
+}
