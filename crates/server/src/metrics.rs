@@ -145,7 +145,7 @@ impl MetricsSource for ListenerMetrics {
                 |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
             let gauge =
                 |a: &std::sync::atomic::AtomicUsize| a.load(std::sync::atomic::Ordering::Relaxed);
-            let rows: [(&str, &str, &str, u64); 8] = [
+            let rows: [(&str, &str, &str, u64); 9] = [
                 ("streamgate_srt_connections", "gauge", "SRT connections open.", gauge(&srt.connections) as u64),
                 ("streamgate_srt_pending_handshakes", "gauge", "SRT handshakes waiting for their admission decision.", gauge(&srt.pending) as u64),
                 ("streamgate_srt_datagrams_total", "counter", "Datagrams the SRT socket read.", load(&srt.datagrams)),
@@ -154,6 +154,7 @@ impl MetricsSource for ListenerMetrics {
                 ("streamgate_srt_overloaded_total", "counter", "SRT handshakes refused because too many were waiting (in all or from one address).", load(&srt.overloaded)),
                 ("streamgate_srt_connection_panics_total", "counter", "SRT connections ended by a panic in srt-protocol (each one a bug, also in streamgate_panics_total).", load(&srt.panics)),
                 ("streamgate_srt_publish_dropped_total", "counter", "SRT publisher messages dropped because the session did not keep up.", load(&srt.publish_dropped)),
+                ("streamgate_srt_viewer_dropped_bytes_total", "counter", "Bytes SRT viewers lost because they took less than the stream.", load(&srt.backlog_dropped)),
             ];
             for (name, kind, help, value) in rows {
                 let _ = writeln!(out, "# HELP {name} {help}");

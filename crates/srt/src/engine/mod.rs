@@ -68,6 +68,14 @@ const MAX_DATAGRAM: usize = 1500;
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// GSO: the most bytes in one send.
 const MAX_GSO_BYTES: usize = 60_000;
+/// Packets a sending connection holds in srt-protocol at once (sent and not acknowledged, or
+/// waiting to go): what a session hands over beyond this waits in the connection's backlog,
+/// so that a burst (the GOP a viewer joins with) never piles up inside srt-protocol, whose
+/// queues keep the size they grew to.
+const IN_FLIGHT: u64 = 128;
+/// Most bytes a connection's backlog holds; the oldest go first (a viewer that takes less
+/// than the stream loses frames, as the relay's own queue would drop them).
+const MAX_BACKLOG: usize = 16 * 1024 * 1024;
 
 /// Counts of the engine, for metrics and tests.
 #[derive(Debug, Default)]
@@ -89,6 +97,8 @@ pub struct EngineStats {
     pub panics: AtomicU64,
     /// Publisher messages dropped because the session did not keep up.
     pub publish_dropped: AtomicU64,
+    /// Bytes dropped from viewers' backlogs because they took less than the stream.
+    pub backlog_dropped: AtomicU64,
 }
 
 /// A caller's conclusion, waiting for the listener's decision.
@@ -260,6 +270,9 @@ struct Conn {
     /// The conclusion response, for the caller's repeats.
     response: Bytes,
     incoming: Option<mpsc::Sender<Bytes>>,
+    /// What the session handed over and srt-protocol has not taken yet.
+    backlog: std::collections::VecDeque<Bytes>,
+    backlog_bytes: usize,
     closed: CancellationToken,
     /// The wheel tick its timer is entered for.
     scheduled: Option<u64>,
@@ -648,6 +661,8 @@ impl Engine {
                 remote_id: hs.socket_id,
                 response: accepted.response,
                 incoming: incoming_tx,
+                backlog: std::collections::VecDeque::new(),
+                backlog_bytes: 0,
                 closed,
                 scheduled: None,
                 closing: None,
@@ -695,27 +710,21 @@ impl Engine {
                 let Some(conn) = self.conns.get_mut(&id) else {
                     return;
                 };
-                if conn.closing.is_some() {
+                if conn.closing.is_some() || data.is_empty() {
                     return;
                 }
-                let step = usize::try_from(handshake::PAYLOAD).unwrap_or(1316);
-                let mut at = 0;
-                let mut failed = false;
-                while at < data.len() {
-                    let end = (at + step).min(data.len());
-                    let chunk = data.slice(at..end);
-                    if guarded(|| conn.duplex.handle_data_input(now, Some((now, chunk)))).is_none()
-                    {
-                        failed = true;
+                conn.backlog_bytes += data.len();
+                conn.backlog.push_back(data);
+                while conn.backlog_bytes > MAX_BACKLOG {
+                    let Some(old) = conn.backlog.pop_front() else {
                         break;
-                    }
-                    at = end;
+                    };
+                    conn.backlog_bytes -= old.len();
+                    self.stats
+                        .backlog_dropped
+                        .fetch_add(old.len() as u64, Ordering::Relaxed);
                 }
-                if failed {
-                    self.kill(id);
-                } else {
-                    self.mark(id);
-                }
+                self.mark(id);
             }
             Command::Close(id) => {
                 let Some(conn) = self.conns.get_mut(&id) else {
@@ -758,6 +767,7 @@ impl Engine {
             let out = &mut self.out;
             let stats = &self.stats;
             let step = guarded(|| {
+                feed(conn, now);
                 let next = conn.duplex.check_timers(now);
                 while let Some((packet, to)) = conn.duplex.next_packet(now) {
                     out.push_packet(to, &packet);
@@ -915,6 +925,32 @@ impl Engine {
             }
         }
         self.out.clear();
+    }
+}
+
+/// Hands srt-protocol what it has room for of a connection's backlog, in messages of at most
+/// [`handshake::PAYLOAD`] bytes (slices of the session's buffers, not copies).
+fn feed(conn: &mut Conn, now: Instant) {
+    if conn.backlog.is_empty() {
+        return;
+    }
+    conn.duplex.update_statistics(now);
+    let mut room = IN_FLIGHT.saturating_sub(conn.duplex.statistics().tx_buffered_data);
+    let step = usize::try_from(handshake::PAYLOAD).unwrap_or(1316);
+    while room > 0 {
+        let Some(front) = conn.backlog.front_mut() else {
+            break;
+        };
+        let chunk = if front.len() <= step {
+            let whole = front.clone();
+            conn.backlog.pop_front();
+            whole
+        } else {
+            front.split_to(step)
+        };
+        conn.backlog_bytes -= chunk.len();
+        conn.duplex.handle_data_input(now, Some((now, chunk)));
+        room -= 1;
     }
 }
 
