@@ -107,10 +107,16 @@ impl SrtListener {
                 tracing::warn!(addr = ?local, restarts = starts - 1, "srt engine restarted");
             }
             let mut engine_task = tokio::spawn(engine.run(shutdown.clone()));
+            let mut engine_ended = false;
             loop {
                 tokio::select! {
+                    biased;
                     () = shutdown.cancelled() => break,
                     _ = &mut engine_task => {
+                        engine_ended = true;
+                        if shutdown.is_cancelled() {
+                            break;
+                        }
                         tracing::error!(addr = ?local, "srt engine ended; restarting it");
                         tokio::time::sleep(RESTART_BACKOFF).await;
                         break;
@@ -123,7 +129,8 @@ impl SrtListener {
                     Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 }
             }
-            if shutdown.is_cancelled() {
+            // A handle is awaited once: the engine that ended is not waited for again.
+            if shutdown.is_cancelled() && !engine_ended {
                 let _ = engine_task.await;
             }
         }
