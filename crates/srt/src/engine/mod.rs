@@ -76,6 +76,13 @@ const IN_FLIGHT: u64 = 128;
 /// Most bytes a connection's backlog holds; the oldest go first (a viewer that takes less
 /// than the stream loses frames, as the relay's own queue would drop them).
 const MAX_BACKLOG: usize = 16 * 1024 * 1024;
+/// How long what sessions hand over gathers before it is sent: the frames of that time go
+/// out together, cut into full messages across frame boundaries (the transport stream is one
+/// byte stream) and sent to each peer in one GSO send. It adds this much to the latency of
+/// a stream whose viewers wait the SRT latency (120 ms and more) anyway.
+const FEED_INTERVAL: Duration = Duration::from_millis(10);
+/// Timers are rounded up to this many ms, so that connections' timers fire together.
+const TIMER_GRAIN_MS: u64 = 5;
 
 /// Counts of the engine, for metrics and tests.
 #[derive(Debug, Default)]
@@ -273,6 +280,10 @@ struct Conn {
     /// What the session handed over and srt-protocol has not taken yet.
     backlog: std::collections::VecDeque<Bytes>,
     backlog_bytes: usize,
+    /// Whether this round may send a short last message (the feed interval is over).
+    feed_tail: bool,
+    /// Whether it waits for the end of a feed interval.
+    feeding: bool,
     closed: CancellationToken,
     /// The wheel tick its timer is entered for.
     scheduled: Option<u64>,
@@ -302,6 +313,9 @@ pub struct Engine {
     max_connections: usize,
     wheel: Wheel,
     dirty: Vec<u32>,
+    /// Connections with something to send, and when the gathering ends.
+    feeding: Vec<u32>,
+    feed_due: Option<Instant>,
     requests: mpsc::Sender<ConnectRequest>,
     decisions_tx: mpsc::Sender<(PendingKey, Decision)>,
     decisions: mpsc::Receiver<(PendingKey, Decision)>,
@@ -370,8 +384,10 @@ impl Engine {
                 pending: HashMap::new(),
                 pending_per_ip: HashMap::new(),
                 max_connections,
-                wheel: Wheel::new(Instant::now()),
+                wheel: Wheel::new(Instant::now(), TIMER_GRAIN_MS),
                 dirty: Vec::new(),
+                feeding: Vec::new(),
+                feed_due: None,
                 requests,
                 decisions_tx,
                 decisions,
@@ -398,7 +414,10 @@ impl Engine {
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let socket = Arc::clone(&self.socket);
         loop {
-            let timer = self.wheel.next();
+            let timer = match (self.wheel.next(), self.feed_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let sleep = async {
                 match timer {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -429,6 +448,16 @@ impl Engine {
             }
             let now = Instant::now();
             self.run_timers(now);
+            if self.feed_due.is_some_and(|due| due <= now) {
+                self.feed_due = None;
+                for id in std::mem::take(&mut self.feeding) {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.feed_tail = true;
+                        conn.feeding = false;
+                    }
+                    self.mark(id);
+                }
+            }
             self.flush(now);
             self.send_out().await;
         }
@@ -663,6 +692,8 @@ impl Engine {
                 incoming: incoming_tx,
                 backlog: std::collections::VecDeque::new(),
                 backlog_bytes: 0,
+                feed_tail: false,
+                feeding: false,
                 closed,
                 scheduled: None,
                 closing: None,
@@ -713,6 +744,10 @@ impl Engine {
                 if conn.closing.is_some() || data.is_empty() {
                     return;
                 }
+                if !conn.feeding {
+                    conn.feeding = true;
+                    self.feeding.push(id);
+                }
                 conn.backlog_bytes += data.len();
                 conn.backlog.push_back(data);
                 while conn.backlog_bytes > MAX_BACKLOG {
@@ -724,7 +759,7 @@ impl Engine {
                         .backlog_dropped
                         .fetch_add(old.len() as u64, Ordering::Relaxed);
                 }
-                self.mark(id);
+                self.feed_due.get_or_insert(now + FEED_INTERVAL);
             }
             Command::Close(id) => {
                 let Some(conn) = self.conns.get_mut(&id) else {
@@ -796,6 +831,12 @@ impl Engine {
             if !open || overdue {
                 self.remove(id);
                 continue;
+            }
+            // What srt-protocol had no room for waits for the next feed interval.
+            if !conn.backlog.is_empty() && !conn.feeding && conn.closing.is_none() {
+                conn.feeding = true;
+                self.feeding.push(id);
+                self.feed_due.get_or_insert(now + FEED_INTERVAL);
             }
             if receiver_gone && conn.closing.is_none() {
                 conn.closing = Some(now);
@@ -928,9 +969,11 @@ impl Engine {
     }
 }
 
-/// Hands srt-protocol what it has room for of a connection's backlog, in messages of at most
-/// [`handshake::PAYLOAD`] bytes (slices of the session's buffers, not copies).
+/// Hands srt-protocol what it has room for of a connection's backlog, as messages of
+/// [`handshake::PAYLOAD`] bytes cut from the transport stream across frame boundaries (within
+/// one frame a slice, not a copy); the short last one only once the feed interval is over.
 fn feed(conn: &mut Conn, now: Instant) {
+    let tail = std::mem::take(&mut conn.feed_tail);
     if conn.backlog.is_empty() {
         return;
     }
@@ -938,20 +981,51 @@ fn feed(conn: &mut Conn, now: Instant) {
     let mut room = IN_FLIGHT.saturating_sub(conn.duplex.statistics().tx_buffered_data);
     let step = usize::try_from(handshake::PAYLOAD).unwrap_or(1316);
     while room > 0 {
-        let Some(front) = conn.backlog.front_mut() else {
+        let Some(chunk) = next_message(&mut conn.backlog, &mut conn.backlog_bytes, step, tail)
+        else {
             break;
         };
-        let chunk = if front.len() <= step {
-            let whole = front.clone();
-            conn.backlog.pop_front();
-            whole
-        } else {
-            front.split_to(step)
-        };
-        conn.backlog_bytes -= chunk.len();
         conn.duplex.handle_data_input(now, Some((now, chunk)));
         room -= 1;
     }
+}
+
+/// The next message of `step` bytes from the front of `backlog` (fewer only if `tail`).
+fn next_message(
+    backlog: &mut std::collections::VecDeque<Bytes>,
+    backlog_bytes: &mut usize,
+    step: usize,
+    tail: bool,
+) -> Option<Bytes> {
+    if *backlog_bytes == 0 || (*backlog_bytes < step && !tail) {
+        return None;
+    }
+    let front = backlog.front_mut()?;
+    let chunk = if front.len() > step {
+        front.split_to(step)
+    } else if front.len() == step || *backlog_bytes <= front.len() {
+        let whole = std::mem::take(front);
+        backlog.pop_front();
+        whole
+    } else {
+        // Across frames: gather one message.
+        let mut out = bytes::BytesMut::with_capacity(step.min(*backlog_bytes));
+        while out.len() < step {
+            let Some(f) = backlog.front_mut() else {
+                break;
+            };
+            let need = step - out.len();
+            if f.len() <= need {
+                out.extend_from_slice(f);
+                backlog.pop_front();
+            } else {
+                out.extend_from_slice(&f.split_to(need));
+            }
+        }
+        out.freeze()
+    };
+    *backlog_bytes -= chunk.len();
+    Some(chunk)
 }
 
 /// A run of datagrams to one peer, in the outbox's buffer: `count` of `segment` bytes, the
@@ -1030,6 +1104,32 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_cut_across_frames_and_the_tail_waits() {
+        let mut backlog: std::collections::VecDeque<Bytes> = std::collections::VecDeque::new();
+        let mut bytes = 0;
+        for (n, len) in [(1u8, 10usize), (2, 7), (3, 3)] {
+            backlog.push_back(Bytes::from(vec![n; len]));
+            bytes += len;
+        }
+        let mut take = |tail| next_message(&mut backlog, &mut bytes, 4, tail);
+        assert_eq!(take(false).as_deref(), Some(&[1u8; 4][..]));
+        assert_eq!(take(false).as_deref(), Some(&[1u8; 4][..]));
+        assert_eq!(
+            take(false).as_deref(),
+            Some(&[1, 1, 2, 2][..]),
+            "across two frames"
+        );
+        assert_eq!(take(false).as_deref(), Some(&[2u8; 4][..]));
+        assert_eq!(take(false).as_deref(), Some(&[2, 3, 3, 3][..]));
+        assert_eq!(take(true), None, "nothing left");
+        backlog.push_back(Bytes::from_static(&[9, 9]));
+        bytes = 2;
+        let mut take = |tail| next_message(&mut backlog, &mut bytes, 4, tail);
+        assert_eq!(take(false), None, "a short last message waits");
+        assert_eq!(take(true).as_deref(), Some(&[9, 9][..]));
+    }
 
     #[test]
     fn the_outbox_groups_runs_to_one_peer() {

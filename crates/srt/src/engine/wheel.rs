@@ -1,8 +1,10 @@
 //! One timing wheel for every connection of a listener: 1 ms slots, each holding the
-//! connections whose next timer falls in it. A connection is entered again whenever its
-//! next timer moves earlier; a stale entry (one that no longer matches the connection's
-//! current deadline) is dropped when its slot comes. Deadlines beyond one turn of the wheel
-//! wait in their slot for the turn they belong to.
+//! connections whose next timer falls in it. Timers are rounded up to a grain (a few ms), so
+//! that the connections' timers fire together and the engine wakes once for all of them
+//! (srt-protocol's timers are periodic at 10 ms and more; a few ms later changes nothing). A
+//! connection is entered again whenever its next timer moves earlier; a stale entry (one that
+//! no longer matches the connection's current deadline) is dropped when its slot comes.
+//! Deadlines beyond one turn of the wheel wait in their slot for the turn they belong to.
 
 use std::time::{Duration, Instant};
 
@@ -27,24 +29,28 @@ pub struct Wheel {
     cursor: u64,
     /// Entries in all (stale ones included).
     len: usize,
+    /// Ticks a deadline is rounded up to a multiple of.
+    grain: u64,
 }
 
 impl Wheel {
-    /// An empty wheel whose tick 0 starts at `start`.
-    pub fn new(start: Instant) -> Self {
+    /// An empty wheel whose tick 0 starts at `start`, rounding deadlines up to `grain` ticks.
+    pub fn new(start: Instant, grain: u64) -> Self {
         Self {
             start,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             cursor: 0,
             len: 0,
+            grain: grain.max(1),
         }
     }
 
-    /// The tick `at` falls in (rounded up: a timer never fires early).
+    /// The tick `at` falls in (rounded up to the grain: a timer never fires early).
     pub fn tick_of(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.start);
         let ticks = since.as_nanos().div_ceil(TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX)
+        let ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        ticks.div_ceil(self.grain).saturating_mul(self.grain)
     }
 
     /// When tick `tick` starts.
@@ -134,9 +140,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn deadlines_round_up_to_the_grain() {
+        let start = Instant::now();
+        let w = Wheel::new(start, 5);
+        let at = |us: u64| start + Duration::from_micros(us);
+        assert_eq!(w.tick_of(at(0)), 0);
+        assert_eq!(w.tick_of(at(1)), 5);
+        assert_eq!(w.tick_of(at(4_999)), 5);
+        assert_eq!(w.tick_of(at(5_001)), 10);
+    }
+
+    #[test]
     fn timers_fire_in_their_tick_and_not_before() {
         let start = Instant::now();
-        let mut w = Wheel::new(start);
+        let mut w = Wheel::new(start, 1);
         let at = |ms: u64| start + Duration::from_millis(ms);
         w.insert(1, w.tick_of(at(5)));
         w.insert(2, w.tick_of(at(3)));
@@ -161,7 +178,7 @@ mod tests {
     #[test]
     fn a_late_advance_catches_up_and_past_ticks_go_to_the_cursor() {
         let start = Instant::now();
-        let mut w = Wheel::new(start);
+        let mut w = Wheel::new(start, 1);
         for c in 0..100 {
             w.insert(c, u64::from(c) * 37);
         }
