@@ -302,10 +302,13 @@ const streamgate = {
       await this.loadHlsJs().catch(() => {});
       if (window.Hls && window.Hls.isSupported()) {
         // After a stall, play up to 1.5 times as fast until back at the target latency
-        // (hls.js otherwise stays behind for good).
+        // (hls.js otherwise stays behind for good), and raise that target by 0.2 s a stall
+        // rather than hls.js's whole second, which takes a low-latency viewer past 2 s after
+        // one hiccup of the network or the machine.
         hls = new window.Hls({
           lowLatencyMode: opts.lowLatency !== false,
           maxLiveSyncPlaybackRate: 1.5,
+          liveSyncOnStallIncrease: 0.2,
         });
         st.hls = hls;
         hls.on(window.Hls.Events.ERROR, (_, data) => {
