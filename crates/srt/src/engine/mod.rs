@@ -68,11 +68,20 @@ const MAX_DATAGRAM: usize = 1500;
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 /// GSO: the most bytes in one send.
 const MAX_GSO_BYTES: usize = 60_000;
+/// Bytes of datagrams one round makes before it sends them: connections that have more to
+/// send go on in the next round, at once. The outbox keeps the size it grew to, so a round
+/// that served every viewer's join burst at once would keep megabytes for good.
+const OUTBOX_LIMIT: usize = 512 * 1024;
 /// Packets a sending connection holds in srt-protocol at once (sent and not acknowledged, or
-/// waiting to go): what a session hands over beyond this waits in the connection's backlog,
-/// so that a burst (the GOP a viewer joins with) never piles up inside srt-protocol, whose
-/// queues keep the size they grew to.
-const IN_FLIGHT: u64 = 128;
+/// waiting to go), its window: what a session hands over beyond this waits in the
+/// connection's backlog, so that a burst (the GOP a viewer joins with) never piles up inside
+/// srt-protocol, whose queues keep the size they grew to. A window carries at most its size
+/// per round trip (32 packets in 10 ms, the ACK period: 34 Mbit/s); a connection whose
+/// window stays full with data waiting for [`WINDOW_GROW_AFTER`] (a far or fast viewer, not
+/// a join burst) gets twice the window, up to [`MAX_WINDOW`].
+const MIN_WINDOW: u64 = 32;
+const MAX_WINDOW: u64 = 2048;
+const WINDOW_GROW_AFTER: Duration = Duration::from_millis(300);
 /// Most bytes a connection's backlog holds; the oldest go first (a viewer that takes less
 /// than the stream loses frames, as the relay's own queue would drop them).
 const MAX_BACKLOG: usize = 16 * 1024 * 1024;
@@ -282,6 +291,10 @@ struct Conn {
     backlog_bytes: usize,
     /// Whether this round may send a short last message (the feed interval is over).
     feed_tail: bool,
+    /// Its window ([`MIN_WINDOW`]), and since when the window has been full with data
+    /// waiting.
+    window: u64,
+    window_full_since: Option<Instant>,
     /// Whether it waits for the end of a feed interval.
     feeding: bool,
     closed: CancellationToken,
@@ -415,6 +428,8 @@ impl Engine {
         let socket = Arc::clone(&self.socket);
         loop {
             let timer = match (self.wheel.next(), self.feed_due) {
+                // Connections left over from a full round go on at once.
+                _ if !self.dirty.is_empty() => Some(Instant::now()),
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -692,6 +707,8 @@ impl Engine {
                 incoming: incoming_tx,
                 backlog: std::collections::VecDeque::new(),
                 backlog_bytes: 0,
+                window: MIN_WINDOW,
+                window_full_since: None,
                 feed_tail: false,
                 feeding: false,
                 closed,
@@ -793,8 +810,15 @@ impl Engine {
     /// Lets every connection touched this round run its timers and hand out what it made:
     /// packets to the outbox, a publisher's messages to its session.
     fn flush(&mut self, now: Instant) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for id in dirty {
+        let mut dirty = std::mem::take(&mut self.dirty).into_iter();
+        while let Some(id) = dirty.next() {
+            if self.out.buf.len() >= OUTBOX_LIMIT {
+                // The outbox is full: this one and the rest (still marked) wait for the next
+                // round.
+                self.dirty.push(id);
+                self.dirty.extend(dirty);
+                break;
+            }
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
@@ -804,7 +828,10 @@ impl Engine {
             let step = guarded(|| {
                 feed(conn, now);
                 let next = conn.duplex.check_timers(now);
-                while let Some((packet, to)) = conn.duplex.next_packet(now) {
+                while out.buf.len() < OUTBOX_LIMIT {
+                    let Some((packet, to)) = conn.duplex.next_packet(now) else {
+                        break;
+                    };
                     out.push_packet(to, &packet);
                 }
                 let mut receiver_gone = false;
@@ -825,6 +852,11 @@ impl Engine {
                 self.kill(id);
                 continue;
             };
+            if self.out.buf.len() >= OUTBOX_LIMIT {
+                // It may have more packets ready: it goes first in the next round.
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
             let overdue = conn
                 .closing
                 .is_some_and(|t| now.duration_since(t) >= CLOSE_TIMEOUT);
@@ -975,10 +1007,13 @@ impl Engine {
 fn feed(conn: &mut Conn, now: Instant) {
     let tail = std::mem::take(&mut conn.feed_tail);
     if conn.backlog.is_empty() {
+        conn.window_full_since = None;
         return;
     }
     conn.duplex.update_statistics(now);
-    let mut room = IN_FLIGHT.saturating_sub(conn.duplex.statistics().tx_buffered_data);
+    let mut room = conn
+        .window
+        .saturating_sub(conn.duplex.statistics().tx_buffered_data);
     let step = usize::try_from(handshake::PAYLOAD).unwrap_or(1316);
     while room > 0 {
         let Some(chunk) = next_message(&mut conn.backlog, &mut conn.backlog_bytes, step, tail)
@@ -988,6 +1023,22 @@ fn feed(conn: &mut Conn, now: Instant) {
         conn.duplex.handle_data_input(now, Some((now, chunk)));
         room -= 1;
     }
+    let full = room == 0 && !conn.backlog.is_empty();
+    conn.window = next_window(conn.window, &mut conn.window_full_since, full, now);
+}
+
+/// A connection's window after a feed that left it `full` (with data waiting) or not.
+fn next_window(window: u64, full_since: &mut Option<Instant>, full: bool, now: Instant) -> u64 {
+    if !full {
+        *full_since = None;
+        return window;
+    }
+    let since = *full_since.get_or_insert(now);
+    if now.duration_since(since) >= WINDOW_GROW_AFTER && window < MAX_WINDOW {
+        *full_since = Some(now);
+        return (window * 2).min(MAX_WINDOW);
+    }
+    window
 }
 
 /// The next message of `step` bytes from the front of `backlog` (fewer only if `tail`).
@@ -1051,7 +1102,7 @@ struct Outbox {
 impl Outbox {
     fn new(max_segments: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(256 * 1024),
+            buf: Vec::with_capacity(OUTBOX_LIMIT + 4 * MAX_DATAGRAM),
             groups: Vec::new(),
             max_segments: max_segments.max(1),
         }
@@ -1104,6 +1155,33 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_full_for_long_grows_and_a_burst_does_not_grow_it() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut since = None;
+        // A join burst: full for 200 ms, then drained.
+        let mut w = MIN_WINDOW;
+        for n in (0..200).step_by(10) {
+            w = next_window(w, &mut since, true, ms(n));
+        }
+        w = next_window(w, &mut since, false, ms(210));
+        assert_eq!((w, since), (MIN_WINDOW, None));
+        // A viewer the window holds back: it doubles every 300 ms it stays full, up to the
+        // most.
+        for n in (1000..1310).step_by(10) {
+            w = next_window(w, &mut since, true, ms(n));
+        }
+        assert_eq!(w, 2 * MIN_WINDOW);
+        for n in (1310..5000).step_by(10) {
+            w = next_window(w, &mut since, true, ms(n));
+        }
+        assert_eq!(w, MAX_WINDOW);
+        // It keeps what it grew to.
+        w = next_window(w, &mut since, false, ms(5000));
+        assert_eq!(w, MAX_WINDOW);
+    }
 
     #[test]
     fn messages_are_cut_across_frames_and_the_tail_waits() {
