@@ -37,6 +37,11 @@ impl StreamWatch {
         self.entry.name()
     }
 
+    /// Takes every change so far as seen: the next `Ready` is for a later one.
+    pub fn mark_seen(&mut self) {
+        self.seen = self.entry.signal.epoch();
+    }
+
     /// Ready when the stream has changed since the last `Ready` (at once the first time);
     /// otherwise `cx`'s waker is woken at the next change.
     pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -27,6 +27,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use streamgate_relay::{Event, Hub, StreamWatch, Subscriber};
@@ -284,6 +285,7 @@ struct Group {
     /// group.
     shards: Mutex<Vec<Arc<Shard>>>,
     max_shards: usize,
+    coalesce: Duration,
 }
 
 #[derive(Debug)]
@@ -300,9 +302,9 @@ impl Drop for Shard {
 
 impl Shard {
     /// A shard of stream `name` with its driver task.
-    fn start(hub: &Hub, name: &str) -> Self {
+    fn start(hub: &Hub, name: &str, coalesce: Duration) -> Self {
         let viewers: Arc<ViewerList> = Arc::default();
-        let driver = tokio::spawn(drive(Arc::clone(&viewers), hub.watch(name)));
+        let driver = tokio::spawn(drive(Arc::clone(&viewers), hub.watch(name), coalesce));
         Self {
             viewers,
             driver: driver.abort_handle(),
@@ -336,9 +338,19 @@ impl Shard {
 #[derive(Debug, Default)]
 pub(crate) struct FanOuts {
     groups: Mutex<HashMap<String, Weak<Group>>>,
+    /// How long changes gather before a shard's round.
+    coalesce: Duration,
 }
 
 impl FanOuts {
+    /// Groups whose shards let changes gather for `coalesce` before each round.
+    pub(crate) fn new(coalesce: Duration) -> Self {
+        Self {
+            groups: Mutex::default(),
+            coalesce,
+        }
+    }
+
     /// Puts `viewer` of stream `name` in one of the stream's shards (starting one if needed).
     /// Must be called inside a Tokio runtime. The viewer leaves when the membership drops.
     pub(crate) fn join(self: &Arc<Self>, hub: &Hub, name: &str, viewer: Arc<Viewer>) -> Membership {
@@ -347,7 +359,7 @@ impl FanOuts {
             match groups.get(name).and_then(Weak::upgrade) {
                 Some(group) => group,
                 None => {
-                    let group = Arc::new(Group::new(hub, name));
+                    let group = Arc::new(Group::new(hub, name, self.coalesce));
                     groups.insert(name.to_owned(), Arc::downgrade(&group));
                     group
                 }
@@ -366,7 +378,7 @@ impl FanOuts {
 }
 
 impl Group {
-    fn new(hub: &Hub, name: &str) -> Self {
+    fn new(hub: &Hub, name: &str, coalesce: Duration) -> Self {
         let workers = tokio::runtime::Handle::current()
             .metrics()
             .num_workers()
@@ -376,6 +388,7 @@ impl Group {
             name: name.to_owned(),
             shards: Mutex::new(Vec::new()),
             max_shards: workers,
+            coalesce,
         }
     }
 
@@ -393,7 +406,7 @@ impl Group {
         match least {
             Some((len, s)) if len < VIEWERS_PER_SHARD || shards.len() >= self.max_shards => s,
             _ => {
-                let shard = Arc::new(Shard::start(&self.hub, &self.name));
+                let shard = Arc::new(Shard::start(&self.hub, &self.name, self.coalesce));
                 shards.push(Arc::clone(&shard));
                 shard
             }
@@ -401,10 +414,16 @@ impl Group {
     }
 }
 
-/// A shard's loop: at every change of the stream, visit each viewer once.
-async fn drive(viewers: Arc<ViewerList>, mut watch: StreamWatch) {
+/// A shard's loop: at every change of the stream, visit each viewer once; with a coalescing
+/// time, first let the changes of that time gather, so that each viewer's frames of that time
+/// go out in one write.
+async fn drive(viewers: Arc<ViewerList>, mut watch: StreamWatch, coalesce: Duration) {
     loop {
         watch.changed().await;
+        if !coalesce.is_zero() {
+            tokio::time::sleep(coalesce).await;
+            watch.mark_seen();
+        }
         let round = Arc::clone(&*lock(&viewers));
         for (i, viewer) in round.iter().enumerate() {
             viewer.serve();
@@ -445,7 +464,6 @@ impl Drop for Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     use streamgate_media::{ms_to_ticks, AacConfig, Codec, Frame, TrackKind};
     use streamgate_relay::{Pick, Unavailable, WireFormat};
@@ -641,6 +659,40 @@ mod tests {
         assert_eq!(shards(&fanouts).iter().sum::<usize>(), 1);
         members.clear();
         assert!(lock(&fanouts.groups).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_within_the_coalescing_time_go_out_in_one_write() {
+        let hub = Hub::new();
+        let fanouts = Arc::new(FanOuts::new(Duration::from_millis(300)));
+        let publisher = hub.publish("live/c").unwrap();
+        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
+        let (server, mut client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Arc::new(Viewer::new(hub.subscribe("live/c"), Arc::new(write), 1));
+        let _membership = fanouts.join(&hub, "live/c", Arc::clone(&viewer));
+        while !matches!(viewer.take_work(8), Work::Done) {}
+        publisher.push(audio(0, 100));
+        tokio::time::timeout(Duration::from_secs(5), viewer.handed_off())
+            .await
+            .unwrap();
+        let _ = take_events(&viewer);
+        while !matches!(viewer.take_work(8), Work::Done) {}
+
+        // Two frames 100 ms apart: nothing is written before the time is up, then both at once.
+        publisher.push(audio(1, 100));
+        let mut got = vec![0u8; 4096];
+        let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut got)).await;
+        assert!(early.is_err(), "written before the coalescing time was up");
+        publisher.push(audio(2, 100));
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n >= 2 * 100 + 2 * 12,
+            "one read of both frames' chunks, got {n} bytes"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

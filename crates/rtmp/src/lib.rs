@@ -63,9 +63,9 @@ impl RtmpContext {
         Self {
             hub: admission.hub().clone(),
             admission,
+            fanouts: Arc::new(fanout::FanOuts::new(limits.write_coalesce)),
             limits,
             stats: RtmpStats::default(),
-            fanouts: Arc::default(),
         }
     }
 }

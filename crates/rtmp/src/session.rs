@@ -63,6 +63,9 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
     /// Largest audio or video message (one frame) taken from a publisher.
     pub max_frame_bytes: usize,
+    /// How long the frames due to viewers may gather before they are written, so that
+    /// several go out in one write (zero: every change of the stream is written at once).
+    pub write_coalesce: Duration,
 }
 
 impl Default for SessionLimits {
@@ -72,6 +75,7 @@ impl Default for SessionLimits {
             grant_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             max_frame_bytes: 8 * 1024 * 1024,
+            write_coalesce: Duration::ZERO,
         }
     }
 }

@@ -25,6 +25,8 @@ pub const MIN_API_SECRET_LEN: usize = 16;
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 /// Largest media frame the relay can be configured to take: the largest RTMP message.
 pub const MAX_FRAME_BYTES_LIMIT: usize = 0xFF_FFFF;
+/// Most `rtmp.write_coalesce_ms`: more would be latency no viewer asked for.
+pub const MAX_WRITE_COALESCE_MS: u64 = 100;
 
 /// A duration in whole seconds, as the file writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -246,6 +248,9 @@ pub struct RtmpSection {
     pub max_connections: usize,
     /// Most RTMP connections from one address (IPv6: one /64) at once.
     pub max_connections_per_ip: usize,
+    /// Milliseconds a viewer's frames may gather before they are written together (0: each
+    /// change of the stream is written at once).
+    pub write_coalesce_ms: u64,
 }
 
 /// `[srt]`.
@@ -555,6 +560,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("rtmp.idle_timeout", "SECONDS", "Time an RTMP publisher may send no audio or video"),
     setting("rtmp.max_connections", "N", "Most RTMP connections at once"),
     setting("rtmp.max_connections_per_ip", "N", "Most RTMP connections from one address (IPv6: /64)"),
+    setting("rtmp.write_coalesce_ms", "MS", "Time a viewer's frames may gather to be written together, 0 to 100 (adds up to this much latency)"),
     setting("srt.listen", "ADDR", "SRT listen address (UDP)"),
     secret("srt.passphrase", "PASSPHRASE", "Passphrase for every SRT connection, 10 to 79 bytes; empty for none (prefer the environment variable: flags show in process lists)"),
     setting("webrtc.public_ip", "IP", "Address announced in WebRTC ICE candidates (1:1 NAT); empty for none"),
@@ -654,6 +660,7 @@ impl Default for RtmpSection {
             idle_timeout: Seconds(session.idle_timeout.as_secs()),
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
+            write_coalesce_ms: u64::try_from(session.write_coalesce.as_millis()).unwrap_or(0),
         }
     }
 }
@@ -759,6 +766,7 @@ impl RtmpSection {
             grant_timeout: self.grant_timeout.duration(),
             idle_timeout: self.idle_timeout.duration(),
             max_frame_bytes: relay.max_frame_bytes,
+            write_coalesce: Duration::from_millis(self.write_coalesce_ms),
         }
     }
 }
@@ -1174,6 +1182,11 @@ impl Config {
     /// Checks the timeouts and bounds: none may be switched off.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         self.hls.validate()?;
+        if self.rtmp.write_coalesce_ms > MAX_WRITE_COALESCE_MS {
+            return Err(ConfigError(format!(
+                "rtmp.write_coalesce_ms: must be 0 to {MAX_WRITE_COALESCE_MS}"
+            )));
+        }
         let positive: [(&str, u64); 11] = [
             ("http.header_timeout", self.http.header_timeout.0),
             ("http.body_timeout", self.http.body_timeout.0),
