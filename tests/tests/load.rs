@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use streamgate_tests::{workspace_binary, Server, API_SECRET};
+use streamgate_tests::{workspace_binary, Options, Server, API_SECRET};
 
 fn load(s: &Server, extra: &[&str]) -> Value {
     let out = Command::new(workspace_binary("streamgate-load"))
@@ -130,6 +130,56 @@ fn hls_viewers_follow_the_playlists_parts_and_segments() {
         let most = if mode == "parts" { 1000.0 } else { 3000.0 };
         assert!(p50 > 0.0 && p50 < most, "{mode}: {r:#}");
     }
+}
+
+#[test]
+fn webrtc_viewers_play_over_whep_and_measure_the_stamped_frames() {
+    let s = Server::start_with(Options::default().env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1"));
+    let r = load(
+        &s,
+        &[
+            "--viewers",
+            "0",
+            "--webrtc-viewers",
+            "5",
+            "--hold",
+            "6",
+            "--bitrate",
+            "1000",
+        ],
+    );
+    assert_eq!(r["webrtc_viewers"]["admitted"], 5, "{r:#}");
+    assert_eq!(r["webrtc_viewers"]["failed"], 0, "{r:#}");
+    assert_eq!(r["webrtc_join_ms"]["count"], 5, "{r:#}");
+    // 25 frames a second for about 6 s, each viewer.
+    assert!(
+        r["webrtc_latency_ms"]["count"].as_u64().unwrap() > 5 * 100,
+        "{r:#}"
+    );
+    assert_eq!(r["frames_dropped"], 0, "{r:#}");
+    // The stamp's padding reaches WebRTC viewers: they get the stream's bit rate.
+    assert!(
+        r["viewer_kbps"]["min"].as_f64().unwrap() > 800.0,
+        "{r:#}"
+    );
+    let p50 = r["webrtc_latency_ms"]["p50"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 < 500.0, "{r:#}");
+    // Nobody is live on a refused publish, so the viewers are refused (404), and counted so.
+    let r = load(
+        &s,
+        &[
+            "--publish-token",
+            "sgp_wrong",
+            "--viewers",
+            "0",
+            "--webrtc-viewers",
+            "2",
+            "--hold",
+            "1",
+        ],
+    );
+    assert_eq!(r["webrtc_viewers"]["refused"], 2, "{r:#}");
+    assert_eq!(r["webrtc_viewers"]["failed"], 0, "{r:#}");
 }
 
 #[test]

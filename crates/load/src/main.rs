@@ -10,6 +10,7 @@ mod rtmp;
 mod srt;
 mod stats;
 mod synth;
+mod whep;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -78,6 +79,10 @@ struct Args {
     /// Native HLS viewers of the first stream (over the --api address), besides the others
     #[arg(long, default_value_t = 0)]
     hls_viewers: u32,
+    /// Native WebRTC viewers of the first stream (WHEP over the --api address), besides the
+    /// others
+    #[arg(long, default_value_t = 0)]
+    webrtc_viewers: u32,
     /// HLS viewers fetch whole segments on a plain reload instead of LL-HLS parts
     #[arg(long)]
     hls_segments: bool,
@@ -187,6 +192,13 @@ async fn run(args: Args) -> Result<String, String> {
     let srt_collector = Arc::new(Collector::default());
     let hls_counters = Arc::new(Counters::default());
     let hls_collector = Arc::new(Collector::default());
+    let webrtc_counters = Arc::new(Counters::default());
+    let webrtc_collector = Arc::new(Collector::default());
+    let webrtc_api = if args.webrtc_viewers > 0 {
+        Some(Arc::new(whep::api()?))
+    } else {
+        None
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
     let clip = Arc::new(synth::Clip::load(args.bitrate)?);
@@ -232,7 +244,13 @@ async fn run(args: Args) -> Result<String, String> {
         token: view_target.token.clone(),
         low_latency: !args.hls_segments,
     });
-    let total = args.viewers + args.ffmpeg_viewers + args.srt_viewers + args.hls_viewers;
+    let webrtc_target = Arc::new(whep::Target {
+        addr: hls_target.addr.clone(),
+        stream: args.stream.clone(),
+        token: view_target.token.clone(),
+    });
+    let before_webrtc = args.viewers + args.ffmpeg_viewers + args.srt_viewers + args.hls_viewers;
+    let total = before_webrtc + args.webrtc_viewers;
     let srt_view_id = srt::streamid(&args.stream, "request", view_target.token.as_deref());
     let mut viewer_stops = Vec::new();
     let spacing = if total > 0 {
@@ -247,6 +265,7 @@ async fn run(args: Args) -> Result<String, String> {
         Arc::clone(&ff_counters),
         Arc::clone(&srt_counters),
         Arc::clone(&hls_counters),
+        Arc::clone(&webrtc_counters),
         progress_stop,
     ));
     let interrupted = CancellationToken::new();
@@ -265,7 +284,15 @@ async fn run(args: Args) -> Result<String, String> {
         let vs = stop.child_token();
         viewer_stops.push(vs.clone());
         let native = n < args.viewers && args.client == Client::Native;
-        if n >= args.viewers + args.ffmpeg_viewers + args.srt_viewers {
+        if let (true, Some(api)) = (n >= before_webrtc, &webrtc_api) {
+            tasks.spawn(whep::view(
+                Arc::clone(api),
+                Arc::clone(&webrtc_target),
+                Arc::clone(&webrtc_counters),
+                Arc::clone(&webrtc_collector),
+                vs,
+            ));
+        } else if n >= args.viewers + args.ffmpeg_viewers + args.srt_viewers {
             tasks.spawn(hls::view(
                 Arc::clone(&hls_target),
                 Arc::clone(&hls_counters),
@@ -330,11 +357,13 @@ async fn run(args: Args) -> Result<String, String> {
     let samples = collector.take();
     let srt_samples = srt_collector.take();
     let hls_samples = hls_collector.take();
+    let webrtc_samples = webrtc_collector.take();
     let all_kbps: Vec<f64> = samples
         .viewer_kbps
         .iter()
         .chain(&srt_samples.viewer_kbps)
         .chain(&hls_samples.viewer_kbps)
+        .chain(&webrtc_samples.viewer_kbps)
         .copied()
         .collect();
     let report = Report {
@@ -344,20 +373,25 @@ async fn run(args: Args) -> Result<String, String> {
         ffmpeg_viewers: Connections::of(&ff_counters),
         srt_viewers: Connections::of(&srt_counters),
         hls_viewers: Connections::of(&hls_counters),
+        webrtc_viewers: Connections::of(&webrtc_counters),
         join_ms: Millis::of(samples.join_us),
         latency_ms: Millis::of(samples.latency_us),
         srt_join_ms: Millis::of(srt_samples.join_us),
         srt_latency_ms: Millis::of(srt_samples.latency_us),
+        webrtc_join_ms: Millis::of(webrtc_samples.join_us),
+        webrtc_latency_ms: Millis::of(webrtc_samples.latency_us),
         hls_join_ms: Millis::of(hls_samples.join_us),
         hls_latency_ms: Millis::of(hls_samples.latency_us),
         hls_bytes: hls_counters.bytes.load(Ordering::Relaxed),
         viewer_kbps: Kbps::of(&all_kbps),
         frames_dropped: view_counters.dropped.load(Ordering::Relaxed)
             + srt_counters.dropped.load(Ordering::Relaxed)
-            + hls_counters.dropped.load(Ordering::Relaxed),
+            + hls_counters.dropped.load(Ordering::Relaxed)
+            + webrtc_counters.dropped.load(Ordering::Relaxed),
         frames_received: view_counters.frames.load(Ordering::Relaxed)
             + srt_counters.frames.load(Ordering::Relaxed)
-            + hls_counters.frames.load(Ordering::Relaxed),
+            + hls_counters.frames.load(Ordering::Relaxed)
+            + webrtc_counters.frames.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     };
     if args.json {
@@ -381,6 +415,7 @@ async fn progress_line(
     f: Arc<Counters>,
     sv: Arc<Counters>,
     hv: Arc<Counters>,
+    wv: Arc<Counters>,
     stop: CancellationToken,
 ) {
     let start = Instant::now();
@@ -392,21 +427,23 @@ async fn progress_line(
             _ = tick.tick() => {
                 let bytes = v.bytes.load(Ordering::Relaxed)
                     + sv.bytes.load(Ordering::Relaxed)
-                    + hv.bytes.load(Ordering::Relaxed);
+                    + hv.bytes.load(Ordering::Relaxed)
+                    + wv.bytes.load(Ordering::Relaxed);
                 let kbps = (bytes - last_bytes) as f64 * 8.0 / 1000.0;
                 last_bytes = bytes;
                 let c = |x: &Counters| Connections::of(x);
-                let (pc, vc, fc, sc, hc) = (c(&p), c(&v), c(&f), c(&sv), c(&hv));
+                let (pc, vc, fc, sc, hc, wc) = (c(&p), c(&v), c(&f), c(&sv), c(&hv), c(&wv));
                 eprint!(
-                    "\r{:>5.0}s publishers {}/{} viewers {}/{} srt {}/{} hls {}/{} ffmpeg {}/{} refused {} failed {} dropped {} | {:.0} kbit/s in all   ",
+                    "\r{:>5.0}s publishers {}/{} viewers {}/{} srt {}/{} hls {}/{} webrtc {}/{} ffmpeg {}/{} refused {} failed {} dropped {} | {:.0} kbit/s in all   ",
                     start.elapsed().as_secs_f64(),
                     pc.admitted, pc.attempted, vc.admitted, vc.attempted, sc.admitted, sc.attempted,
-                    hc.admitted, hc.attempted, fc.admitted, fc.attempted,
-                    pc.refused + vc.refused + fc.refused + sc.refused + hc.refused,
-                    pc.failed + vc.failed + fc.failed + sc.failed + hc.failed,
+                    hc.admitted, hc.attempted, wc.admitted, wc.attempted, fc.admitted, fc.attempted,
+                    pc.refused + vc.refused + fc.refused + sc.refused + hc.refused + wc.refused,
+                    pc.failed + vc.failed + fc.failed + sc.failed + hc.failed + wc.failed,
                     v.dropped.load(Ordering::Relaxed)
                         + sv.dropped.load(Ordering::Relaxed)
-                        + hv.dropped.load(Ordering::Relaxed),
+                        + hv.dropped.load(Ordering::Relaxed)
+                        + wv.dropped.load(Ordering::Relaxed),
                     kbps
                 );
             }

@@ -154,6 +154,8 @@ pub struct Report {
     pub srt_viewers: Connections,
     /// Native HLS viewers.
     pub hls_viewers: Connections,
+    /// Native WebRTC viewers (WHEP).
+    pub webrtc_viewers: Connections,
     /// Native viewers: connect to first keyframe.
     pub join_ms: Millis,
     /// Native viewers: publisher send to viewer receive.
@@ -162,6 +164,11 @@ pub struct Report {
     pub srt_join_ms: Millis,
     /// Native SRT viewers: publisher send to viewer receive (includes SRT's latency window).
     pub srt_latency_ms: Millis,
+    /// Native WebRTC viewers: start of the offer to the first stamped frame.
+    pub webrtc_join_ms: Millis,
+    /// Native WebRTC viewers: publisher send to the arrival of the RTP packet holding the
+    /// frame's stamp.
+    pub webrtc_latency_ms: Millis,
     /// Native HLS viewers: connect to the first frame fetched.
     pub hls_join_ms: Millis,
     /// Native HLS viewers: publisher send to the arrival of the part (or segment) holding the
@@ -228,6 +235,7 @@ impl Report {
         s.push_str(&row("viewers", &self.viewers));
         s.push_str(&row("srt viewers", &self.srt_viewers));
         s.push_str(&row("hls viewers", &self.hls_viewers));
+        s.push_str(&row("webrtc viewers", &self.webrtc_viewers));
         s.push_str(&row("ffmpeg viewers", &self.ffmpeg_viewers));
         s.push_str(&format!(
             "join time (ms)     p50 {} p99 {} ({} viewers)\n",
@@ -251,6 +259,17 @@ impl Report {
                 opt(self.srt_latency_ms.p99),
                 opt(self.srt_latency_ms.max),
                 self.srt_latency_ms.count
+            ));
+        }
+        if self.webrtc_viewers.attempted > 0 {
+            s.push_str(&format!(
+                "WebRTC join time (ms) p50 {} p99 {}; WebRTC latency (ms) p50 {} p99 {} max {} ({} frames)\n",
+                opt(self.webrtc_join_ms.p50),
+                opt(self.webrtc_join_ms.p99),
+                opt(self.webrtc_latency_ms.p50),
+                opt(self.webrtc_latency_ms.p99),
+                opt(self.webrtc_latency_ms.max),
+                self.webrtc_latency_ms.count
             ));
         }
         if self.hls_viewers.attempted > 0 {

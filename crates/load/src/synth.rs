@@ -1,22 +1,27 @@
 //! The stream a native publisher sends: a short real H.264 + AAC clip looped, so that ffmpeg
-//! viewers can decode it, with every video frame led by a filler-data NAL unit (which decoders
-//! ignore) that carries a marker with the frame's sequence number and send time, and pads the
-//! frame to the asked bit rate. Viewers read the marker to measure latency and count lost frames.
+//! viewers can decode it, with every video frame led by an SEI NAL unit of unregistered user
+//! data (which decoders ignore) that carries a marker with the frame's sequence number and
+//! send time, and pads the frame to the asked bit rate. Viewers read the marker to measure
+//! latency and count lost frames. SEI rather than filler data: WebRTC's H.264 packetizers drop
+//! filler NAL units (and with them the marker and the padding).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Marker at the start of the filler NAL's payload.
+/// Marker at the start of the user data, after the UUID.
 pub const MARKER: &[u8; 4] = b"SGLT";
-/// Offset of the marker in an FLV video body: 5 bytes of FLV AVC header, the 4-byte NAL length
-/// and the 1-byte NAL header.
-pub const MARKER_OFFSET: usize = 10;
-/// Marker, sequence and send time, written as hexadecimal text so that the NAL payload never
-/// holds a `00 00 0x` run, which Annex-B (MPEG-TS) would take for a start code.
+/// The UUID of the user data (text, like every byte of the SEI, so that the NAL payload never
+/// holds a `00 00 0x` run, which Annex-B (MPEG-TS) would take for a start code).
+const UUID: &[u8; 16] = b"streamgate-stamp";
+/// Marker, sequence and send time, written as hexadecimal text.
 const MARKER_LEN: usize = 4 + 8 + 16;
-/// Filler NAL bytes besides its padding: header, marker with its fields, trailing byte.
-const FILLER_OVERHEAD: usize = 1 + MARKER_LEN + 1;
+/// NAL type of SEI, and the SEI payload type of unregistered user data.
+const NAL_SEI: u8 = 6;
+const USER_DATA_UNREGISTERED: u8 = 5;
+/// SEI NAL bytes besides its padding and its payload size: NAL header, payload type, UUID,
+/// marker with its fields, trailing byte.
+const SEI_OVERHEAD: usize = 1 + 1 + UUID.len() + MARKER_LEN + 1;
 /// Video frames per second of the clip.
 pub const FPS: u32 = 25;
 /// Audio frames per second of the clip (AAC at 44.1 kHz, 1024 samples a frame).
@@ -87,14 +92,26 @@ impl Clip {
         let Some((body, key)) = self.video.get(seq as usize % self.video.len().max(1)) else {
             return (Bytes::new(), false);
         };
-        let pad = self
-            .video_target
-            .saturating_sub(body.len() + 4 + FILLER_OVERHEAD);
-        let filler_len = FILLER_OVERHEAD + pad;
-        let mut b = BytesMut::with_capacity(body.len() + 4 + filler_len);
+        // The SEI NAL's length, whose payload size takes a byte per 255.
+        let want = self.video_target.saturating_sub(body.len() + 4);
+        let mut pad = want.saturating_sub(SEI_OVERHEAD + 1);
+        let size_bytes = |pad: usize| (UUID.len() + MARKER_LEN + pad) / 255 + 1;
+        while pad > 0 && SEI_OVERHEAD + size_bytes(pad) + pad > want {
+            pad -= 1;
+        }
+        let sei_len = SEI_OVERHEAD + size_bytes(pad) + pad;
+        let mut b = BytesMut::with_capacity(body.len() + 4 + sei_len);
         b.put_slice(body.get(..5).unwrap_or_default());
-        b.put_u32(filler_len as u32);
-        b.put_u8(0x0C); // NAL type 12: filler data
+        b.put_u32(sei_len as u32);
+        b.put_u8(NAL_SEI);
+        b.put_u8(USER_DATA_UNREGISTERED);
+        let mut size = UUID.len() + MARKER_LEN + pad;
+        while size >= 255 {
+            b.put_u8(0xFF);
+            size -= 255;
+        }
+        b.put_u8(size as u8);
+        b.put_slice(UUID);
         b.put_slice(MARKER);
         b.put_slice(format!("{seq:08x}{:016x}", now_us()).as_bytes());
         b.put_bytes(0xFF, pad);
@@ -116,8 +133,22 @@ pub fn read_marker(body: &[u8]) -> Option<(u32, u64, bool)> {
     if body.get(1) != Some(&1) {
         return None;
     }
-    let (seq, sent) = parse_marker(body.get(MARKER_OFFSET..)?)?;
+    let (seq, sent) = find_marker_avcc(body.get(5..)?)?;
     Some((seq, sent, key))
+}
+
+/// The marker in an SEI NAL unit, given the bytes after its NAL header (the first SEI
+/// message, if it is our user data).
+fn parse_sei(rbsp: &[u8]) -> Option<(u32, u64)> {
+    if *rbsp.first()? != USER_DATA_UNREGISTERED {
+        return None;
+    }
+    let size_bytes = rbsp.get(1..)?.iter().take_while(|&&b| b == 0xFF).count() + 1;
+    let data = rbsp.get(1 + size_bytes..)?;
+    if data.get(..UUID.len())? != UUID {
+        return None;
+    }
+    parse_marker(data.get(UUID.len()..)?)
 }
 
 /// Reads a marker at the start of `m`.
@@ -144,20 +175,47 @@ pub fn find_markers(data: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
 }
 
 /// The marker of a frame payload in AVCC form (as the MPEG-TS demuxer gives it), wherever the
-/// filler NAL unit sits among the frame's NAL units: (sequence, send time µs).
+/// SEI NAL unit sits among the frame's NAL units: (sequence, send time µs).
 pub fn find_marker_avcc(payload: &[u8]) -> Option<(u32, u64)> {
     let mut rest = payload;
     while let Some(len) = rest.get(..4) {
         let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
         let nal = rest.get(4..4 + len)?;
-        if nal.first().map(|h| h & 0x1F) == Some(12) {
-            if let Some(m) = nal.get(1..).and_then(parse_marker) {
+        if nal.first().map(|h| h & 0x1F) == Some(NAL_SEI) {
+            if let Some(m) = nal.get(1..).and_then(parse_sei) {
                 return Some(m);
             }
         }
         rest = rest.get(4 + len..)?;
     }
     None
+}
+
+/// The marker in one H.264 RTP payload (RFC 6184), if it carries the start of the SEI NAL
+/// unit: a single NAL unit, a STAP-A holding it, or the first fragment of a FU-A.
+pub fn find_marker_rtp_h264(payload: &[u8]) -> Option<(u32, u64)> {
+    match payload.first()? & 0x1F {
+        NAL_SEI => parse_sei(payload.get(1..)?),
+        24 => {
+            let mut rest = payload.get(1..)?;
+            while let Some(&[hi, lo]) = rest.get(..2) {
+                let len = usize::from(u16::from_be_bytes([hi, lo]));
+                let nal = rest.get(2..2 + len)?;
+                if nal.first().map(|h| h & 0x1F) == Some(NAL_SEI) {
+                    return parse_sei(nal.get(1..)?);
+                }
+                rest = rest.get(2 + len..)?;
+            }
+            None
+        }
+        28 => {
+            let fu = payload.get(1)?;
+            (fu & 0x80 != 0 && fu & 0x1F == NAL_SEI)
+                .then(|| parse_sei(payload.get(2..)?))
+                .flatten()
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -183,13 +241,38 @@ mod tests {
         let two = [clip.video_frame(7).0, clip.video_frame(8).0].concat();
         let seqs: Vec<u32> = find_markers(&two).map(|m| m.0).collect();
         assert_eq!(seqs, vec![7, 8]);
-        let filler = &avcc[4..4 + 30];
+        let nal_len = u32::from_be_bytes(avcc[..4].try_into().unwrap()) as usize;
+        let nal = &avcc[4..4 + nal_len];
+        assert_eq!(nal[0] & 0x1F, NAL_SEI);
         assert!(
-            !filler
-                .windows(3)
-                .any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 3),
+            !nal.windows(3).any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 3),
             "no start-code emulation"
         );
         assert_eq!(find_marker_avcc(&avcc[..20]), None);
+        // Padding of every size codes its SEI payload size right.
+        for kbps in [100, 500, 2500, 8000] {
+            let clip = Clip::load(kbps).unwrap();
+            for i in 0..50 {
+                let (b, _) = clip.video_frame(i);
+                assert_eq!(
+                    read_marker(&b).map(|m| m.0),
+                    Some(i),
+                    "{kbps} kbit/s, frame {i}"
+                );
+            }
+        }
+
+        // The SEI NAL in RTP: alone, in a STAP-A, and fragmented.
+        assert_eq!(find_marker_rtp_h264(nal).map(|m| m.0), Some(50));
+        let mut stap = vec![24u8, 0, 2, 0x09, 0x10];
+        stap.extend_from_slice(&u16::try_from(nal.len()).unwrap().to_be_bytes());
+        stap.extend_from_slice(nal);
+        assert_eq!(find_marker_rtp_h264(&stap).map(|m| m.0), Some(50));
+        let mut first = vec![(nal[0] & 0xE0) | 28, 0x80 | NAL_SEI];
+        first.extend_from_slice(&nal[1..100]);
+        assert_eq!(find_marker_rtp_h264(&first).map(|m| m.0), Some(50));
+        first[1] = NAL_SEI;
+        assert_eq!(find_marker_rtp_h264(&first), None, "not the first fragment");
+        assert_eq!(find_marker_rtp_h264(&[]), None);
     }
 }
