@@ -158,10 +158,7 @@ fn webrtc_viewers_play_over_whep_and_measure_the_stamped_frames() {
     );
     assert_eq!(r["frames_dropped"], 0, "{r:#}");
     // The stamp's padding reaches WebRTC viewers: they get the stream's bit rate.
-    assert!(
-        r["viewer_kbps"]["min"].as_f64().unwrap() > 800.0,
-        "{r:#}"
-    );
+    assert!(r["viewer_kbps"]["min"].as_f64().unwrap() > 800.0, "{r:#}");
     let p50 = r["webrtc_latency_ms"]["p50"].as_f64().unwrap();
     assert!(p50 > 0.0 && p50 < 500.0, "{r:#}");
     // Nobody is live on a refused publish, so the viewers are refused (404), and counted so.
