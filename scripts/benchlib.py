@@ -104,8 +104,9 @@ def wait_port(port, timeout=15):
     sys.exit(f"nothing listening on {port}")
 
 
-def start_streamgate(binary, workdir):
-    """Starts streamgate; returns (process, rtmp host:port, publish token)."""
+def start_streamgate(binary, workdir, extra_env=None, with_http=False):
+    """Starts streamgate with `extra_env` besides the bench settings; returns (process, rtmp
+    host:port, publish token), and the HTTP host:port last `with_http`."""
     http, rtmp = free_port(), free_port()
     env = dict(os.environ,
                STREAMGATE_HTTP_LISTEN=f"127.0.0.1:{http}", STREAMGATE_RTMP_LISTEN=f"127.0.0.1:{rtmp}",
@@ -114,7 +115,7 @@ def start_streamgate(binary, workdir):
                STREAMGATE_CONFIG="/dev/null", STREAMGATE_LOG_LEVEL="warn",
                # every client runs on this host: lift the per-address caps
                STREAMGATE_RTMP_MAX_CONNECTIONS_PER_IP="100000", STREAMGATE_HTTP_MAX_CONNECTIONS_PER_IP="100000",
-               STREAMGATE_RTMP_MAX_CONNECTIONS="100000")
+               STREAMGATE_RTMP_MAX_CONNECTIONS="100000", **(extra_env or {}))
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(workdir, "streamgate.log"), "a"))
     wait_port(http)
@@ -124,6 +125,8 @@ def start_streamgate(binary, workdir):
         data=json.dumps({"label": "bench"}).encode(),
         headers={"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"})
     token = json.load(urllib.request.urlopen(req))["data"]["token"]
+    if with_http:
+        return proc, f"127.0.0.1:{rtmp}", token, f"127.0.0.1:{http}"
     return proc, f"127.0.0.1:{rtmp}", token
 
 
