@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use streamgate_media::Codec;
 use tokio::sync::mpsc;
-use webrtc::api::interceptor_registry::{configure_nack, configure_twcc_receiver_only};
+use webrtc::api::interceptor_registry::configure_twcc_receiver_only;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
@@ -31,6 +31,8 @@ use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::interceptor::nack::generator::Generator;
+use webrtc::interceptor::nack::responder::Responder;
 use webrtc::interceptor::registry::Registry;
 use webrtc::interceptor::report::receiver::ReceiverReport;
 use webrtc::peer_connection::configuration::RTCConfiguration;
@@ -133,6 +135,10 @@ pub enum PeerEvent {
     KeyframeRequest,
 }
 
+/// Packets each sent stream keeps for retransmission on a NACK, as a power of two: 512, five
+/// seconds of a 1 Mbit/s video, half a second at 8 Mbit/s (many round trips either way).
+const NACK_HISTORY_LOG2: u8 = 9;
+
 /// Builds the `API` object for one peer connection with the given codecs.
 fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> {
     let mut media = MediaEngine::default();
@@ -141,8 +147,16 @@ fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> 
             .register_codec(spec.parameters(), spec.kind())
             .map_err(stack)?;
     }
-    // The defaults of `register_default_interceptors` but the sender reports (see above).
-    let mut registry = configure_nack(Registry::new(), &mut media);
+    // The defaults of `register_default_interceptors` but the sender reports (see above), and
+    // a smaller retransmission history (the NACK responder's default, 8192 packets a sent
+    // stream, is a megabyte per viewer allocated up front).
+    media.register_feedback(feedback("nack", ""), RTPCodecType::Video);
+    media.register_feedback(feedback("nack", "pli"), RTPCodecType::Video);
+    let mut registry = Registry::new();
+    registry.add(Box::new(
+        Responder::builder().with_log2_size(NACK_HISTORY_LOG2),
+    ));
+    registry.add(Box::new(Generator::builder()));
     registry.add(Box::new(ReceiverReport::builder()));
     let registry = configure_twcc_receiver_only(registry, &mut media).map_err(stack)?;
     let mut settings = SettingEngine::default();
@@ -890,6 +904,13 @@ mod tests {
             .expect("peer");
         let offer = peer.offer().await.expect("offer");
         assert!(offer.contains("profile-level-id=64000d"));
+        // Retransmission and keyframe requests are offered for the video.
+        for line in ["a=rtcp-fb:102 nack", "a=rtcp-fb:102 nack pli"] {
+            assert!(
+                offer.lines().any(|l| l.trim_end() == line),
+                "{line}: {offer}"
+            );
+        }
         let answer = include_str!("fixtures/chromium-answer-rejects-high.sdp");
         assert_eq!(
             peer.accept_answer(answer).await.expect("accepted"),
