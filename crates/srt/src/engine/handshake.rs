@@ -86,7 +86,7 @@ pub const RECEIVE_PACKETS: u64 = 8192;
 /// Packets a viewer's connection keeps for retransmission: about 12 MB.
 pub const SEND_PACKETS: u64 = 9000;
 /// The receive buffer of a connection that receives only control packets.
-const CONTROL_ONLY_PACKETS: u64 = 64;
+const CONTROL_ONLY_PACKETS: u64 = 16;
 
 /// The SYN cookies of one listener.
 #[derive(Clone)]

@@ -76,10 +76,10 @@ const OUTBOX_LIMIT: usize = 512 * 1024;
 /// waiting to go), its window: what a session hands over beyond this waits in the
 /// connection's backlog, so that a burst (the GOP a viewer joins with) never piles up inside
 /// srt-protocol, whose queues keep the size they grew to. A window carries at most its size
-/// per round trip (32 packets in 10 ms, the ACK period: 34 Mbit/s); a connection whose
+/// per round trip (28 packets in 10 ms, the ACK period: 29 Mbit/s); a connection whose
 /// window stays full with data waiting for [`WINDOW_GROW_AFTER`] (a far or fast viewer, not
 /// a join burst) gets twice the window, up to [`MAX_WINDOW`].
-const MIN_WINDOW: u64 = 32;
+const MIN_WINDOW: u64 = 28;
 const MAX_WINDOW: u64 = 2048;
 const WINDOW_GROW_AFTER: Duration = Duration::from_millis(300);
 /// Most bytes a connection's backlog holds; the oldest go first (a viewer that takes less
