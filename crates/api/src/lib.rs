@@ -12,7 +12,6 @@ mod health;
 mod jti;
 mod mediastream;
 mod secret;
-mod time;
 mod tokens;
 
 use std::sync::Arc;
@@ -25,7 +24,7 @@ pub use antmedia::MAX_LIST_SIZE;
 pub use body::MAX_BODY_BYTES;
 pub use envelope::ApiError;
 pub use health::{metrics_router, Health, MetricsSource};
-pub use time::iso8601;
+pub use streamgate_auth::iso8601;
 
 /// What the HTTP handlers share.
 #[derive(Clone, Debug)]

@@ -23,6 +23,7 @@ pub mod rules;
 mod secret;
 mod service;
 pub mod store;
+mod time;
 mod token;
 
 pub use end::{Revocation, SessionEnd};
@@ -37,6 +38,7 @@ pub use service::{
     MAX_ITEMS_ON_PAGE,
 };
 pub use store::{BoundIps, MemoryStore, SqliteStore, StoreError, TokenStore, TokenUpdate};
+pub use time::iso8601;
 pub use token::{
     SpecError, SrtPassphrase, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis,
     MAX_LABEL_CHARS, MAX_SRT_PASSPHRASE_LEN, MIN_SRT_PASSPHRASE_LEN,

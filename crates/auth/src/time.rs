@@ -1,4 +1,5 @@
-//! ISO 8601 rendering of Unix milliseconds, as the API shows times.
+//! ISO 8601 rendering of Unix milliseconds, as the API shows times (and HLS playlists their
+//! program date-times).
 
 /// `2026-11-22T05:49:19.123Z` for Unix milliseconds.
 pub fn iso8601(unix_ms: i64) -> String {
