@@ -3,7 +3,6 @@
 //! fetching every part (LL-HLS: blocking reloads on the preload hint) or every segment, and
 //! reading the stamped frames in what they fetch for latency and gaps.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{Collector, Counters, ViewerResult};
+use crate::stats::{Collector, Counters, Meter};
 use crate::synth;
 
 /// Largest response head and body a viewer reads.
@@ -212,42 +211,14 @@ fn parse(text: &str) -> Playlist {
 /// What a viewer made of the media it fetched.
 struct Reading<'a> {
     counters: &'a Counters,
-    result: ViewerResult,
-    started: Instant,
-    admitted_us: u64,
-    last_seq: Option<u32>,
-    first: Option<Instant>,
-    last: Instant,
+    meter: Meter,
 }
 
 impl Reading<'_> {
     fn media(&mut self, body: &Bytes) {
-        self.result.bytes += body.len() as u64;
-        self.counters
-            .bytes
-            .fetch_add(body.len() as u64, Ordering::Relaxed);
-        let now = Instant::now();
+        self.meter.bytes(self.counters, body.len());
         for (seq, sent) in synth::find_markers(body) {
-            Counters::inc(&self.counters.frames);
-            self.first.get_or_insert(now);
-            self.last = now;
-            if self.result.join_us.is_none() {
-                self.result.join_us = Some(self.started.elapsed().as_micros() as u64);
-            }
-            if sent >= self.admitted_us {
-                self.result
-                    .latency_us
-                    .push(synth::now_us().saturating_sub(sent));
-            }
-            if let Some(prev) = self.last_seq {
-                let gap = seq.wrapping_sub(prev);
-                if gap > 1 && gap < u32::MAX / 2 {
-                    self.counters
-                        .dropped
-                        .fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-                }
-            }
-            self.last_seq = Some(seq);
+            self.meter.frame(self.counters, seq, sent, true);
         }
     }
 }
@@ -288,13 +259,8 @@ pub async fn view(
     Counters::inc(&counters.admitted);
     let mut reading = Reading {
         counters: &counters,
-        result: ViewerResult::default(),
-        started,
         // Frames already made when the viewer came count for its join, not its latency.
-        admitted_us: synth::now_us(),
-        last_seq: None,
-        first: None,
-        last: Instant::now(),
+        meter: Meter::admitted(started),
     };
     let outcome = tokio::select! {
         _ = stop.cancelled() => Ok(()),
@@ -303,11 +269,7 @@ pub async fn view(
     if outcome.is_err() {
         Counters::inc(&counters.failed);
     }
-    let mut result = reading.result;
-    if let Some(first) = reading.first {
-        result.seconds = reading.last.duration_since(first).as_secs_f64();
-    }
-    collector.add(result);
+    collector.add(reading.meter.finish());
 }
 
 /// Follows the media playlist at `media`, fetching what it lists, until the stream ends.

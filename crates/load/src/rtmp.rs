@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{Collector, Counters, ViewerResult};
+use crate::stats::{Collector, Counters, Meter};
 use crate::synth::{self, Clip};
 
 /// How long the server has to answer connect, publish or play.
@@ -323,50 +323,21 @@ pub async fn view(
     Counters::inc(&counters.admitted);
     // Frames sent before the play was accepted come from the server's GOP cache: they count for
     // the join time but not for the relay latency.
-    let admitted_us = synth::now_us();
-    let mut result = ViewerResult::default();
-    let mut last_seq: Option<u32> = None;
-    let mut first_frame: Option<Instant> = None;
-    let mut last_frame = Instant::now();
+    let mut meter = Meter::admitted(started);
     loop {
         for e in c.events.drain(..) {
             let data = match e {
                 ClientSessionEvent::VideoDataReceived { data, .. } => data,
                 ClientSessionEvent::AudioDataReceived { data, .. } => {
-                    result.bytes += data.len() as u64;
-                    counters
-                        .bytes
-                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    meter.bytes(&counters, data.len());
                     continue;
                 }
                 _ => continue,
             };
-            let now = Instant::now();
-            result.bytes += data.len() as u64;
-            counters
-                .bytes
-                .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let Some((seq, sent, key)) = synth::read_marker(&data) else {
-                continue;
-            };
-            Counters::inc(&counters.frames);
-            first_frame.get_or_insert(now);
-            last_frame = now;
-            if result.join_us.is_none() && key {
-                result.join_us = Some(started.elapsed().as_micros() as u64);
+            meter.bytes(&counters, data.len());
+            if let Some((seq, sent, key)) = synth::read_marker(&data) {
+                meter.frame(&counters, seq, sent, key);
             }
-            if sent >= admitted_us {
-                result.latency_us.push(synth::now_us().saturating_sub(sent));
-            }
-            if let Some(prev) = last_seq {
-                let gap = seq.wrapping_sub(prev);
-                if gap > 1 && gap < u32::MAX / 2 {
-                    counters
-                        .dropped
-                        .fetch_add(u64::from(gap - 1), std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            last_seq = Some(seq);
         }
         tokio::select! {
             biased;
@@ -381,8 +352,5 @@ pub async fn view(
             },
         }
     }
-    if let Some(f) = first_frame {
-        result.seconds = last_frame.duration_since(f).as_secs_f64();
-    }
-    collector.add(result);
+    collector.add(meter.finish());
 }

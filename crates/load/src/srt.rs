@@ -2,7 +2,6 @@
 //! that demultiplex what they receive.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use streamgate_media::ts::{TsDemuxer, TsEvent, TsMuxer};
 use streamgate_media::{Codec, StreamConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::{Collector, Counters, ViewerResult};
+use crate::stats::{Collector, Counters, Meter};
 use crate::synth::{self, Clip};
 
 /// TS packets per SRT message (7 × 188 = 1316 bytes, as encoders send).
@@ -146,12 +145,9 @@ pub async fn view(
     let Some(mut socket) = call(addr, &id, &counters).await else {
         return;
     };
-    let admitted_us = synth::now_us();
+    let mut meter = Meter::admitted(started);
     let mut demux = TsDemuxer::new();
     let mut events = Vec::new();
-    let mut result = ViewerResult::default();
-    let mut last_seq: Option<u32> = None;
-    let (mut first, mut last) = (None, Instant::now());
     loop {
         let data = tokio::select! {
             biased;
@@ -165,42 +161,17 @@ pub async fn view(
                 None => break,
             },
         };
-        result.bytes += data.len() as u64;
-        counters
-            .bytes
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        meter.bytes(&counters, data.len());
         demux.push(&data, &mut events);
         for e in events.drain(..) {
             let TsEvent::Frame(f) = e else { continue };
             if f.codec != Codec::H264 {
                 continue;
             }
-            let Some((seq, sent)) = synth::find_marker_avcc(&f.payload) else {
-                continue;
-            };
-            let now = Instant::now();
-            Counters::inc(&counters.frames);
-            first.get_or_insert(now);
-            last = now;
-            if result.join_us.is_none() && f.keyframe {
-                result.join_us = Some(started.elapsed().as_micros() as u64);
+            if let Some((seq, sent)) = synth::find_marker_avcc(&f.payload) {
+                meter.frame(&counters, seq, sent, f.keyframe);
             }
-            if sent >= admitted_us {
-                result.latency_us.push(synth::now_us().saturating_sub(sent));
-            }
-            if let Some(prev) = last_seq {
-                let gap = seq.wrapping_sub(prev);
-                if gap > 1 && gap < u32::MAX / 2 {
-                    counters
-                        .dropped
-                        .fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-                }
-            }
-            last_seq = Some(seq);
         }
     }
-    if let Some(f) = first {
-        result.seconds = last.duration_since(f).as_secs_f64();
-    }
-    collector.add(result);
+    collector.add(meter.finish());
 }

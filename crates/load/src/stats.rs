@@ -2,8 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::synth;
 
 /// Live counters, updated by every client task.
 #[derive(Debug, Default)]
@@ -53,6 +56,74 @@ pub struct ViewerResult {
     pub bytes: u64,
     /// Seconds between the first and the last frame received.
     pub seconds: f64,
+}
+
+/// What one viewer measures of the stamped frames it receives, whatever its protocol: bytes,
+/// join time, latency and frames missing from the sequence, into its result and the shared
+/// counters.
+#[derive(Debug)]
+pub struct Meter {
+    started: Instant,
+    /// Frames sent before this (the server's GOP cache) count for the join, not the latency.
+    admitted_us: u64,
+    last_seq: Option<u32>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    result: ViewerResult,
+}
+
+impl Meter {
+    /// A viewer that started connecting at `started` and is admitted now.
+    pub fn admitted(started: Instant) -> Self {
+        Self {
+            started,
+            admitted_us: synth::now_us(),
+            last_seq: None,
+            first: None,
+            last: None,
+            result: ViewerResult::default(),
+        }
+    }
+
+    /// `n` bytes of media received.
+    pub fn bytes(&mut self, counters: &Counters, n: usize) {
+        self.result.bytes += n as u64;
+        counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A stamped frame received: sequence `seq`, sent at `sent_us`; `joins` if the viewer may
+    /// count it as its first picture (a keyframe, where the protocol says which).
+    pub fn frame(&mut self, counters: &Counters, seq: u32, sent_us: u64, joins: bool) {
+        let now = Instant::now();
+        Counters::inc(&counters.frames);
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        if self.result.join_us.is_none() && joins {
+            self.result.join_us = Some(self.started.elapsed().as_micros() as u64);
+        }
+        if sent_us >= self.admitted_us {
+            self.result
+                .latency_us
+                .push(synth::now_us().saturating_sub(sent_us));
+        }
+        if let Some(prev) = self.last_seq {
+            let gap = seq.wrapping_sub(prev);
+            if gap > 1 && gap < u32::MAX / 2 {
+                counters
+                    .dropped
+                    .fetch_add(u64::from(gap - 1), Ordering::Relaxed);
+            }
+        }
+        self.last_seq = Some(seq);
+    }
+
+    /// The result, with the time between the first and the last frame.
+    pub fn finish(mut self) -> ViewerResult {
+        if let (Some(first), Some(last)) = (self.first, self.last) {
+            self.result.seconds = last.duration_since(first).as_secs_f64();
+        }
+        self.result
+    }
 }
 
 /// The gathered samples, behind a lock taken once per client.
@@ -309,5 +380,25 @@ mod tests {
         assert_eq!(Millis::of(Vec::new()).p50, None);
         let k = Kbps::of(&[100.0, 300.0]);
         assert_eq!((k.mean, k.min), (Some(200.0), Some(100.0)));
+    }
+
+    #[test]
+    fn the_meter_counts_gaps_joins_and_only_fresh_latency() {
+        let counters = Counters::default();
+        let mut meter = Meter::admitted(Instant::now());
+        let fresh = synth::now_us();
+        meter.bytes(&counters, 1000);
+        // From the GOP cache: no latency sample, and not a join until a keyframe.
+        meter.frame(&counters, 7, fresh - 5_000_000, false);
+        meter.frame(&counters, 8, fresh, true);
+        meter.frame(&counters, 11, fresh, false);
+        meter.frame(&counters, 11, fresh, false);
+        assert_eq!(counters.frames.load(Ordering::Relaxed), 4);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 2, "9 and 10");
+        assert_eq!(counters.bytes.load(Ordering::Relaxed), 1000);
+        let r = meter.finish();
+        assert_eq!(r.bytes, 1000);
+        assert_eq!(r.latency_us.len(), 3);
+        assert!(r.join_us.is_some());
     }
 }

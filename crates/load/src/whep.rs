@@ -5,7 +5,6 @@
 //! One process holds hundreds of them; they gather loopback candidates only.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirecti
 use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::track::track_remote::TrackRemote;
 
-use crate::stats::{Collector, Counters, ViewerResult};
+use crate::stats::{Collector, Counters, Meter};
 use crate::synth;
 
 /// Where the viewers play: the HTTP address, the stream (`app/name`) and the bearer.
@@ -67,17 +66,6 @@ pub fn api() -> Result<API, String> {
         .build())
 }
 
-/// What the track readers of one viewer count.
-#[derive(Debug, Default)]
-struct Tally {
-    first: Option<Instant>,
-    last: Option<Instant>,
-    join_us: Option<u64>,
-    bytes: u64,
-    latency_us: Vec<u64>,
-    last_seq: Option<u32>,
-}
-
 /// Plays until `stop` fires or the peer connection ends, then reports like the other viewers.
 pub async fn view(
     api: Arc<API>,
@@ -88,7 +76,8 @@ pub async fn view(
 ) {
     Counters::inc(&counters.attempted);
     let started = Instant::now();
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    // Made when the first track arrives (the viewer is admitted then), shared by both tracks.
+    let meter: Arc<Mutex<Option<Meter>>> = Arc::default();
     let pc = match api.new_peer_connection(RTCConfiguration::default()).await {
         Ok(pc) => Arc::new(pc),
         Err(_) => {
@@ -112,10 +101,10 @@ pub async fn view(
         }));
     }
     {
-        let (tally, counters, stop) = (Arc::clone(&tally), Arc::clone(&counters), stop.clone());
+        let (meter, counters, stop) = (Arc::clone(&meter), Arc::clone(&counters), stop.clone());
         pc.on_track(Box::new(move |track, _, _| {
-            let (tally, counters, stop) = (Arc::clone(&tally), Arc::clone(&counters), stop.clone());
-            tokio::spawn(read_track(track, tally, counters, started, stop));
+            let (meter, counters, stop) = (Arc::clone(&meter), Arc::clone(&counters), stop.clone());
+            tokio::spawn(read_track(track, meter, counters, started, stop));
             Box::pin(async {})
         }));
     }
@@ -155,16 +144,8 @@ pub async fn view(
         .await;
     }
     let _ = pc.close().await;
-    let t = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
-    collector.add(ViewerResult {
-        join_us: t.join_us,
-        latency_us: t.latency_us,
-        bytes: t.bytes,
-        seconds: match (t.first, t.last) {
-            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
-            _ => 0.0,
-        },
-    });
+    let meter = meter.lock().unwrap_or_else(PoisonError::into_inner).take();
+    collector.add(meter.map(Meter::finish).unwrap_or_default());
 }
 
 /// Why a WHEP request did not give a session.
@@ -262,13 +243,12 @@ async fn request(
 /// video's stamped frames the join time, latency and lost frames.
 async fn read_track(
     track: Arc<TrackRemote>,
-    tally: Arc<Mutex<Tally>>,
+    meter: Arc<Mutex<Option<Meter>>>,
     counters: Arc<Counters>,
     started: Instant,
     stop: CancellationToken,
 ) {
     let video = track.kind() == RTPCodecType::Video;
-    let admitted_us = synth::now_us();
     loop {
         let packet = tokio::select! {
             _ = stop.cancelled() => break,
@@ -277,34 +257,16 @@ async fn read_track(
                 Err(_) => break,
             },
         };
-        let now = Instant::now();
-        let len = packet.payload.len() as u64;
-        counters.bytes.fetch_add(len, Ordering::Relaxed);
         let mark = if video {
             synth::find_marker_rtp_h264(&packet.payload)
         } else {
             None
         };
-        let mut t = tally.lock().unwrap_or_else(PoisonError::into_inner);
-        t.bytes += len;
-        t.first.get_or_insert(now);
-        t.last = Some(now);
-        let Some((seq, sent)) = mark else { continue };
-        Counters::inc(&counters.frames);
-        if t.join_us.is_none() {
-            t.join_us = Some(started.elapsed().as_micros() as u64);
+        let mut meter = meter.lock().unwrap_or_else(PoisonError::into_inner);
+        let meter = meter.get_or_insert_with(|| Meter::admitted(started));
+        meter.bytes(&counters, packet.payload.len());
+        if let Some((seq, sent)) = mark {
+            meter.frame(&counters, seq, sent, true);
         }
-        if sent >= admitted_us {
-            t.latency_us.push(synth::now_us().saturating_sub(sent));
-        }
-        if let Some(prev) = t.last_seq {
-            let gap = seq.wrapping_sub(prev);
-            if gap > 1 && gap < u32::MAX / 2 {
-                counters
-                    .dropped
-                    .fetch_add(u64::from(gap - 1), Ordering::Relaxed);
-            }
-        }
-        t.last_seq = Some(seq);
     }
 }
