@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use streamgate_auth::ConnectionGate;
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::serve_connection;
-use crate::listener::{ACCEPT_BACKOFF, ACCEPT_ERROR_LOG_INTERVAL};
+use crate::listener::accept_loop;
 use crate::RtmpContext;
 
 /// The kernel buffers asked for on each side of a bridge pair.
@@ -66,37 +66,14 @@ impl RtmpsListener {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let bridge = Arc::new(Bridge::bind().await?);
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut last_error_log: Option<Instant> = None;
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = self.listener.accept() => a,
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            };
-            let (socket, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
-                        tracing::warn!(error = %e, "rtmps accept failed; retrying every {ACCEPT_BACKOFF:?}");
-                        last_error_log = Some(Instant::now());
-                    }
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            let Ok(pass) = gate.try_enter(peer.ip()) else {
-                continue;
-            };
+        let stop = shutdown.clone();
+        accept_loop(&self.listener, &gate, &shutdown, "rtmps", |socket, peer| {
             let (ctx, acceptor, bridge) =
                 (Arc::clone(&ctx), self.acceptor.clone(), Arc::clone(&bridge));
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                serve(ctx, acceptor, &bridge, socket, peer, stop).await;
-                drop(pass);
-            });
-        }
-        while tasks.join_next().await.is_some() {}
+            let stop = stop.clone();
+            async move { serve(ctx, acceptor, &bridge, socket, peer, stop).await }
+        })
+        .await;
         Ok(())
     }
 }
