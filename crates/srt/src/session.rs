@@ -122,12 +122,23 @@ pub async fn play(
     let closed = conn.closed().clone();
     let mut config: Option<Arc<SharedConfig>> = None;
     let reason = loop {
-        let event = tokio::select! {
-            _ = revoked.cancelled() => break Close::Revoked,
-            _ = shutdown.cancelled() => break Close::Shutdown,
-            // A viewer sends no media; the engine says when its connection ends.
-            _ = closed.cancelled() => break Close::PeerClosed,
-            event = subscriber.recv() => event,
+        // What is ready is taken without a wait (the stops are looked at all the same).
+        let ready = if revoked.is_cancelled() {
+            break Close::Revoked;
+        } else if shutdown.is_cancelled() {
+            break Close::Shutdown;
+        } else {
+            subscriber.try_recv()
+        };
+        let event = match ready {
+            Some(event) => event,
+            None => tokio::select! {
+                _ = revoked.cancelled() => break Close::Revoked,
+                _ = shutdown.cancelled() => break Close::Shutdown,
+                // A viewer sends no media; the engine says when its connection ends.
+                _ = closed.cancelled() => break Close::PeerClosed,
+                event = subscriber.recv() => event,
+            },
         };
         match event {
             Event::Started(c, selection) => {
@@ -171,11 +182,17 @@ pub const fn refusal(selection: Selection) -> Option<Close> {
 }
 
 /// Hands a frame's transport stream to the connection (the engine cuts it into messages;
-/// the bytes are shared, not copied), waiting at most [`WRITE_STALL_TIMEOUT`] for room.
+/// the bytes are shared, not copied), waiting at most [`WRITE_STALL_TIMEOUT`] for room when
+/// the engine's queue is full.
 async fn send(conn: &SrtConn, bytes: Bytes) -> Result<(), Close> {
     if bytes.is_empty() {
         return Ok(());
     }
+    let bytes = match conn.try_send(bytes) {
+        Ok(None) => return Ok(()),
+        Ok(Some(bytes)) => bytes,
+        Err(closed) => return Err(Close::Io(closed)),
+    };
     match tokio::time::timeout(WRITE_STALL_TIMEOUT, conn.send(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(closed)) => Err(Close::Io(closed)),

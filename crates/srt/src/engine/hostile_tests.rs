@@ -114,7 +114,7 @@ fn parse(b: &[u8]) -> Packet {
 }
 
 /// The induction and conclusion an srt-tokio caller sends, with a passphrase or not.
-fn srt_tokio_handshake(key: Option<KeySettings>) -> (Vec<u8>, Vec<u8>) {
+pub(super) fn srt_tokio_handshake(key: Option<KeySettings>) -> (Vec<u8>, Vec<u8>) {
     let now = Instant::now();
     let settings = ConnInitSettings {
         key_settings: key,
@@ -394,7 +394,11 @@ fn mutations() -> Vec<Vec<u8>> {
 
 /// An open connection on the listener's side of `conclusion` (plain, or encrypted with
 /// `key`), with a few data packets from the caller in its receive buffer.
-fn open_connection(conclusion: &[u8], key: Option<KeySettings>, role: Role) -> DuplexConnection {
+pub(super) fn open_connection(
+    conclusion: &[u8],
+    key: Option<KeySettings>,
+    role: Role,
+) -> DuplexConnection {
     let hs = handshake::read(conclusion).unwrap();
     let keys = key.map(|k| KeySettings {
         key_size: hs.key_size().unwrap(),

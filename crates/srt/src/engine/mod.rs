@@ -87,9 +87,16 @@ const WINDOW_GROW_AFTER: Duration = Duration::from_millis(300);
 const MAX_BACKLOG: usize = 16 * 1024 * 1024;
 /// How long what sessions hand over gathers before it is sent: the frames of that time go
 /// out together, cut into full messages across frame boundaries (the transport stream is one
-/// byte stream) and sent to each peer in one GSO send. It adds this much to the latency of
-/// a stream whose viewers wait the SRT latency (120 ms and more) anyway.
-const FEED_INTERVAL: Duration = Duration::from_millis(10);
+/// byte stream) and sent to each peer in one GSO send. It adds up to this much to the latency
+/// of a stream whose viewers wait the SRT latency (120 ms and more) anyway. Every send wakes
+/// the viewer's receiver, and on loopback the server pays for the delivery: 30 ms (about a
+/// frame at 30 fps, with the sound of that time) took the server's CPU for 100 viewers of a
+/// 2.5 Mbit/s stream from 13.2 to 10.1 % of a core against 10 ms.
+const FEED_INTERVAL: Duration = Duration::from_millis(30);
+/// A backlog this large goes to srt-protocol as soon as its window has room (an ACK freed
+/// some), without waiting for the end of the feed interval: a viewer catching up (its join
+/// burst) or a stream faster than a window per interval.
+const EARLY_FEED_BYTES: usize = 64 * 1024;
 /// Timers are rounded up to this many ms, so that connections' timers fire together.
 const TIMER_GRAIN_MS: u64 = 5;
 
@@ -224,6 +231,19 @@ impl SrtConn {
             biased;
             m = incoming.recv() => m,
             () = self.closed.cancelled() => None,
+        }
+    }
+
+    /// Hands `data` to the connection to send if the engine's queue has room; otherwise gives
+    /// it back (`Ok(Some)`), to be sent with [`SrtConn::send`].
+    pub fn try_send(&self, data: Bytes) -> Result<Option<Bytes>, Closed> {
+        if self.closed.is_cancelled() {
+            return Err(Closed);
+        }
+        match self.commands.try_send(Command::Send(self.id, data)) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(Command::Send(_, data))) => Ok(Some(data)),
+            Err(_) => Err(Closed),
         }
     }
 
@@ -784,7 +804,13 @@ impl Engine {
                 };
                 if conn.closing.is_none() {
                     conn.closing = Some(now);
-                    if guarded(|| conn.duplex.handle_data_input(now, None)).is_none() {
+                    // What is still gathering goes first, as far as the window takes it.
+                    conn.feed_tail = true;
+                    let ended = guarded(|| {
+                        feed(conn, now);
+                        conn.duplex.handle_data_input(now, None);
+                    });
+                    if ended.is_none() {
                         self.kill(id);
                         return;
                     }
@@ -1003,9 +1029,13 @@ impl Engine {
 
 /// Hands srt-protocol what it has room for of a connection's backlog, as messages of
 /// [`handshake::PAYLOAD`] bytes cut from the transport stream across frame boundaries (within
-/// one frame a slice, not a copy); the short last one only once the feed interval is over.
+/// one frame a slice, not a copy), once the feed interval is over or the backlog has reached
+/// [`EARLY_FEED_BYTES`]; the short last one only once the interval is over.
 fn feed(conn: &mut Conn, now: Instant) {
     let tail = std::mem::take(&mut conn.feed_tail);
+    if !tail && conn.backlog_bytes < EARLY_FEED_BYTES {
+        return;
+    }
     if conn.backlog.is_empty() {
         conn.window_full_since = None;
         return;
@@ -1181,6 +1211,68 @@ mod tests {
         // It keeps what it grew to.
         w = next_window(w, &mut since, false, ms(5000));
         assert_eq!(w, MAX_WINDOW);
+    }
+
+    fn a_sender(window: u64) -> Conn {
+        let (_, conclusion) = super::hostile_tests::srt_tokio_handshake(None);
+        let duplex = super::hostile_tests::open_connection(&conclusion, None, Role::Sender);
+        Conn {
+            duplex,
+            peer: SocketAddr::from(([127, 0, 0, 1], 9)),
+            remote_id: 1,
+            response: Bytes::new(),
+            incoming: None,
+            backlog: std::collections::VecDeque::new(),
+            backlog_bytes: 0,
+            window,
+            window_full_since: None,
+            feed_tail: false,
+            feeding: true,
+            closed: CancellationToken::new(),
+            scheduled: None,
+            closing: None,
+            dirty: false,
+        }
+    }
+
+    fn hand_over(conn: &mut Conn, bytes: usize) {
+        conn.backlog.push_back(Bytes::from(vec![0x47; bytes]));
+        conn.backlog_bytes += bytes;
+    }
+
+    fn buffered(conn: &mut Conn, now: Instant) -> u64 {
+        conn.duplex.update_statistics(now);
+        conn.duplex.statistics().tx_buffered_data
+    }
+
+    #[test]
+    fn data_waits_for_the_feed_interval_unless_the_backlog_is_large() {
+        let now = Instant::now();
+        let step = usize::try_from(handshake::PAYLOAD).unwrap();
+        let mut conn = a_sender(MIN_WINDOW);
+        hand_over(&mut conn, 3 * step + 100);
+        feed(&mut conn, now);
+        assert_eq!(
+            buffered(&mut conn, now),
+            0,
+            "fed before the interval was over"
+        );
+        conn.feed_tail = true;
+        feed(&mut conn, now);
+        assert_eq!(
+            buffered(&mut conn, now),
+            4,
+            "three full messages and the tail"
+        );
+        assert_eq!(conn.backlog_bytes, 0);
+
+        // A backlog past EARLY_FEED_BYTES goes at once, as far as the window takes it.
+        let mut conn = a_sender(MIN_WINDOW);
+        hand_over(&mut conn, EARLY_FEED_BYTES + step);
+        feed(&mut conn, now);
+        assert_eq!(buffered(&mut conn, now), MIN_WINDOW);
+        let left = EARLY_FEED_BYTES + step - usize::try_from(MIN_WINDOW).unwrap() * step;
+        assert_eq!(conn.backlog_bytes, left);
     }
 
     #[test]
