@@ -25,6 +25,8 @@ pub const MIN_API_SECRET_LEN: usize = 16;
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 /// Largest media frame the relay can be configured to take: the largest RTMP message.
 pub const MAX_FRAME_BYTES_LIMIT: usize = 0xFF_FFFF;
+/// Most runtime worker threads (`workers`).
+pub const MAX_WORKERS: usize = 1024;
 /// Most `rtmp.write_coalesce_ms`: more would be latency no viewer asked for.
 pub const MAX_WRITE_COALESCE_MS: u64 = 100;
 
@@ -125,6 +127,8 @@ pub enum LogFormat {
 pub struct Config {
     /// Directory for the token database and the generated secrets.
     pub data_dir: PathBuf,
+    /// Worker threads of the runtime that serves every connection; 0: one per core.
+    pub workers: usize,
     /// HTTP listener.
     pub http: HttpSection,
     /// TLS: the certificate of the HTTPS and RTMPS listeners.
@@ -542,6 +546,7 @@ const fn secret(key: &'static str, value_name: &'static str, help: &'static str)
 /// Every setting, in the order `--help` lists them.
 pub const SETTINGS: &[Setting] = &[
     setting("data_dir", "DIR", "Data directory (token database, generated secrets)"),
+    setting("workers", "N", "Worker threads serving the connections, 0 for one per core (at most 1024)"),
     setting("http.listen", "ADDR", "HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics"),
     setting("http.header_timeout", "SECONDS", "Time to send a request head (also the keep-alive idle time)"),
     setting("http.body_timeout", "SECONDS", "Time to send a request body"),
@@ -617,6 +622,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
+            workers: 0,
             http: HttpSection::default(),
             tls: TlsSection::default(),
             https: HttpsSection::default(),
@@ -1122,6 +1128,11 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return fail("data_dir: must not be empty".into());
         }
+        if self.workers > MAX_WORKERS {
+            return fail(format!(
+                "workers (STREAMGATE_WORKERS): must be 0 (one per core) to {MAX_WORKERS}"
+            ));
+        }
         let api_secret = self.api.secret.expose();
         if !api_secret.is_empty() && api_secret.len() < MIN_API_SECRET_LEN {
             return fail(format!(
@@ -1386,6 +1397,15 @@ mod tests {
         assert!(e.contains("rtmp.grant_timeout: must be at least 1"), "{e}");
         let e = load("", &["--relay-buffer-bytes", "1000"]).unwrap_err();
         assert!(e.contains("relay.buffer_bytes"), "{e}");
+    }
+
+    #[test]
+    fn workers_default_to_one_per_core_and_are_bounded() {
+        assert_eq!(load("", &[]).unwrap().workers, 0);
+        assert_eq!(load("workers = 1", &[]).unwrap().workers, 1);
+        assert_eq!(load("", &["--workers", "3"]).unwrap().workers, 3);
+        let e = load("", &["--workers", "1025"]).unwrap_err();
+        assert!(e.contains("workers (STREAMGATE_WORKERS): must be 0"), "{e}");
     }
 
     #[test]

@@ -52,10 +52,11 @@ fn main() -> ExitCode {
     init_logging(&config);
     let panics = supervise::count_panics();
     raise_descriptor_limit(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.workers > 0 {
+        builder.worker_threads(config.workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("streamgate: cannot start the runtime: {e}");
