@@ -54,6 +54,37 @@ def main():
     ]):
         write("srt_streamid", f"streamid-{i}", sid)
 
+    # SRT datagrams as libsrt sends them to a listener, each as two bytes of length and its
+    # bytes, after one byte of options (1: the connection is encrypted).
+    def srt_data(seq, msg, ts, payload, key=0):
+        # first and last packet of its message (PP = 11), in order, key flags `key`
+        word1 = (0b11 << 30) | (1 << 29) | (key << 27) | msg
+        return struct.pack(">IIII", seq, word1, ts, 0x12345678) + payload
+
+    def srt_control(kind, info, ts, body=b""):
+        return struct.pack(">IIII", 0x80000000 | (kind << 16), info, ts, 0x12345678) + body
+
+    def datagrams(options, *items):
+        return bytes([options]) + b"".join(struct.pack(">H", len(d)) + d for d in items)
+
+    ts_packets = ts[: 188 * 7]
+    ack = srt_control(2, 1, 10_000, struct.pack(">IIIIIII", 9, 300, 100, 8000, 900, 10_000, 1_200_000))
+    write("srt_datagrams", "viewer-acks", datagrams(
+        0, ack, srt_control(2, 2, 20_000, struct.pack(">IIIIIII", 10, 320, 90, 8000, 900, 10_000, 1_200_000)),
+        srt_control(2, 0, 25_000, struct.pack(">I", 11)),  # light ACK
+        srt_control(3, 0, 30_000, struct.pack(">II", 0x80000007, 9)),  # NAK of a range
+        srt_control(1, 0, 40_000), srt_control(5, 0, 50_000)))
+    write("srt_datagrams", "publisher-data", datagrams(
+        0, *[srt_data(7 + n, n + 1, 1000 * n, ts_packets) for n in range(6)],
+        srt_control(6, 1, 7_000), srt_control(1, 0, 8_000)))
+    write("srt_datagrams", "encrypted-data", datagrams(
+        1, srt_data(7, 1, 1000, ts_packets, key=1), srt_data(8, 2, 2000, ts_packets, key=2), ack))
+    # version 4, extension field 2, initial sequence number, MSS, flow window, type 1
+    # (induction), the caller's socket id, no cookie yet, the peer's address
+    induction = struct.pack(">IIII", 0x80000000, 0, 0, 0) + struct.pack(
+        ">IIIIIIII", 4, 2, 7, 1500, 8192, 1, 0x1111, 0) + bytes([127, 0, 0, 1]) + bytes(12)
+    write("srt_datagrams", "induction", datagrams(0, induction))
+
     offer = json.load(open(os.path.join(SEEDS, "chromium-offer.json")))["sdp"]
     candidate = "candidate:1467250027 1 udp 2122260223 192.168.1.2 46243 typ host generation 0 ufrag uuli network-id 1"
     messages = [

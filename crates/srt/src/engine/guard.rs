@@ -3,8 +3,8 @@
 //! srt-protocol 0.4.4 panics, or works without bound, on packets a peer can craft for an open
 //! connection: a congestion warning or a peer error (`todo!()`), an SRT control packet other
 //! than keying material, keying material that wraps no key, a drop request whose range runs
-//! backwards, a NAK whose last range is open or runs backwards (and whose ranges it walks
-//! number by number), an ACK whose round-trip figures overflow its arithmetic (in debug
+//! backwards, a NAK whose last range is open, runs backwards or ends where it starts (and
+//! whose ranges it walks number by number), an ACK whose round-trip figures overflow its arithmetic (in debug
 //! builds). This module reads the header and the body of every control packet and lets through
 //! only what srt-protocol handles, bounded ([`check`]); the parser then runs on what passed,
 //! and still behind `catch_unwind`, so that anything this list misses ends one connection, not
@@ -144,7 +144,12 @@ fn check_nak(body: &[u8]) -> Result<(), Refused> {
             if end > SEQ_MASK {
                 return Err(Refused::Numbers);
             }
-            let d = forward(start, end).ok_or(Refused::Numbers)?;
+            // A range ends after its start: srt-protocol walks one whose end is its start
+            // from start + 1 on through every 32-bit number until it comes round (about 30 s
+            // of the engine's thread, found by the srt_datagrams fuzz target).
+            let d = forward(start, end)
+                .filter(|d| *d > 0)
+                .ok_or(Refused::Numbers)?;
             named = named.saturating_add(d + 1);
         }
         if named > MAX_RANGE {
@@ -213,6 +218,16 @@ mod tests {
                 "nak backwards",
                 control(NAK, 0, 0, &[0x8000_0009, 7]),
                 false,
+            ),
+            (
+                "nak range ending where it starts",
+                control(NAK, 0, 0, &[0x8000_0007, 7]),
+                false,
+            ),
+            (
+                "nak range of two",
+                control(NAK, 0, 0, &[0x8000_0007, 8]),
+                true,
             ),
             (
                 "nak too wide",

@@ -13,18 +13,15 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use srt_protocol::connection::DuplexConnection;
-use srt_protocol::options::{KeySize, Passphrase};
-use srt_protocol::packet::{Packet, SeqNumber};
-use srt_protocol::protocol::pending_connection::connect::Connect;
-use srt_protocol::protocol::pending_connection::listen::Listen;
-use srt_protocol::protocol::pending_connection::ConnectionResult;
-use srt_protocol::settings::{ConnInitSettings, KeySettings};
+use srt_protocol::options::Passphrase;
+use srt_protocol::packet::Packet;
+use srt_protocol::settings::KeySettings;
 
 use super::guard;
 use super::handshake::{self, Role};
@@ -92,21 +89,10 @@ fn parse_panic(srt: &[u8]) -> Option<String> {
     })
 }
 
-const CALLER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
-const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9_000);
-const PASS: &str = "correct horse battery";
+use super::fuzzing::{CALLER, LOCAL_ID, PASSPHRASE as PASS};
 
 fn key_settings() -> KeySettings {
-    KeySettings {
-        key_size: KeySize::AES128,
-        passphrase: Passphrase::try_from(PASS.to_owned()).unwrap(),
-    }
-}
-
-fn bytes(p: &Packet) -> Vec<u8> {
-    let mut v = Vec::new();
-    p.serialize(&mut v);
-    v
+    super::fuzzing::key_settings().unwrap()
 }
 
 fn parse(b: &[u8]) -> Packet {
@@ -115,33 +101,8 @@ fn parse(b: &[u8]) -> Packet {
 
 /// The induction and conclusion an srt-tokio caller sends, with a passphrase or not.
 pub(super) fn srt_tokio_handshake(key: Option<KeySettings>) -> (Vec<u8>, Vec<u8>) {
-    let now = Instant::now();
-    let settings = ConnInitSettings {
-        key_settings: key,
-        ..ConnInitSettings::default()
-    };
-    let mut caller = Connect::new(
-        LISTENER,
-        CALLER.ip(),
-        settings,
-        Some("live/cam1,token=t".to_owned()),
-        SeqNumber::new_truncate(7),
-    );
-    let ConnectionResult::SendPacket((induction, _)) = caller.handle_tick(now) else {
-        panic!("no induction");
-    };
-    let mut listen = Listen::new(ConnInitSettings::default(), true);
-    let ConnectionResult::SendPacket(answer) =
-        listen.handle_packet(now, Ok((induction.clone(), CALLER)))
-    else {
-        panic!("no induction answer");
-    };
-    let ConnectionResult::SendPacket((conclusion, _)) =
-        caller.handle_packet(Ok((answer.0, LISTENER)), now)
-    else {
-        panic!("no conclusion");
-    };
-    (bytes(&induction), bytes(&conclusion))
+    let (induction, conclusion) = super::fuzzing::caller_handshake(key, Instant::now()).unwrap();
+    (induction.to_vec(), conclusion.to_vec())
 }
 
 // ---- packets built by hand, as libsrt sends them ----
@@ -155,7 +116,7 @@ fn handshake(version: u32, kind: u32, blocks: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&0x0005u32.to_be_bytes()); // no key, HSREQ | CONFIG
     p.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0x05, 0xdc, 0, 0, 0x20, 0]);
     p.extend_from_slice(&kind.to_be_bytes());
-    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(&LOCAL_ID.to_be_bytes());
     p.extend_from_slice(&[0; 4]); // cookie
     p.extend_from_slice(&[1, 0, 0, 127]);
     p.extend_from_slice(&[0; 12]);
@@ -399,20 +360,13 @@ pub(super) fn open_connection(
     key: Option<KeySettings>,
     role: Role,
 ) -> DuplexConnection {
-    let hs = handshake::read(conclusion).unwrap();
-    let keys = key.map(|k| KeySettings {
-        key_size: hs.key_size().unwrap(),
-        passphrase: k.passphrase,
-    });
-    let cipher = handshake::cipher(&hs, keys.as_ref()).unwrap();
     let now = Instant::now();
-    let accepted = handshake::accept(&hs, CALLER, 0x1234_5678, cipher, role, now);
-    let mut conn = DuplexConnection::new(accepted.connection);
+    let mut conn = super::fuzzing::open_connection(conclusion, key, role, now).unwrap();
     for n in 0..4u32 {
         let mut d = vec![0u8; 16];
         d[0..4].copy_from_slice(&(7 + n).to_be_bytes());
         d[4..8].copy_from_slice(&(0xe000_0000u32 | (n + 1)).to_be_bytes());
-        d[12..16].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        d[12..16].copy_from_slice(&LOCAL_ID.to_be_bytes());
         d.extend_from_slice(&[0x47; 188]);
         conn.handle_packet_input(now, Ok((parse(&d), CALLER)));
     }
@@ -424,7 +378,7 @@ pub(super) fn open_connection(
 fn connection_panic(conn: &mut DuplexConnection, packet: &[u8]) -> Option<String> {
     let mut p = packet.to_vec();
     if p.len() >= 16 {
-        p[12..16].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        p[12..16].copy_from_slice(&LOCAL_ID.to_be_bytes());
     }
     let now = Instant::now() + Duration::from_millis(20);
     panic_site(|| {
@@ -667,5 +621,47 @@ fn handshakes_are_read_and_answered() {
     assert_eq!(
         a.connection.settings.recv_tsbpd_latency,
         handshake::MAX_LATENCY
+    );
+}
+
+#[test]
+fn the_fuzz_driver_takes_every_known_packet_and_mutation() {
+    let mut datagrams: Vec<Vec<u8>> = normal_packets().into_iter().map(|(_, p)| p).collect();
+    datagrams.extend(mutations());
+    for options in [0u8, 1] {
+        for chunk in datagrams.chunks(64) {
+            let mut input = vec![options];
+            for d in chunk {
+                input.extend_from_slice(&u16::try_from(d.len()).unwrap().to_be_bytes());
+                input.extend_from_slice(d);
+            }
+            let site = panic_site(|| super::fuzzing::datagrams(&input));
+            assert_eq!(site, None, "the fuzz driver panicked");
+        }
+    }
+}
+
+/// The srt_datagrams fuzz target's find: a NAK range whose end is its start, after which
+/// srt-protocol counts through every 32-bit number (half a minute of the engine's thread). The
+/// guard refuses it, and the engine's path takes the datagrams at once.
+#[test]
+fn a_nak_range_that_ends_where_it_starts_is_kept_from_srt_protocol() {
+    let nak = control(
+        3,
+        0,
+        0,
+        &words(&[0x8000_0007, 9, 0x8101_0101, 0x0101_0101, 5]),
+    );
+    assert_eq!(guard::check(&nak), Err(guard::Refused::Numbers));
+    let mut input = vec![0u8];
+    for d in [&nak[..], &nak[..]] {
+        input.extend_from_slice(&u16::try_from(d.len()).unwrap().to_be_bytes());
+        input.extend_from_slice(d);
+    }
+    let started = Instant::now();
+    super::fuzzing::datagrams(&input);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the NAK reached srt-protocol"
     );
 }

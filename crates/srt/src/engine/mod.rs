@@ -16,6 +16,7 @@
 //! pending handshakes in all and per source address, connections in all, each connection's
 //! buffers (sized by its role), the queues between the engine and the sessions.
 
+pub mod fuzzing;
 pub mod guard;
 pub mod handshake;
 #[cfg(test)]
