@@ -106,6 +106,36 @@ pub fn raw_handshake_with(
     })
 }
 
+/// A caller that completes the handshake by hand for `streamid` and then says nothing: its
+/// socket and the listener's socket id for it (the destination of its packets), if accepted.
+pub fn connect_raw(addr: SocketAddr, streamid: &[u8]) -> Option<(UdpSocket, u32)> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let socket_id: u32 = 0x2345_6789;
+    let cookie = cookie(&socket, addr, socket_id)?;
+    let conclusion = conclusion(socket_id, cookie, streamid, &[]);
+    let listener_id = exchange(&socket, addr, &conclusion, |r| {
+        (be32(r, 16 + 20) == 0xffff_ffff).then(|| be32(r, 16 + 24))
+    })?;
+    Some((socket, listener_id))
+}
+
+/// An SRT control packet of `kind` to socket `dest`, with `info` and a body of `words`.
+pub fn control(kind: u16, info: u32, dest: u32, words: &[u32]) -> Vec<u8> {
+    let mut p = (0x8000_0000u32 | u32::from(kind) << 16)
+        .to_be_bytes()
+        .to_vec();
+    p.extend_from_slice(&info.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&dest.to_be_bytes());
+    for w in words {
+        p.extend_from_slice(&w.to_be_bytes());
+    }
+    p
+}
+
 /// The listener's SYN cookie for `socket` (an induction, answered).
 pub fn cookie(socket: &UdpSocket, addr: SocketAddr, socket_id: u32) -> Option<u32> {
     let induction = handshake(4, 2, 1, socket_id, 0, &[]);

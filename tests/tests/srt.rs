@@ -694,6 +694,19 @@ fn bad_input_harms_no_other_session() {
     // A streamid that is not UTF-8: a bad request.
     assert_eq!(raw_handshake(s.srt, &[0xff, 0xfe, 0x00, 0x41]), Some(1400));
     spray_garbage(s.srt, 2000, 7);
+    // A viewer that asks for a retransmission range ending where it starts (srt-protocol would
+    // count through every 32-bit number, holding up every SRT session), and other NAKs.
+    let (raw, listener_id) =
+        srt::connect_raw(s.srt, b"live/cam1,mode=request").expect("a raw viewer connects");
+    for words in [
+        &[0x8000_0007u32, 7][..],
+        &[0x8000_0001, 9, 0x8101_0101, 0x0101_0101][..],
+    ] {
+        for _ in 0..3 {
+            raw.send_to(&srt::control(3, 0, listener_id, words), s.srt)
+                .unwrap();
+        }
+    }
 
     assert_recorded(viewer, &dir, "v.ts", 5);
     assert!(publisher.running(), "publisher: {}", publisher.stderr());
