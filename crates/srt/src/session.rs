@@ -127,6 +127,8 @@ pub async fn play(
             break Close::Revoked;
         } else if shutdown.is_cancelled() {
             break Close::Shutdown;
+        } else if closed.is_cancelled() {
+            break Close::PeerClosed;
         } else {
             subscriber.try_recv()
         };
