@@ -4,11 +4,11 @@
 //! connection: a congestion warning or a peer error (`todo!()`), an SRT control packet other
 //! than keying material, keying material that wraps no key, a drop request whose range runs
 //! backwards, a NAK whose last range is open, runs backwards or ends where it starts (and
-//! whose ranges it walks number by number), an ACK whose round-trip figures overflow its arithmetic (in debug
-//! builds). This module reads the header and the body of every control packet and lets through
-//! only what srt-protocol handles, bounded ([`check`]); the parser then runs on what passed,
-//! and still behind `catch_unwind`, so that anything this list misses ends one connection, not
-//! the process.
+//! whose ranges it walks number by number), an ACK whose round-trip figures overflow its
+//! arithmetic (in debug builds). This module reads the header and the body of every control
+//! packet and lets through only what srt-protocol handles, bounded ([`check`]); the parser then
+//! runs on what passed, and still behind `catch_unwind`, so that anything this list misses ends
+//! one connection, not the process.
 
 use srt_protocol::packet::KeyingMaterialMessage;
 
