@@ -17,6 +17,65 @@ use std::time::{Duration, Instant};
 /// Least time between two log lines about refused connections of one gate.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Pause after an accept error (such as running out of file descriptors), so that an accept
+/// loop does not spin while the connections already open keep going.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Least time between two log lines about failing accepts of one listener.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Accepts on `listener` until `shutdown` fires: the accept loop of every TCP listener (`what`
+/// names it in the log). Each connection `gate` lets in is served by `serve` on its own task,
+/// holding its pass; the others are closed at once. Accept errors back off and are logged at
+/// most every few seconds; a connection task that panics is logged. Returns once every task
+/// has ended.
+pub async fn accept_loop<F, Fut>(
+    listener: &tokio::net::TcpListener,
+    gate: &ConnectionGate,
+    shutdown: &tokio_util::sync::CancellationToken,
+    what: &'static str,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!("an {what} connection task panicked: {e}");
+                    }
+                }
+                continue;
+            }
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
+                    tracing::warn!(error = %e, "{what} accept failed; retrying every {ACCEPT_BACKOFF:?}");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(pass) = gate.try_enter(peer.ip()) else {
+            continue;
+        };
+        let served = serve(socket, peer);
+        tasks.spawn(async move {
+            served.await;
+            drop(pass);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
 /// Why a connection was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GateRefusal {

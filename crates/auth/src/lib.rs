@@ -28,7 +28,7 @@ mod token;
 
 pub use end::{Revocation, SessionEnd};
 pub use failures::{AuthFailures, FailurePolicy, MAX_FAILURE_SOURCES};
-pub use gate::{source_key, ConnectionGate, GatePass, GateRefusal, GateStats};
+pub use gate::{accept_loop, source_key, ConnectionGate, GatePass, GateRefusal, GateStats};
 pub use name::{StreamName, StreamNameError, MAX_STREAM_NAME_LEN};
 pub use registry::{LiveStream, Registry, SessionCounts, SessionFacts};
 pub use request::{AccessRequest, Action, Denial, Grant, Protocol};

@@ -13,14 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamgate_auth::ConnectionGate;
+use streamgate_auth::{accept_loop, ConnectionGate};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::serve_connection;
-use crate::listener::accept_loop;
 use crate::RtmpContext;
 
 /// The kernel buffers asked for on each side of a bridge pair.

@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use streamgate_auth::ConnectionGate;
+use streamgate_auth::{accept_loop, ConnectionGate};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -46,11 +46,6 @@ const MAX_HEADERS: usize = 64;
 /// Largest read buffer of a connection, and so of a request's head (hyper's default is about
 /// 400 KB, which ten thousand connections would multiply).
 const MAX_READ_BUFFER: usize = 64 * 1024;
-/// Pause after an accept error (such as running out of file descriptors), so that the loop
-/// does not spin while the connections already open keep going.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Least time between two log lines about failing accepts.
-const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The clocks of every HTTP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,32 +90,13 @@ pub async fn serve(
     let app = app.layer(axum::middleware::from_fn(move |req, next| {
         read_body(req, next, body_timeout)
     }));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut last_error_log: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            a = listener.accept() => a,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                if last_error_log.is_none_or(|t| t.elapsed() >= ACCEPT_ERROR_LOG_INTERVAL) {
-                    tracing::warn!(error = %e, "http accept failed; retrying every {ACCEPT_BACKOFF:?}");
-                    last_error_log = Some(Instant::now());
-                }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
-        let Ok(pass) = gate.try_enter(peer.ip()) else {
-            continue;
-        };
+    let stop = shutdown.clone();
+    // Open connections finish their request and close (WebSockets end with the shutdown).
+    accept_loop(&listener, &gate, &shutdown, "http", |socket, peer| {
         let app = app.clone();
-        let stop = shutdown.clone();
+        let stop = stop.clone();
         let transport = transport.clone();
-        tasks.spawn(async move {
+        async move {
             let _ = socket.set_nodelay(true);
             let proxies = Arc::clone(&transport.proxies);
             match transport.tls {
@@ -138,11 +114,9 @@ pub async fn serve(
                     }
                 }
             }
-            drop(pass);
-        });
-    }
-    // Open connections finish their request and close (WebSockets end with the shutdown).
-    while tasks.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// Serves one connection until it closes, idles out, or the server shuts down. Each request
