@@ -89,37 +89,43 @@ pub fn raw_handshake_with(
     streamid: &[u8],
     extra: &[(u16, &[u8])],
 ) -> Option<i64> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let socket_id: u32 = 0x1234_5678;
-    let cookie = cookie(&socket, addr, socket_id)?;
-    let conclusion = conclusion(socket_id, cookie, streamid, extra);
-    exchange(&socket, addr, &conclusion, |r| {
+    let (_, answer) = caller(addr, 0x1234_5678, streamid, extra, |r| {
         let kind = be32(r, 16 + 20);
         (kind != 1).then_some(if kind == 0xffff_ffff {
             i64::from(kind)
         } else {
             i64::from(kind) - 1000
         })
-    })
+    })?;
+    Some(answer)
 }
 
 /// A caller that completes the handshake by hand for `streamid` and then says nothing: its
 /// socket and the listener's socket id for it (the destination of its packets), if accepted.
 pub fn connect_raw(addr: SocketAddr, streamid: &[u8]) -> Option<(UdpSocket, u32)> {
+    caller(addr, 0x2345_6789, streamid, &[], |r| {
+        (be32(r, 16 + 20) == 0xffff_ffff).then(|| be32(r, 16 + 24))
+    })
+}
+
+/// A caller `socket_id` on a socket of its own: induction, then the conclusion for `streamid`
+/// with `extra` blocks, until `answer` takes the listener's reply. The socket and what
+/// `answer` made of the reply.
+fn caller<T>(
+    addr: SocketAddr,
+    socket_id: u32,
+    streamid: &[u8],
+    extra: &[(u16, &[u8])],
+    answer: impl Fn(&[u8]) -> Option<T>,
+) -> Option<(UdpSocket, T)> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let socket_id: u32 = 0x2345_6789;
     let cookie = cookie(&socket, addr, socket_id)?;
-    let conclusion = conclusion(socket_id, cookie, streamid, &[]);
-    let listener_id = exchange(&socket, addr, &conclusion, |r| {
-        (be32(r, 16 + 20) == 0xffff_ffff).then(|| be32(r, 16 + 24))
-    })?;
-    Some((socket, listener_id))
+    let conclusion = conclusion(socket_id, cookie, streamid, extra);
+    let answer = exchange(&socket, addr, &conclusion, answer)?;
+    Some((socket, answer))
 }
 
 /// An SRT control packet of `kind` to socket `dest`, with `info` and a body of `words`.
