@@ -12,7 +12,8 @@ use streamgate_tests::srt;
 use streamgate_tests::{wait_until, Server, TempDir};
 
 /// A UDP relay between a caller and the server that drops `loss` of the datagrams each way
-/// (seeded, so a run is repeatable); it stops when dropped. Returns its address.
+/// (seeded, so a run is repeatable) for `lossy_for` from its start, and then none; it stops
+/// when dropped. Returns its address.
 struct LossyRelay {
     addr: std::net::SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -20,7 +21,7 @@ struct LossyRelay {
 }
 
 impl LossyRelay {
-    fn start(server: std::net::SocketAddr, loss: f64) -> Self {
+    fn start(server: std::net::SocketAddr, loss: f64, lossy_for: Duration) -> Self {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
         let socket = || {
@@ -43,6 +44,7 @@ impl LossyRelay {
         let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let threshold = (loss * f64::from(u32::MAX)) as u32;
+        let lossless_from = Instant::now() + lossy_for;
         let mut threads = Vec::new();
         for dir in 0..2 {
             let (from, to) = if dir == 0 {
@@ -61,7 +63,7 @@ impl LossyRelay {
                     seed ^= seed << 13;
                     seed ^= seed >> 17;
                     seed ^= seed << 5;
-                    if seed < threshold {
+                    if seed < threshold && Instant::now() < lossless_from {
                         continue;
                     }
                     if dir == 0 {
@@ -90,8 +92,9 @@ impl Drop for LossyRelay {
     }
 }
 
-/// A 20 Mbit/s publish for 60 s, straight and through 1 % random loss each way: the
-/// retransmissions recover every packet, and the demuxer sees no continuity error.
+/// A 20 Mbit/s publish for 60 s, straight and through 1 % random loss each way (all but the
+/// last 3 s): the retransmissions recover every packet, and the demuxer sees no continuity
+/// error.
 #[test]
 fn twenty_mbit_ingest_for_60_s_with_and_without_loss() {
     let s = Server::start();
@@ -150,7 +153,10 @@ fn twenty_mbit_ingest_for_60_s_with_and_without_loss() {
         "{}",
         String::from_utf8_lossy(&made.stderr)
     );
-    let relay = LossyRelay::start(s.srt, 0.01);
+    // The loss ends 3 s before the publish does: a live-mode caller (libsrt's linger is 0 in
+    // live mode) abandons what is not yet acknowledged when it closes, so a packet lost in its
+    // last moments is never sent again, by any server.
+    let relay = LossyRelay::start(s.srt, 0.01, Duration::from_secs(57));
     let publish = |addr: std::net::SocketAddr, stream: &str| -> Proc {
         let url = srt::url(addr, &format!("{stream},token={token}"), "&latency=200000");
         let args: Vec<String> = [
