@@ -27,6 +27,7 @@ use webrtc::api::interceptor_registry::configure_twcc_receiver_only;
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
+use webrtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::udp_network::{EphemeralUDP, UDPNetwork};
 use webrtc::ice_transport::ice_candidate::RTCIceCandidateInit;
@@ -166,6 +167,10 @@ fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> 
         Some(ICE_KEEPALIVE_INTERVAL),
     );
     settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
+    // SRTP with AES-CM and HMAC-SHA1-80 only, the profile every WebRTC endpoint must support
+    // (RFC 8827). The crate's AES-GCM path copies each packet's ciphertext a byte at a time:
+    // about a fifth of the server's CPU with 100 viewers, where HMAC-SHA1 costs a twentieth.
+    settings.set_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
     if let Some((min, max)) = ice.udp_ports {
         let udp = EphemeralUDP::new(min, max).map_err(|e| PeerError::Stack(e.to_string()))?;
         settings.set_udp_network(UDPNetwork::Ephemeral(udp));
