@@ -136,9 +136,11 @@ pub enum PeerEvent {
     KeyframeRequest,
 }
 
-/// Packets each sent stream keeps for retransmission on a NACK, as a power of two: 512, five
-/// seconds of a 1 Mbit/s video, half a second at 8 Mbit/s (many round trips either way).
-const NACK_HISTORY_LOG2: u8 = 9;
+/// Packets each sent stream keeps for retransmission on a NACK, as a power of two: 256, two
+/// and a half seconds of a 1 Mbit/s video, two thirds of a second at 4 Mbit/s (several round
+/// trips either way). The history's slots are allocated up front, 112 bytes each: 28 KB a
+/// viewer.
+const NACK_HISTORY_LOG2: u8 = 8;
 
 /// Builds the `API` object for one peer connection with the given codecs.
 fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> {
