@@ -80,13 +80,15 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def rss_kib(pids):
+def rss_kib(pids, field="VmRSS"):
+    """Resident memory of `pids` in KiB: all of it (VmRSS), or one part, such as RssAnon
+    (heap and stacks, without the file pages of the binary and its libraries)."""
     total = 0
     for p in pids:
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field + ":"):
                         total += int(line.split()[1])
         except OSError:
             pass
