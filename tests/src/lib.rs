@@ -20,11 +20,13 @@ pub mod rtmp;
 pub mod srt;
 pub mod tls;
 
+use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use http::{HttpResponse, HttpResult};
@@ -61,22 +63,43 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, never one handed out before in this process.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unique_port(|| {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
 }
 
-/// A free UDP port on 127.0.0.1.
+/// A free UDP port on 127.0.0.1, never one handed out before in this process.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    unique_port(|| {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
+}
+
+/// A port from `probe` that this process has not handed out yet. The kernel may give the port
+/// of a socket just closed again at once, and a server started with the same port for two of
+/// its listeners cannot start ("Address already in use", seen in CI).
+fn unique_port(probe: impl Fn() -> u16) -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = probe();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// A new empty directory under the system temp dir, removed on drop.
