@@ -142,26 +142,46 @@ pub enum PeerEvent {
 /// viewer.
 const NACK_HISTORY_LOG2: u8 = 8;
 
+/// Which way a peer connection carries media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A publisher's: media comes in.
+    Publish,
+    /// A viewer's: media goes out.
+    Play,
+}
+
 /// Builds the `API` object for one peer connection with the given codecs.
-fn build_api(ice: &IceSettings, codecs: &[CodecSpec]) -> Result<API, PeerError> {
+///
+/// The interceptors are the defaults of `register_default_interceptors` but the sender reports
+/// (see the module's comment), each only on the side that uses it: a publisher's peer generates NACKs,
+/// receiver reports and transport-wide congestion feedback for what it receives; a viewer's
+/// answers NACKs from a retransmission history smaller than the crate's default (8192 packets
+/// a sent stream, a megabyte per viewer allocated up front). The receiving side's three
+/// interceptors each run a task with a ticker (every 100 ms for two of them) for as long as the
+/// peer lives, which a viewer's peer, receiving nothing, would run for nothing.
+fn build_api(ice: &IceSettings, codecs: &[CodecSpec], role: Role) -> Result<API, PeerError> {
     let mut media = MediaEngine::default();
     for spec in codecs {
         media
             .register_codec(spec.parameters(), spec.kind())
             .map_err(stack)?;
     }
-    // The defaults of `register_default_interceptors` but the sender reports (see above), and
-    // a smaller retransmission history (the NACK responder's default, 8192 packets a sent
-    // stream, is a megabyte per viewer allocated up front).
     media.register_feedback(feedback("nack", ""), RTPCodecType::Video);
     media.register_feedback(feedback("nack", "pli"), RTPCodecType::Video);
     let mut registry = Registry::new();
-    registry.add(Box::new(
-        Responder::builder().with_log2_size(NACK_HISTORY_LOG2),
-    ));
-    registry.add(Box::new(Generator::builder()));
-    registry.add(Box::new(ReceiverReport::builder()));
-    let registry = configure_twcc_receiver_only(registry, &mut media).map_err(stack)?;
+    match role {
+        Role::Play => {
+            registry.add(Box::new(
+                Responder::builder().with_log2_size(NACK_HISTORY_LOG2),
+            ));
+        }
+        Role::Publish => {
+            registry.add(Box::new(Generator::builder()));
+            registry.add(Box::new(ReceiverReport::builder()));
+            registry = configure_twcc_receiver_only(registry, &mut media).map_err(stack)?;
+        }
+    }
     let mut settings = SettingEngine::default();
     settings.set_ice_timeouts(
         Some(ICE_DISCONNECTED_TIMEOUT),
@@ -321,9 +341,10 @@ impl Core {
     async fn new(
         ice: &IceSettings,
         codecs: &[CodecSpec],
+        role: Role,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self, PeerError> {
-        let api = build_api(ice, codecs)?;
+        let api = build_api(ice, codecs, role)?;
         let pc = Arc::new(
             api.new_peer_connection(RTCConfiguration::default())
                 .await
@@ -459,7 +480,13 @@ impl PublishPeer {
         ice: &IceSettings,
         events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self, PeerError> {
-        let core = Core::new(ice, &CodecSpec::publish_set(), events.clone()).await?;
+        let core = Core::new(
+            ice,
+            &CodecSpec::publish_set(),
+            Role::Publish,
+            events.clone(),
+        )
+        .await?;
         let video_ssrcs = Arc::new(Mutex::new(Vec::new()));
         let ssrcs = Arc::clone(&video_ssrcs);
         core.pc
@@ -718,7 +745,7 @@ impl PlayPeer {
         if audio {
             codecs.push(CodecSpec::opus(111));
         }
-        let core = Core::new(ice, &codecs, events.clone()).await?;
+        let core = Core::new(ice, &codecs, Role::Play, events.clone()).await?;
         // One track per kind, described by its first codec; it is bound to whichever of its
         // kind's codecs the answer takes.
         let mut video_track = None;
@@ -954,6 +981,30 @@ mod tests {
         assert!(answer.contains("m=video 9 UDP/TLS/RTP/SAVPF 106 112 125"));
         assert_eq!(peer.accept_answer(answer).await.expect("accepted"), []);
         peer.close().await;
+    }
+
+    /// Transport-wide congestion feedback is negotiated where the server receives media, a
+    /// publisher's peer, and not where it only sends, a viewer's (which runs none of the
+    /// receiving side's interceptors).
+    #[tokio::test]
+    async fn congestion_feedback_is_negotiated_for_publishers_only() {
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let viewer = PlayPeer::new(&loopback(), vec![CodecSpec::h264(102, "42e01f")], true, tx)
+            .await
+            .expect("peer");
+        let offer = viewer.offer().await.expect("offer");
+        assert!(offer.contains("a=rtcp-fb:102 nack"), "{offer}");
+        assert!(!offer.contains("transport-cc"), "{offer}");
+        assert!(!offer.contains("transport-wide-cc"), "{offer}");
+        viewer.close().await;
+
+        let (tx, _rx) = mpsc::channel(PEER_EVENT_CAPACITY);
+        let publisher = PublishPeer::new(&loopback(), tx).await.expect("peer");
+        let browser_offer = include_str!("fixtures/offer-high-only.sdp")
+            .replace("profile-level-id=64000d", "profile-level-id=42e01f");
+        let answer = publisher.answer(browser_offer).await.expect("answer");
+        assert!(answer.contains("transport-cc"), "{answer}");
+        publisher.close().await;
     }
 
     /// An answer that rejects every section is refused.
