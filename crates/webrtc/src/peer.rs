@@ -153,13 +153,14 @@ enum Role {
 
 /// Builds the `API` object for one peer connection with the given codecs.
 ///
-/// The interceptors are the defaults of `register_default_interceptors` but the sender reports
-/// (see the module's comment), each only on the side that uses it: a publisher's peer generates NACKs,
-/// receiver reports and transport-wide congestion feedback for what it receives; a viewer's
-/// answers NACKs from a retransmission history smaller than the crate's default (8192 packets
-/// a sent stream, a megabyte per viewer allocated up front). The receiving side's three
-/// interceptors each run a task with a ticker (every 100 ms for two of them) for as long as the
-/// peer lives, which a viewer's peer, receiving nothing, would run for nothing.
+/// The interceptors are the defaults of `register_default_interceptors` but the sender
+/// reports (see the module's comment), each only on the side that uses it: a publisher's peer
+/// generates NACKs, receiver reports and transport-wide congestion feedback for what it
+/// receives; a viewer's answers NACKs from a retransmission history smaller than the crate's
+/// default (8192 packets a sent stream, a megabyte per viewer allocated up front). The
+/// receiving side's three interceptors each run a task with a ticker (every 100 ms for two of
+/// them) for as long as the peer lives, which a viewer's peer, receiving nothing, would run
+/// for nothing.
 fn build_api(ice: &IceSettings, codecs: &[CodecSpec], role: Role) -> Result<API, PeerError> {
     let mut media = MediaEngine::default();
     for spec in codecs {
