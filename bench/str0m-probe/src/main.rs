@@ -102,6 +102,25 @@ fn drain(p: &mut Peer, sock: &UdpSocket, sent: &mut u64) {
     }
 }
 
+/// Writes one frame to the track `track` picks of every connected peer.
+fn write_all(
+    peers: &mut [Peer],
+    track: impl Fn(&Peer) -> Option<(Mid, Pt)>,
+    now: Instant,
+    t: MediaTime,
+    data: &Arc<[u8]>,
+    sock: &UdpSocket,
+    sent: &mut u64,
+) {
+    for p in peers.iter_mut().filter(|p| p.connected) {
+        let Some((mid, pt)) = track(p) else { continue };
+        if let Some(w) = p.rtc.writer(mid) {
+            let _ = w.write(pt, now, t, data.clone());
+        }
+        drain(p, sock, sent);
+    }
+}
+
 fn status() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let get = |k: &str| {
@@ -199,28 +218,14 @@ fn server(tcp_port: u16, kbps: u64, video_buffer: usize) {
             data[..5].copy_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }]);
             let data: Arc<[u8]> = data.into();
             let t = MediaTime::new(frame_no * 3000, Frequency::NINETY_KHZ);
-            for p in peers.iter_mut().filter(|p| p.connected) {
-                if let Some((mid, pt)) = p.video {
-                    if let Some(w) = p.rtc.writer(mid) {
-                        let _ = w.write(pt, now, t, data.clone());
-                    }
-                    drain(p, &sock, &mut sent);
-                }
-            }
+            write_all(&mut peers, |p| p.video, now, t, &data, &sock, &mut sent);
             frame_no += 1;
             next_video = start + Duration::from_micros(frame_no * 1_000_000 / fps);
         }
         if now >= next_audio {
             let data: Arc<[u8]> = vec![0x33u8; audio_bytes].into();
             let t = MediaTime::new(audio_no * 960, Frequency::FORTY_EIGHT_KHZ);
-            for p in peers.iter_mut().filter(|p| p.connected) {
-                if let Some((mid, pt)) = p.audio {
-                    if let Some(w) = p.rtc.writer(mid) {
-                        let _ = w.write(pt, now, t, data.clone());
-                    }
-                    drain(p, &sock, &mut sent);
-                }
-            }
+            write_all(&mut peers, |p| p.audio, now, t, &data, &sock, &mut sent);
             audio_no += 1;
             next_audio = start + Duration::from_millis(audio_no * 20);
         }
