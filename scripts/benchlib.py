@@ -139,9 +139,12 @@ def start_nginx(workdir):
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     conf = os.path.join(prefix, "nginx.conf")
     with open(conf, "w") as f:
+        # One worker: nginx-rtmp keeps a live stream in the worker its publisher reached, and a
+        # viewer accepted by another worker gets nothing (unless rtmp_auto_push relays the
+        # stream between workers). With "auto" on two cores about half the viewers were fed.
         f.write(f"""load_module {NGINX_MODULE};
 daemon off;
-worker_processes auto;
+worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
 worker_rlimit_nofile 65536;
