@@ -1350,11 +1350,11 @@ mod tests {
     }
 
     fn load(file: &str, args: &[&str]) -> Result<Config, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "streamgate-config-{}-{}",
-            std::process::id(),
-            args.len() + file.len()
-        ));
+        // A directory of its own per call: tests run in parallel, and each removes its own.
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("streamgate-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, file).unwrap();
