@@ -188,11 +188,8 @@ fn handshake(
     cookie: u32,
     ext: &[u8],
 ) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(&0x8000_0000u32.to_be_bytes()); // control, type 0 = handshake
-    p.extend_from_slice(&0u32.to_be_bytes());
-    p.extend_from_slice(&0u32.to_be_bytes()); // timestamp
-    p.extend_from_slice(&0u32.to_be_bytes()); // destination socket
+    // Control type 0, handshake, to destination socket 0.
+    let mut p = control(0, 0, 0, &[]);
     p.extend_from_slice(&version.to_be_bytes());
     p.extend_from_slice(&0u16.to_be_bytes()); // encryption: none
     p.extend_from_slice(&ext_field.to_be_bytes());
