@@ -23,6 +23,7 @@ use srt_protocol::options::Passphrase;
 use srt_protocol::packet::Packet;
 use srt_protocol::settings::KeySettings;
 
+use super::fuzzing::{CALLER, LOCAL_ID, PASSPHRASE as PASS};
 use super::guard;
 use super::handshake::{self, Role};
 
@@ -88,8 +89,6 @@ fn parse_panic(srt: &[u8]) -> Option<String> {
         }
     })
 }
-
-use super::fuzzing::{CALLER, LOCAL_ID, PASSPHRASE as PASS};
 
 fn key_settings() -> KeySettings {
     super::fuzzing::key_settings().unwrap()
@@ -566,7 +565,9 @@ fn handshakes_are_read_and_answered() {
     let ind = handshake::read(&induction).unwrap();
     assert!(ind.induction);
     let cookies = handshake::Cookies::new([5; 32]);
-    let now = std::time::SystemTime::now();
+    // At the start of a cookie period (30 s), so that 31 s later is the next one: from the
+    // clock, a cookie made in a period's last second would be two periods old by then.
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(30 * 58_000_000);
     let cookie = cookies.make(CALLER, now);
     assert!(cookies.check(CALLER, cookie, now));
     assert!(cookies.check(CALLER, cookie, now + Duration::from_secs(31)));
