@@ -60,6 +60,14 @@ impl StreamWatch {
         Poll::Pending
     }
 
+    /// Marks the watch inline: the waker it parks with does its work in the wake-up call
+    /// itself, on the thread that made the change (a publisher pushing frames), and is
+    /// therefore woken after every other waiter of the stream, whose tasks are scheduled
+    /// first.
+    pub fn set_inline(&mut self) {
+        self.parking.set_inline();
+    }
+
     /// Waits for the next change (see [`StreamWatch::poll_changed`]). Cancel-safe.
     pub async fn changed(&mut self) {
         std::future::poll_fn(|cx| self.poll_changed(cx)).await

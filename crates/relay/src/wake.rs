@@ -13,6 +13,10 @@
 //! Compared with one queue of waiters behind a lock, waiting and re-arming cost each
 //! subscriber only its own slot; a wake-up walks every slot (one atomic load each), which is
 //! cheap next to the writes the woken subscribers then make.
+//!
+//! A slot may be marked inline: its waker does its work in the wake-up call itself, on the
+//! thread that made the change. Inline wakers are called after all the others, so that the
+//! tasks of the others are scheduled (and can run on other threads) before that work starts.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +42,8 @@ struct Slots {
 #[derive(Debug, Default)]
 pub(crate) struct Parker {
     parked: AtomicBool,
+    /// Woken after the others (see the module comment).
+    inline: AtomicBool,
     /// Written by the subscriber when it parks, read by whoever wakes it.
     waker: Mutex<Option<Waker>>,
 }
@@ -62,6 +68,7 @@ impl Signal {
     /// run after the slot lock is released.
     pub(crate) fn wake_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut inline = Vec::new();
         let wakers: Vec<Waker> = {
             let slots = lock(&self.slots);
             slots
@@ -71,10 +78,18 @@ impl Signal {
                 .filter(|p| {
                     p.parked.load(Ordering::SeqCst) && p.parked.swap(false, Ordering::SeqCst)
                 })
-                .filter_map(|p| lock(&p.waker).clone())
+                .filter_map(|p| {
+                    let waker = lock(&p.waker).clone()?;
+                    if p.inline.load(Ordering::Relaxed) {
+                        inline.push(waker);
+                        None
+                    } else {
+                        Some(waker)
+                    }
+                })
                 .collect()
         };
-        for waker in wakers {
+        for waker in wakers.into_iter().chain(inline) {
             waker.wake();
         }
     }
@@ -129,6 +144,11 @@ impl Registration {
     pub(crate) fn unpark(&self) {
         self.parker.parked.store(false, Ordering::Relaxed);
     }
+
+    /// Marks the slot inline: woken after every slot that is not.
+    pub(crate) fn set_inline(&self) {
+        self.parker.inline.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -163,6 +183,42 @@ mod tests {
         b.unpark();
         signal.wake_all();
         assert_eq!(cb.0.load(Ordering::SeqCst), 0, "unparked");
+    }
+
+    /// Records the order in which its wakers are woken.
+    struct Order {
+        name: &'static str,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Wake for Order {
+        fn wake(self: Arc<Self>) {
+            lock(&self.log).push(self.name);
+        }
+    }
+
+    #[test]
+    fn inline_slots_are_woken_after_the_others() {
+        let signal = Signal::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let registrations: Vec<Registration> = ["inline", "a", "b"]
+            .into_iter()
+            .map(|name| {
+                let registration = signal.register();
+                if name == "inline" {
+                    registration.set_inline();
+                }
+                let waker = Waker::from(Arc::new(Order {
+                    name,
+                    log: Arc::clone(&log),
+                }));
+                registration.park(&waker);
+                registration
+            })
+            .collect();
+        signal.wake_all();
+        assert_eq!(*lock(&log), ["a", "b", "inline"]);
+        drop(registrations);
     }
 
     #[test]
