@@ -610,6 +610,14 @@ mod tests {
         (server, client)
     }
 
+    /// The shards of stream `name`'s group, which must exist.
+    fn group_shards(fanouts: &FanOuts, name: &str) -> Vec<Arc<Shard>> {
+        let groups = lock(&fanouts.groups);
+        let group = groups.get(name).and_then(Weak::upgrade).unwrap();
+        let shards = lock(&group.shards).clone();
+        shards
+    }
+
     fn take_events(viewer: &Viewer) -> Vec<Event> {
         match viewer.take_work(MAX_EVENTS_PER_WRITE) {
             Work::Write { unsent, events } => {
@@ -747,11 +755,11 @@ mod tests {
         let (server, _client) = pair().await;
         let (_read, write) = server.into_split();
         let write = Arc::new(write);
-        let shards = |fanouts: &FanOuts| {
-            let groups = lock(&fanouts.groups);
-            let group = groups.get("live/s").and_then(Weak::upgrade).unwrap();
-            let sizes: Vec<usize> = lock(&group.shards).iter().map(|s| s.len()).collect();
-            sizes
+        let shards = |fanouts: &FanOuts| -> Vec<usize> {
+            group_shards(fanouts, "live/s")
+                .iter()
+                .map(|s| s.len())
+                .collect()
         };
         let mut members: Vec<Membership> = (0..INLINE_VIEWERS)
             .map(|_| {
@@ -769,19 +777,15 @@ mod tests {
             vec![INLINE_VIEWERS, 3],
             "a shard task, then the least busy one"
         );
-        {
-            let groups = lock(&fanouts.groups);
-            let group = groups.get("live/s").and_then(Weak::upgrade).unwrap();
-            let kinds: Vec<bool> = lock(&group.shards)
-                .iter()
-                .map(|s| matches!(s.driver, Driver::Inline(_)))
-                .collect();
-            assert_eq!(
-                kinds,
-                [true, false],
-                "the first shard inline, the next a task"
-            );
-        }
+        let kinds: Vec<bool> = group_shards(&fanouts, "live/s")
+            .iter()
+            .map(|s| matches!(s.driver, Driver::Inline(_)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [true, false],
+            "the first shard inline, the next a task"
+        );
         // Two workers: never a third shard.
         for _ in 0..INLINE_VIEWERS {
             let viewer = Viewer::new(hub.subscribe("live/s"), Arc::clone(&write), 1);
@@ -861,14 +865,9 @@ mod tests {
             .unwrap();
         assert!(n > 0);
 
-        let inline = {
-            let groups = lock(&fanouts.groups);
-            let group = groups.get("live/g").and_then(Weak::upgrade).unwrap();
-            let shards = lock(&group.shards);
-            match &shards.first().unwrap().driver {
-                Driver::Inline(inline) => Arc::downgrade(inline),
-                Driver::Task(_) => panic!("a small audience without coalescing is served inline"),
-            }
+        let inline = match &group_shards(&fanouts, "live/g")[0].driver {
+            Driver::Inline(inline) => Arc::downgrade(inline),
+            Driver::Task(_) => panic!("a small audience without coalescing is served inline"),
         };
         drop(membership);
         assert!(lock(&fanouts.groups).is_empty());
