@@ -779,9 +779,8 @@ fn assert_drift(report: &DriftReport, seconds: u64) {
 
 /// Lip-sync measurements run alone: each drives a browser's encoder or jitter buffer, and
 /// another test of this file running beside it on a 2-core machine (a re-encode, another
-/// browser) makes it measure the machine's load, not the server's timing (a drift of 206 ms
-/// was seen so, against 3-18 ms alone). They take the turn exclusively; every other test of
-/// the file takes it shared.
+/// browser) would make it measure the machine's load, not the server's timing. They take the
+/// turn exclusively; every other test of the file takes it shared.
 static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn lip_sync_turn() -> std::sync::RwLockWriteGuard<'static, ()> {
