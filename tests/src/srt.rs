@@ -267,3 +267,112 @@ pub fn spray_garbage(addr: SocketAddr, count: usize, seed: u32) {
         }
     }
 }
+
+/// A UDP relay between one caller and the server, on loopback: it drops a share of the
+/// datagrams each way (seeded, so a run is repeatable) for a time from its start, and delays
+/// every datagram by a fixed time each way. It stops when dropped.
+pub struct Relay {
+    /// Where the caller sends to.
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Drops `loss` of the datagrams each way for `lossy_for`, then none.
+    pub fn lossy(server: SocketAddr, loss: f64, lossy_for: Duration) -> Self {
+        Self::start(server, loss, lossy_for, Duration::ZERO)
+    }
+
+    /// Delays every datagram by `one_way` each way: a peer `2 * one_way` away.
+    pub fn delayed(server: SocketAddr, one_way: Duration) -> Self {
+        Self::start(server, 0.0, Duration::ZERO, one_way)
+    }
+
+    fn start(server: SocketAddr, loss: f64, lossy_for: Duration, delay: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{mpsc, Arc, Mutex};
+        let socket = || {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            // Room for bursts, so that the relay drops only what it means to.
+            let _ = s.set_recv_buffer_size(4 << 20);
+            let _ = s.set_send_buffer_size(4 << 20);
+            s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+                .unwrap();
+            UdpSocket::from(s)
+        };
+        let front = socket();
+        let back = socket();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let threshold = (loss * f64::from(u32::MAX)) as u32;
+        let lossless_from = Instant::now() + lossy_for;
+        let mut threads = Vec::new();
+        for dir in 0..2 {
+            let (from, to) = if dir == 0 {
+                (front.try_clone().unwrap(), back.try_clone().unwrap())
+            } else {
+                (back.try_clone().unwrap(), front.try_clone().unwrap())
+            };
+            // Datagrams go out from a thread of their own, each at its time.
+            let (line, due) = mpsc::channel::<(Instant, Vec<u8>)>();
+            let (out_client, out_stop) = (Arc::clone(&client), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                while !out_stop.load(Ordering::Relaxed) {
+                    let Ok((at, datagram)) = due.recv_timeout(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                    let dest = if dir == 0 {
+                        Some(server)
+                    } else {
+                        *out_client.lock().unwrap()
+                    };
+                    if let Some(dest) = dest {
+                        let _ = to.send_to(&datagram, dest);
+                    }
+                }
+            }));
+            let (client, stop) = (Arc::clone(&client), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let mut seed: u32 = 0x9e37_79b9 ^ dir;
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, peer)) = from.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    if seed < threshold && Instant::now() < lossless_from {
+                        continue;
+                    }
+                    if dir == 0 {
+                        *client.lock().unwrap() = Some(peer);
+                    }
+                    let _ = line.send((Instant::now() + delay, buf[..n].to_vec()));
+                }
+            }));
+        }
+        Self {
+            addr,
+            stop,
+            threads,
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -1005,3 +1005,66 @@ fn srt_live_transmit_publishes_and_plays() {
     assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{p:?}");
     assert!(p.video_packets > 50 && p.audio_packets > 80, "{p:?}");
 }
+
+/// A viewer 300 ms away (a delaying relay in the test) gets the whole of a 2.5 Mbit/s stream,
+/// as a viewer next to the server does: the connection's send window grows past the 28
+/// packets it starts with, which carry about 1 Mbit/s over such a round trip.
+#[test]
+fn a_far_viewer_gets_the_whole_stream() {
+    let s = Server::start();
+    let dir = TempDir::new("srt-far");
+    let (_, token) = s.create_token("publish", json!({"label": "far"}));
+    // x264 at a constant quantizer: about 2.4 Mbit/s of this picture, whatever its content.
+    let mut args = ffmpeg::publish_args(&rtmp_url(&s, "live/far", Some(&token)), None);
+    for a in &mut args {
+        *a = a.replace("320x240", "640x360");
+    }
+    let at = args.iter().position(|a| a == "-b:v").unwrap();
+    args.splice(at..at + 2, ["-qp".to_owned(), "15".to_owned()]);
+    let _publisher = start(&s, &dir, "live/far", &args);
+    let relay = srt::Relay::delayed(s.srt, Duration::from_millis(150));
+    // Endless recordings; what each has written is compared over the same 8 s.
+    let viewer = |addr, extra: &str, name: &str| {
+        let out = dir.path().join(name);
+        let url = srt::url(addr, "live/far,mode=request", extra);
+        let mut args = srt::record_args(&url, 3600, &out);
+        let t = args.iter().position(|a| a == "-t").unwrap();
+        args.drain(t..t + 2);
+        (
+            Proc::ffmpeg(&args, &dir.path().join(format!("{name}.log"))),
+            out,
+        )
+    };
+    let (_near, near) = viewer(s.srt, "", "near.ts");
+    let (_far, far) = viewer(relay.addr, "&latency=1000000", "far.ts");
+    let size = |f: &std::path::Path| std::fs::metadata(f).map_or(0, |m| m.len());
+    // Once both write (ffmpeg has probed the input and written what it read meanwhile), and
+    // a little more.
+    assert!(
+        wait_until(Duration::from_secs(30), || size(&near) > 0
+            && size(&far) > 0),
+        "the recordings did not start"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let start = (size(&near), size(&far));
+    std::thread::sleep(Duration::from_secs(8));
+    let (near_bytes, far_bytes) = (size(&near) - start.0, size(&far) - start.1);
+    // Bytes over 8 s: kbit/s.
+    let kbps = |b: u64| b / 1000;
+    println!(
+        "near viewer {} kbit/s, far viewer {} kbit/s",
+        kbps(near_bytes),
+        kbps(far_bytes)
+    );
+    assert!(
+        kbps(near_bytes) > 1500,
+        "the stream is not as fast as meant: {} kbit/s",
+        kbps(near_bytes)
+    );
+    assert!(
+        far_bytes * 10 >= near_bytes * 9,
+        "the far viewer got {} kbit/s, the near one {} kbit/s",
+        kbps(far_bytes),
+        kbps(near_bytes)
+    );
+}

@@ -1,5 +1,5 @@
 //! SRT ingest at 20 Mbit/s for a minute through the real binary, straight and through 1 %
-//! random loss each way (a lossy UDP relay in the test): the retransmissions recover every
+//! random loss each way (a lossy UDP relay in the test, `srt::Relay`): the retransmissions recover every
 //! packet. A test binary of its own, so that no other test competes with it for the CPU.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -10,87 +10,6 @@ use serde_json::json;
 use streamgate_tests::ffmpeg::{self, Proc};
 use streamgate_tests::srt;
 use streamgate_tests::{wait_until, Server, TempDir};
-
-/// A UDP relay between a caller and the server that drops `loss` of the datagrams each way
-/// (seeded, so a run is repeatable) for `lossy_for` from its start, and then none; it stops
-/// when dropped. Returns its address.
-struct LossyRelay {
-    addr: std::net::SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl LossyRelay {
-    fn start(server: std::net::SocketAddr, loss: f64, lossy_for: Duration) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
-        let socket = || {
-            let s =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-            // Room for bursts, so that the relay drops only what it means to.
-            let _ = s.set_recv_buffer_size(4 << 20);
-            let _ = s.set_send_buffer_size(4 << 20);
-            s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-                .unwrap();
-            std::net::UdpSocket::from(s)
-        };
-        let front = socket();
-        let back = socket();
-        for s in [&front, &back] {
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-        }
-        let addr = front.local_addr().unwrap();
-        let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let threshold = (loss * f64::from(u32::MAX)) as u32;
-        let lossless_from = Instant::now() + lossy_for;
-        let mut threads = Vec::new();
-        for dir in 0..2 {
-            let (from, to) = if dir == 0 {
-                (front.try_clone().unwrap(), back.try_clone().unwrap())
-            } else {
-                (back.try_clone().unwrap(), front.try_clone().unwrap())
-            };
-            let (client, stop) = (Arc::clone(&client), Arc::clone(&stop));
-            threads.push(std::thread::spawn(move || {
-                let mut seed: u32 = 0x9e37_79b9 ^ dir;
-                let mut buf = vec![0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok((n, peer)) = from.recv_from(&mut buf) else {
-                        continue;
-                    };
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    if seed < threshold && Instant::now() < lossless_from {
-                        continue;
-                    }
-                    if dir == 0 {
-                        *client.lock().unwrap() = Some(peer);
-                        let _ = to.send_to(&buf[..n], server);
-                    } else if let Some(c) = *client.lock().unwrap() {
-                        let _ = to.send_to(&buf[..n], c);
-                    }
-                }
-            }));
-        }
-        Self {
-            addr,
-            stop,
-            threads,
-        }
-    }
-}
-
-impl Drop for LossyRelay {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A 20 Mbit/s publish for 60 s, straight and through 1 % random loss each way (all but the
 /// last 3 s): the retransmissions recover every packet, and the demuxer sees no continuity
@@ -156,7 +75,7 @@ fn twenty_mbit_ingest_for_60_s_with_and_without_loss() {
     // The loss ends 3 s before the publish does: a live-mode caller (libsrt's linger is 0 in
     // live mode) abandons what is not yet acknowledged when it closes, so a packet lost in its
     // last moments is never sent again, by any server.
-    let relay = LossyRelay::start(s.srt, 0.01, Duration::from_secs(57));
+    let relay = srt::Relay::lossy(s.srt, 0.01, Duration::from_secs(57));
     let publish = |addr: std::net::SocketAddr, stream: &str| -> Proc {
         let url = srt::url(addr, &format!("{stream},token={token}"), "&latency=200000");
         let args: Vec<String> = [

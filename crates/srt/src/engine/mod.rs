@@ -78,11 +78,15 @@ const OUTBOX_LIMIT: usize = 512 * 1024;
 /// connection's backlog, so that a burst (the GOP a viewer joins with) never piles up inside
 /// srt-protocol, whose queues keep the size they grew to. A window carries at most its size
 /// per round trip (28 packets in 10 ms, the ACK period: 29 Mbit/s); a connection whose
-/// window stays full with data waiting for [`WINDOW_GROW_AFTER`] (a far or fast viewer, not
-/// a join burst) gets twice the window, up to [`MAX_WINDOW`].
+/// window stays full with data waiting for [`WINDOW_GROW_AFTER`], and whose backlog does not
+/// drain within [`MAX_DRAIN`] at the pace it drained meanwhile (a far or fast viewer, not a
+/// join burst that the window carries off), gets twice the window, up to [`MAX_WINDOW`]. A
+/// window never shrinks, nor do srt-protocol's queues, which grow with it: their packet slots
+/// are most of what a viewer costs beyond the minimum.
 const MIN_WINDOW: u64 = 28;
 const MAX_WINDOW: u64 = 2048;
 const WINDOW_GROW_AFTER: Duration = Duration::from_millis(300);
+const MAX_DRAIN: Duration = Duration::from_secs(1);
 /// Most bytes a connection's backlog holds; the oldest go first (a viewer that takes less
 /// than the stream loses frames, as the relay's own queue would drop them).
 const MAX_BACKLOG: usize = 16 * 1024 * 1024;
@@ -313,9 +317,9 @@ struct Conn {
     /// Whether this round may send a short last message (the feed interval is over).
     feed_tail: bool,
     /// Its window ([`MIN_WINDOW`]), and since when the window has been full with data
-    /// waiting.
+    /// waiting (with the backlog's bytes then).
     window: u64,
-    window_full_since: Option<Instant>,
+    window_full_since: Option<(Instant, usize)>,
     /// Whether it waits for the end of a feed interval.
     feeding: bool,
     closed: CancellationToken,
@@ -1054,22 +1058,40 @@ fn feed(conn: &mut Conn, now: Instant) {
         conn.duplex.handle_data_input(now, Some((now, chunk)));
         room -= 1;
     }
-    let full = room == 0 && !conn.backlog.is_empty();
-    conn.window = next_window(conn.window, &mut conn.window_full_since, full, now);
+    let waiting = (room == 0 && !conn.backlog.is_empty()).then_some(conn.backlog_bytes);
+    conn.window = next_window(conn.window, &mut conn.window_full_since, waiting, now);
 }
 
-/// A connection's window after a feed that left it `full` (with data waiting) or not.
-fn next_window(window: u64, full_since: &mut Option<Instant>, full: bool, now: Instant) -> u64 {
-    if !full {
+/// A connection's window after a feed that left it full with `waiting` bytes in its backlog,
+/// or not full (`None`).
+fn next_window(
+    window: u64,
+    full_since: &mut Option<(Instant, usize)>,
+    waiting: Option<usize>,
+    now: Instant,
+) -> u64 {
+    let Some(waiting) = waiting else {
         *full_since = None;
         return window;
+    };
+    let (since, then) = *full_since.get_or_insert((now, waiting));
+    let elapsed = now.duration_since(since);
+    if elapsed < WINDOW_GROW_AFTER || window >= MAX_WINDOW {
+        return window;
     }
-    let since = *full_since.get_or_insert(now);
-    if now.duration_since(since) >= WINDOW_GROW_AFTER && window < MAX_WINDOW {
-        *full_since = Some(now);
-        return (window * 2).min(MAX_WINDOW);
+    // Measured again from here, grown or not.
+    *full_since = Some((now, waiting));
+    // Bytes drained over `elapsed`, against what is left to drain in [`MAX_DRAIN`] at that
+    // pace (a backlog that grew drained nothing).
+    let drained = u128::try_from(then.saturating_sub(waiting)).unwrap_or(u128::MAX);
+    let left = u128::try_from(waiting).unwrap_or(u128::MAX);
+    let drains_in_time =
+        left.saturating_mul(elapsed.as_millis()) <= drained.saturating_mul(MAX_DRAIN.as_millis());
+    if drains_in_time {
+        window
+    } else {
+        (window * 2).min(MAX_WINDOW)
     }
-    window
 }
 
 /// The next message of `step` bytes from the front of `backlog` (fewer only if `tail`).
@@ -1195,23 +1217,49 @@ mod tests {
         // A join burst: full for 200 ms, then drained.
         let mut w = MIN_WINDOW;
         for n in (0..200).step_by(10) {
-            w = next_window(w, &mut since, true, ms(n));
+            w = next_window(w, &mut since, Some(100_000), ms(n));
         }
-        w = next_window(w, &mut since, false, ms(210));
+        w = next_window(w, &mut since, None, ms(210));
         assert_eq!((w, since), (MIN_WINDOW, None));
-        // A viewer the window holds back: it doubles every 300 ms it stays full, up to the
-        // most.
+        // A viewer the window holds back (its backlog does not shrink): it doubles every
+        // 300 ms it stays full, up to the most.
         for n in (1000..1310).step_by(10) {
-            w = next_window(w, &mut since, true, ms(n));
+            w = next_window(w, &mut since, Some(100_000), ms(n));
         }
         assert_eq!(w, 2 * MIN_WINDOW);
         for n in (1310..5000).step_by(10) {
-            w = next_window(w, &mut since, true, ms(n));
+            w = next_window(w, &mut since, Some(100_000 + n as usize), ms(n));
         }
         assert_eq!(w, MAX_WINDOW);
         // It keeps what it grew to.
-        w = next_window(w, &mut since, false, ms(5000));
+        w = next_window(w, &mut since, None, ms(5000));
         assert_eq!(w, MAX_WINDOW);
+    }
+
+    #[test]
+    fn a_backlog_the_window_drains_within_a_second_does_not_grow_it() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut since = None;
+        let mut w = MIN_WINDOW;
+        // A join burst of 600 kB that drains by 300 kB every 300 ms, while the window stays
+        // full: 300 kB left after 300 ms would go in 300 ms more.
+        for n in (0..=300).step_by(10) {
+            w = next_window(w, &mut since, Some(600_000 - 1000 * n as usize), ms(n));
+        }
+        assert_eq!(w, MIN_WINDOW);
+        // Draining by 100 kB in the next 300 ms: the 200 kB left would take 600 ms.
+        for n in (310..=600).step_by(10) {
+            let waiting = 300_000 - 1000 * (n as usize - 300) / 3;
+            w = next_window(w, &mut since, Some(waiting), ms(n));
+        }
+        assert_eq!(w, MIN_WINDOW);
+        // Draining by 30 kB in 300 ms: 170 kB left would take 1.7 s, so the window grows.
+        for n in (610..=900).step_by(10) {
+            let waiting = 200_000 - 100 * (n as usize - 600);
+            w = next_window(w, &mut since, Some(waiting), ms(n));
+        }
+        assert_eq!(w, 2 * MIN_WINDOW);
     }
 
     fn a_sender(window: u64) -> Conn {
