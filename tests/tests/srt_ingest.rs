@@ -1,6 +1,7 @@
 //! SRT ingest at 20 Mbit/s for a minute through the real binary, straight and through 1 %
-//! random loss each way (a lossy UDP relay in the test, `srt::Relay`): the retransmissions recover every
-//! packet. A test binary of its own, so that no other test competes with it for the CPU.
+//! random loss each way (a lossy UDP relay in the test, `srt::Relay`): the retransmissions
+//! recover every packet. A test binary of its own, so that no other test competes with it for
+//! the CPU.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
