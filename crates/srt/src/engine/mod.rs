@@ -90,6 +90,9 @@ const MAX_DRAIN: Duration = Duration::from_secs(1);
 /// Most bytes a connection's backlog holds; the oldest go first (a viewer that takes less
 /// than the stream loses frames, as the relay's own queue would drop them).
 const MAX_BACKLOG: usize = 16 * 1024 * 1024;
+/// Frames a backlog keeps room for once it has drained: the join burst (a GOP, a few hundred
+/// frames) grows it, a feed interval of live frames needs a few.
+const BACKLOG_KEEP: usize = 16;
 /// How long what sessions hand over gathers before it is sent: the frames of that time go
 /// out together, cut into full messages across frame boundaries (the transport stream is one
 /// byte stream) and sent to each peer in one GSO send. It adds up to this much to the latency
@@ -1060,6 +1063,9 @@ fn feed(conn: &mut Conn, now: Instant) {
     }
     let waiting = (room == 0 && !conn.backlog.is_empty()).then_some(conn.backlog_bytes);
     conn.window = next_window(conn.window, &mut conn.window_full_since, waiting, now);
+    if conn.backlog.is_empty() {
+        conn.backlog.shrink_to(BACKLOG_KEEP);
+    }
 }
 
 /// A connection's window after a feed that left it full with `waiting` bytes in its backlog,
@@ -1322,6 +1328,25 @@ mod tests {
         assert_eq!(buffered(&mut conn, now), MIN_WINDOW);
         let left = EARLY_FEED_BYTES + step - usize::try_from(MIN_WINDOW).unwrap() * step;
         assert_eq!(conn.backlog_bytes, left);
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_back_the_room_a_join_burst_took() {
+        let now = Instant::now();
+        let mut conn = a_sender(1024);
+        // A join burst of 300 small frames, then drained by one feed.
+        for _ in 0..300 {
+            hand_over(&mut conn, 188);
+        }
+        assert!(conn.backlog.capacity() >= 300);
+        conn.feed_tail = true;
+        feed(&mut conn, now);
+        assert_eq!(conn.backlog_bytes, 0);
+        assert!(
+            conn.backlog.capacity() <= BACKLOG_KEEP,
+            "{}",
+            conn.backlog.capacity()
+        );
     }
 
     #[test]
