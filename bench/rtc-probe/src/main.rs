@@ -17,11 +17,17 @@
 //! `bench/str0m-probe/target/release/str0m-probe client 127.0.0.1:PORT N RAMP_SECONDS HOLD_SECONDS`.
 //!
 //! Outside the workspace (its own lock file), so that `rtc`'s stack is built only here:
-//! `cargo run --release --manifest-path bench/rtc-probe/Cargo.toml -- server 47000`.
+//! `cargo run --release --manifest-path bench/rtc-probe/Cargo.toml -- server 47000`. The
+//! signaling, the stream and the report are `bench/probe-harness.rs`, shared with the str0m
+//! probe.
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
+
+#[path = "../../probe-harness.rs"]
+mod harness;
+
+use harness::{write_msg, Report, Source};
 
 use bytes::{Bytes, BytesMut};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -52,19 +58,6 @@ type BoxError = Box<dyn std::error::Error>;
 
 /// RTP packets are cut to fit this many bytes (before SRTP's tag).
 const MTU: usize = 1200;
-
-fn read_msg(s: &mut TcpStream) -> String {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).unwrap();
-    String::from_utf8(buf).unwrap()
-}
-
-fn write_msg(s: &mut TcpStream, m: &str) {
-    s.write_all(&(m.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(m.as_bytes()).unwrap();
-}
 
 fn h264() -> RTCRtpCodec {
     RTCRtpCodec {
@@ -379,46 +372,8 @@ fn stun_ufrag(b: &[u8]) -> Option<&str> {
     None
 }
 
-fn status() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let get = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmRSS:"), get("RssAnon:"))
-}
-
-/// User and system CPU seconds of this process (clock ticks of 1/100 s, Linux's USER_HZ).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after_name = stat.rsplit_once(')').unwrap().1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
-/// Takes offers on a thread of its own and hands each to the media loop with the stream to
-/// answer on.
-fn offers(tcp_port: u16) -> std::sync::mpsc::Receiver<(String, TcpStream)> {
-    let listener = TcpListener::bind(("127.0.0.1", tcp_port)).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let mut s = s.unwrap();
-            let offer = read_msg(&mut s);
-            if tx.send((offer, s)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 fn server(tcp_port: u16, kbps: u64, video_buffer: u16) {
-    let offers = offers(tcp_port);
+    let offers = harness::offers(tcp_port);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = sock.local_addr().unwrap();
     eprintln!("udp {local}");
@@ -428,20 +383,10 @@ fn server(tcp_port: u16, kbps: u64, video_buffer: u16) {
     let mut buf = vec![0u8; 2000];
     let mut sent = 0u64;
     let start = Instant::now();
-    let fps = 30u64;
-    let audio_bytes = 80usize; // 32 kbit/s Opus, 20 ms frames
-    let video_bytes = ((kbps * 1000 / 8).saturating_sub(audio_bytes as u64 * 50) / fps) as usize;
-    let mut frame_no = 0u64;
-    let mut audio_no = 0u64;
-    let mut next_video = start;
-    let mut next_audio = start;
-    let mut next_report = start + Duration::from_secs(5);
-    let (mut cpu0, mut t0, mut sent0) = (cpu_seconds(), Instant::now(), 0u64);
-    let rss_idle = status();
-    eprintln!("idle rss {} anon {} KiB", rss_idle.0, rss_idle.1);
-    let mut iterations = 0u64;
+    let mut source = Source::new(kbps, start);
+    let mut report = Report::new(start);
     loop {
-        iterations += 1;
+        report.iteration();
         let now = Instant::now();
         // New offers.
         while let Ok((offer, mut s)) = offers.try_recv() {
@@ -465,59 +410,33 @@ fn server(tcp_port: u16, kbps: u64, video_buffer: u16) {
                 }
             }
         }
-        if now >= next_video {
-            let key = frame_no.is_multiple_of(2 * fps);
-            let mut data = vec![0x5au8; video_bytes.max(8)];
-            data[..5].copy_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }]);
-            let data = Bytes::from(data);
+        if let Some((_, data)) = source.video(now) {
             write_all(
                 &mut peers,
                 |p| p.video.as_mut(),
                 now,
                 3000,
-                &data,
+                &Bytes::from(data),
                 &sock,
                 &mut sent,
             );
-            frame_no += 1;
-            next_video = start + Duration::from_micros(frame_no * 1_000_000 / fps);
         }
-        if now >= next_audio {
-            let data = Bytes::from(vec![0x33u8; audio_bytes]);
+        if let Some((_, data)) = source.audio(now) {
             write_all(
                 &mut peers,
                 |p| p.audio.as_mut(),
                 now,
                 960,
-                &data,
+                &Bytes::from(data),
                 &sock,
                 &mut sent,
             );
-            audio_no += 1;
-            next_audio = start + Duration::from_millis(audio_no * 20);
         }
-        if now >= next_report {
-            let (cpu, t) = (cpu_seconds(), Instant::now());
-            let (rss, anon) = status();
-            let live = peers.iter().filter(|p| p.connected && p.alive).count();
-            eprintln!(
-                "iterations/s {:.0} peers {} connected {} cpu {:.1}% datagrams/s {:.0} rss {} anon {} KiB (anon/peer {:.1} KiB)",
-                iterations as f64 / (t - t0).as_secs_f64(),
-                peers.len(),
-                live,
-                100.0 * (cpu - cpu0) / (t - t0).as_secs_f64(),
-                (sent - sent0) as f64 / (t - t0).as_secs_f64(),
-                rss,
-                anon,
-                (anon as f64 - rss_idle.1 as f64) / live.max(1) as f64
-            );
-            (cpu0, t0, sent0) = (cpu, t, sent);
-            iterations = 0;
-            next_report = now + Duration::from_secs(5);
-        }
+        let live = || peers.iter().filter(|p| p.connected && p.alive).count();
+        report.tick(now, peers.len(), live, sent);
         // Wait for a datagram or the next deadline (offers wait at most 20 ms, the audio
         // interval).
-        let mut due = next_video.min(next_audio).min(next_report);
+        let mut due = source.next_due().min(report.next_due());
         for p in &peers {
             if let Some(t) = p.timeout.filter(|_| p.alive) {
                 due = due.min(t);

@@ -12,12 +12,17 @@
 //! RAMP_SECONDS and prints the bit rate each gets.
 //!
 //! Outside the workspace (its own lock file), so that str0m's crypto stack is built only here:
-//! `cargo run --release --manifest-path bench/str0m-probe/Cargo.toml -- server 47000`.
+//! `cargo run --release --manifest-path bench/str0m-probe/Cargo.toml -- server 47000`. The
+//! signaling, the stream and the report are `bench/probe-harness.rs`, shared with the rtc probe.
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../../probe-harness.rs"]
+mod harness;
+
+use harness::{read_msg, write_msg, Report, Source};
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::format::Codec;
@@ -30,19 +35,6 @@ fn config() -> RtcConfig {
         .clear_codecs()
         .enable_h264(true)
         .enable_opus(true, false)
-}
-
-fn read_msg(s: &mut TcpStream) -> String {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).unwrap();
-    String::from_utf8(buf).unwrap()
-}
-
-fn write_msg(s: &mut TcpStream, m: &str) {
-    s.write_all(&(m.len() as u32).to_be_bytes()).unwrap();
-    s.write_all(m.as_bytes()).unwrap();
 }
 
 struct Peer {
@@ -121,46 +113,8 @@ fn write_all(
     }
 }
 
-fn status() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let get = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmRSS:"), get("RssAnon:"))
-}
-
-/// User and system CPU seconds of this process (clock ticks of 1/100 s, Linux's USER_HZ).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after_name = stat.rsplit_once(')').unwrap().1;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
-/// Takes offers on a thread of its own and hands each to the media loop with the stream to
-/// answer on.
-fn offers(tcp_port: u16) -> std::sync::mpsc::Receiver<(SdpOffer, TcpStream)> {
-    let listener = TcpListener::bind(("127.0.0.1", tcp_port)).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let mut s = s.unwrap();
-            let offer = SdpOffer::from_sdp_string(&read_msg(&mut s)).unwrap();
-            if tx.send((offer, s)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
 fn server(tcp_port: u16, kbps: u64, video_buffer: usize) {
-    let offers = offers(tcp_port);
+    let offers = harness::offers(tcp_port);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let local = sock.local_addr().unwrap();
     eprintln!("udp {local}");
@@ -169,23 +123,14 @@ fn server(tcp_port: u16, kbps: u64, video_buffer: usize) {
     let mut buf = vec![0u8; 2000];
     let mut sent = 0u64;
     let start = Instant::now();
-    let fps = 30u64;
-    let audio_bytes = 80usize; // 32 kbit/s Opus, 20 ms frames
-    let video_bytes = ((kbps * 1000 / 8).saturating_sub(audio_bytes as u64 * 50) / fps) as usize;
-    let mut frame_no = 0u64;
-    let mut audio_no = 0u64;
-    let mut next_video = start;
-    let mut next_audio = start;
-    let mut next_report = start + Duration::from_secs(5);
-    let (mut cpu0, mut t0, mut sent0) = (cpu_seconds(), Instant::now(), 0u64);
-    let rss_idle = status();
-    eprintln!("idle rss {} anon {} KiB", rss_idle.0, rss_idle.1);
-    let mut iterations = 0u64;
+    let mut source = Source::new(kbps, start);
+    let mut report = Report::new(start);
     loop {
-        iterations += 1;
+        report.iteration();
         let now = Instant::now();
         // New offers.
         while let Ok((offer, mut s)) = offers.try_recv() {
+            let offer = SdpOffer::from_sdp_string(&offer).unwrap();
             let mut rtc = config()
                 .set_ice_lite(true)
                 .set_send_buffer_video(video_buffer)
@@ -212,48 +157,26 @@ fn server(tcp_port: u16, kbps: u64, video_buffer: usize) {
                 drain(p, &sock, &mut sent);
             }
         }
-        if now >= next_video {
-            let key = frame_no.is_multiple_of(2 * fps);
-            let mut data = vec![0x5au8; video_bytes.max(8)];
-            data[..5].copy_from_slice(&[0, 0, 0, 1, if key { 0x65 } else { 0x41 }]);
+        if let Some((n, data)) = source.video(now) {
             let data: Arc<[u8]> = data.into();
-            let t = MediaTime::new(frame_no * 3000, Frequency::NINETY_KHZ);
+            let t = MediaTime::new(n * 3000, Frequency::NINETY_KHZ);
             write_all(&mut peers, |p| p.video, now, t, &data, &sock, &mut sent);
-            frame_no += 1;
-            next_video = start + Duration::from_micros(frame_no * 1_000_000 / fps);
         }
-        if now >= next_audio {
-            let data: Arc<[u8]> = vec![0x33u8; audio_bytes].into();
-            let t = MediaTime::new(audio_no * 960, Frequency::FORTY_EIGHT_KHZ);
+        if let Some((n, data)) = source.audio(now) {
+            let data: Arc<[u8]> = data.into();
+            let t = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
             write_all(&mut peers, |p| p.audio, now, t, &data, &sock, &mut sent);
-            audio_no += 1;
-            next_audio = start + Duration::from_millis(audio_no * 20);
         }
-        if now >= next_report {
-            let (cpu, t) = (cpu_seconds(), Instant::now());
-            let (rss, anon) = status();
-            let live = peers
+        let live = || {
+            peers
                 .iter()
                 .filter(|p| p.connected && p.rtc.is_alive())
-                .count();
-            eprintln!(
-                "iterations/s {:.0} peers {} connected {} cpu {:.1}% datagrams/s {:.0} rss {} anon {} KiB (anon/peer {:.1} KiB)",
-                iterations as f64 / (t - t0).as_secs_f64(),
-                peers.len(),
-                live,
-                100.0 * (cpu - cpu0) / (t - t0).as_secs_f64(),
-                (sent - sent0) as f64 / (t - t0).as_secs_f64(),
-                rss,
-                anon,
-                (anon as f64 - rss_idle.1 as f64) / live.max(1) as f64
-            );
-            (cpu0, t0, sent0) = (cpu, t, sent);
-            iterations = 0;
-            next_report = now + Duration::from_secs(5);
-        }
+                .count()
+        };
+        report.tick(now, peers.len(), live, sent);
         // Wait for a datagram or the next deadline (offers wait at most 20 ms, the audio
         // interval).
-        let mut due = next_video.min(next_audio).min(next_report);
+        let mut due = source.next_due().min(report.next_due());
         for p in &peers {
             if p.rtc.is_alive() {
                 due = due.min(p.timeout);
