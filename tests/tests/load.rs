@@ -74,6 +74,33 @@ fn a_small_scenario_is_measured() {
     assert_eq!(r["frames_dropped"], 0);
 }
 
+/// More viewers of one stream than its first fan-out shard serves: a second shard starts, the
+/// first one is restarted as a task, and both gather the stream's frames before writing them
+/// (`rtmp.large_audience_coalesce_ms`). Every viewer still gets every frame at the stream's bit
+/// rate, within the gathering time's latency.
+#[test]
+fn an_audience_beyond_one_shard_gets_every_frame() {
+    let s = Server::start_with(
+        Options::default()
+            .env("STREAMGATE_RTMP_MAX_CONNECTIONS_PER_IP", "5000")
+            .env("STREAMGATE_RTMP_LARGE_AUDIENCE_COALESCE_MS", "40"),
+    );
+    let r = load(
+        &s,
+        &["--viewers", "1100", "--hold", "5", "--bitrate", "500"],
+    );
+    assert_eq!(r["viewers"]["admitted"], 1100, "{r:#}");
+    assert_eq!(r["viewers"]["failed"], 0, "{r:#}");
+    assert_eq!(r["viewer_kbps"]["count"], 1100, "every viewer fed: {r:#}");
+    let min = r["viewer_kbps"]["min"].as_f64().unwrap();
+    assert!(min > 450.0, "each viewer at about 500 kbit/s: {r:#}");
+    assert_eq!(r["frames_dropped"], 0, "{r:#}");
+    // 40 ms of gathering, a round over 1,100 sockets and a debug build's slowness: well
+    // under the half second a shard that stopped writing would show.
+    let p99 = r["latency_ms"]["p99"].as_f64().unwrap();
+    assert!(p99 < 500.0, "{r:#}");
+}
+
 #[test]
 fn an_srt_publisher_reaches_rtmp_and_srt_viewers() {
     let s = Server::start();

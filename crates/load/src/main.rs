@@ -120,6 +120,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Every viewer is a socket: a soft limit of 1024 would end the run at a thousand.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("streamgate-load: cannot raise the open file limit: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

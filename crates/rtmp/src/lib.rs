@@ -63,7 +63,10 @@ impl RtmpContext {
         Self {
             hub: admission.hub().clone(),
             admission,
-            fanouts: Arc::new(fanout::FanOuts::new(limits.write_coalesce)),
+            fanouts: Arc::new(fanout::FanOuts::new(
+                limits.write_coalesce,
+                limits.large_audience_coalesce,
+            )),
             limits,
             stats: RtmpStats::default(),
         }

@@ -66,6 +66,9 @@ pub struct SessionLimits {
     /// How long the frames due to viewers may gather before they are written, so that
     /// several go out in one write (zero: every change of the stream is written at once).
     pub write_coalesce: Duration,
+    /// How long they gather once a stream has more viewers than one shard serves (1,024),
+    /// when longer than `write_coalesce` (zero: as `write_coalesce`).
+    pub large_audience_coalesce: Duration,
 }
 
 impl Default for SessionLimits {
@@ -76,6 +79,7 @@ impl Default for SessionLimits {
             idle_timeout: Duration::from_secs(30),
             max_frame_bytes: 8 * 1024 * 1024,
             write_coalesce: Duration::ZERO,
+            large_audience_coalesce: Duration::from_millis(40),
         }
     }
 }

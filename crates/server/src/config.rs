@@ -255,6 +255,9 @@ pub struct RtmpSection {
     /// Milliseconds a viewer's frames may gather before they are written together (0: each
     /// change of the stream is written at once).
     pub write_coalesce_ms: u64,
+    /// Milliseconds a stream's frames gather before they are written once it has more viewers
+    /// than one shard serves (1,024); 0: as `write_coalesce_ms`.
+    pub large_audience_coalesce_ms: u64,
 }
 
 /// `[srt]`.
@@ -566,6 +569,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("rtmp.max_connections", "N", "Most RTMP connections at once"),
     setting("rtmp.max_connections_per_ip", "N", "Most RTMP connections from one address (IPv6: /64)"),
     setting("rtmp.write_coalesce_ms", "MS", "Time a viewer's frames may gather to be written together, 0 to 100 (adds up to this much latency)"),
+    setting("rtmp.large_audience_coalesce_ms", "MS", "The same for the viewers of a stream with more than 1024 of them, 0 to 100"),
     setting("srt.listen", "ADDR", "SRT listen address (UDP)"),
     secret("srt.passphrase", "PASSPHRASE", "Passphrase for every SRT connection, 10 to 79 bytes; empty for none (prefer the environment variable: flags show in process lists)"),
     setting("webrtc.public_ip", "IP", "Address announced in WebRTC ICE candidates (1:1 NAT); empty for none"),
@@ -667,6 +671,8 @@ impl Default for RtmpSection {
             max_connections: 20_000,
             max_connections_per_ip: 1_000,
             write_coalesce_ms: u64::try_from(session.write_coalesce.as_millis()).unwrap_or(0),
+            large_audience_coalesce_ms: u64::try_from(session.large_audience_coalesce.as_millis())
+                .unwrap_or(0),
         }
     }
 }
@@ -773,6 +779,7 @@ impl RtmpSection {
             idle_timeout: self.idle_timeout.duration(),
             max_frame_bytes: relay.max_frame_bytes,
             write_coalesce: Duration::from_millis(self.write_coalesce_ms),
+            large_audience_coalesce: Duration::from_millis(self.large_audience_coalesce_ms),
         }
     }
 }
@@ -1193,10 +1200,18 @@ impl Config {
     /// Checks the timeouts and bounds: none may be switched off.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         self.hls.validate()?;
-        if self.rtmp.write_coalesce_ms > MAX_WRITE_COALESCE_MS {
-            return Err(ConfigError(format!(
-                "rtmp.write_coalesce_ms: must be 0 to {MAX_WRITE_COALESCE_MS}"
-            )));
+        for (name, ms) in [
+            ("rtmp.write_coalesce_ms", self.rtmp.write_coalesce_ms),
+            (
+                "rtmp.large_audience_coalesce_ms",
+                self.rtmp.large_audience_coalesce_ms,
+            ),
+        ] {
+            if ms > MAX_WRITE_COALESCE_MS {
+                return Err(ConfigError(format!(
+                    "{name}: must be 0 to {MAX_WRITE_COALESCE_MS}"
+                )));
+            }
         }
         let positive: [(&str, u64); 11] = [
             ("http.header_timeout", self.http.header_timeout.0),
@@ -1406,6 +1421,26 @@ mod tests {
         assert_eq!(load("", &["--workers", "3"]).unwrap().workers, 3);
         let e = load("", &["--workers", "1025"]).unwrap_err();
         assert!(e.contains("workers (STREAMGATE_WORKERS): must be 0"), "{e}");
+    }
+
+    #[test]
+    fn rtmp_coalescing_times_are_bounded() {
+        let c = load("", &[]).unwrap();
+        let limits = c.rtmp.session_limits(&c.relay);
+        assert_eq!(limits.write_coalesce, Duration::ZERO);
+        assert_eq!(limits.large_audience_coalesce, Duration::from_millis(40));
+        let c = load(
+            "[rtmp]\nwrite_coalesce_ms = 5",
+            &["--rtmp-large-audience-coalesce-ms", "0"],
+        )
+        .unwrap();
+        let limits = c.rtmp.session_limits(&c.relay);
+        assert_eq!(limits.write_coalesce, Duration::from_millis(5));
+        assert_eq!(limits.large_audience_coalesce, Duration::ZERO);
+        for key in ["write_coalesce_ms", "large_audience_coalesce_ms"] {
+            let e = load(&format!("[rtmp]\n{key} = 101"), &[]).unwrap_err();
+            assert!(e.contains(&format!("rtmp.{key}: must be 0 to 100")), "{e}");
+        }
     }
 
     #[test]
