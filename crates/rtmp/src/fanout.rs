@@ -33,9 +33,9 @@
 //! round.
 //!
 //! An audience that outgrows the first shard has its changes gathered as well, for the large
-//! audience's coalescing time (40 ms by default): from the second shard on, every shard of the
-//! stream, the first one included, is a task that waits that long after a change before its
-//! round, until the stream's last viewer leaves. Each viewer then gets the frames of about two
+//! audience's coalescing time (40 ms by default): from its 1,025th viewer on, every shard of
+//! the stream, the first one included, is a task that waits that long after a change before
+//! its round, until the stream's last viewer leaves. Each viewer then gets the frames of about two
 //! reads of the publisher in one write instead of one write per read. At 2,000 viewers of a
 //! 2.5 Mbit/s stream on two cores this cost 32-33 % of a core instead of 56-58 %, for 76 ms
 //! of latency p99 instead of 39-40 (nginx-rtmp: over 1 s, in the same runs); up to 1,024
@@ -304,19 +304,29 @@ type ViewerList = Mutex<Arc<Vec<Arc<Viewer>>>>;
 struct Group {
     hub: Hub,
     name: String,
-    /// Started as the audience grows, up to one per runtime worker; never stopped before the
-    /// group.
-    shards: Mutex<Vec<Arc<Shard>>>,
+    shards: Mutex<Shards>,
     max_shards: usize,
     coalesce: Duration,
-    /// The coalescing time from the second shard on (when longer than `coalesce`).
+    /// The coalescing time once the audience has outgrown the first shard (when longer than
+    /// `coalesce`).
     large_coalesce: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Shards {
+    /// Started as the audience grows, up to one per runtime worker; never stopped before the
+    /// group.
+    list: Vec<Arc<Shard>>,
+    /// Whether the audience has outgrown the first shard and every shard gathers changes for
+    /// `large_coalesce`: from then on, until the group ends.
+    gathering: bool,
 }
 
 #[derive(Debug)]
 struct Shard {
     viewers: Arc<ViewerList>,
-    /// Replaced once, when the audience outgrows the first shard and is to be gathered.
+    /// Replaced once, when the audience outgrows the first shard and its changes are to be
+    /// gathered.
     driver: Mutex<Driver>,
 }
 
@@ -535,7 +545,7 @@ impl Group {
         Self {
             hub: hub.clone(),
             name: name.to_owned(),
-            shards: Mutex::new(Vec::new()),
+            shards: Mutex::default(),
             max_shards: workers,
             coalesce,
             large_coalesce,
@@ -545,30 +555,43 @@ impl Group {
     /// The shard a new viewer joins: the least busy one, or a new one when every shard is at
     /// its capacity and the runtime has a worker to spare. A small audience is served by one
     /// shard, inline when there is no coalescing time; a large one by one shard per worker,
-    /// so that every core writes, each gathering changes for the large audience's time
-    /// (the first shard is restarted as such a task when the second one starts).
+    /// so that every core writes. From the viewer that takes the audience beyond the first
+    /// shard's [`INLINE_VIEWERS`] on, every shard is a task gathering changes for the large
+    /// audience's time (the ones running are restarted as such), however many workers run.
     fn shard_for_one_more(&self) -> Arc<Shard> {
-        let mut shards = lock(&self.shards);
+        let mut guard = lock(&self.shards);
+        let shards = &mut *guard;
+        let large = self.coalesce.max(self.large_coalesce);
+        if !shards.gathering && large != self.coalesce {
+            let audience: usize = shards.list.iter().map(|s| s.len()).sum();
+            if audience >= INLINE_VIEWERS {
+                shards.gathering = true;
+                for shard in &shards.list {
+                    shard.restart(&self.hub, &self.name, large);
+                }
+            }
+        }
+        let coalesce = if shards.gathering {
+            large
+        } else {
+            self.coalesce
+        };
         let least = shards
+            .list
             .iter()
             .map(|s| (s.len(), s))
             .min_by_key(|(len, _)| *len)
             .map(|(len, s)| (len, Arc::clone(s)));
         match least {
-            Some((len, s)) if len < s.capacity() || shards.len() >= self.max_shards => s,
+            Some((len, s)) if len < s.capacity() || shards.list.len() >= self.max_shards => s,
             _ => {
-                let large = self.coalesce.max(self.large_coalesce);
-                let shard = match shards.as_slice() {
-                    [] if self.coalesce.is_zero() => Shard::inline(&self.hub, &self.name),
-                    [] => Shard::start(&self.hub, &self.name, self.coalesce),
-                    [first] if large != self.coalesce => {
-                        first.restart(&self.hub, &self.name, large);
-                        Shard::start(&self.hub, &self.name, large)
-                    }
-                    _ => Shard::start(&self.hub, &self.name, large),
+                let shard = if shards.list.is_empty() && coalesce.is_zero() {
+                    Shard::inline(&self.hub, &self.name)
+                } else {
+                    Shard::start(&self.hub, &self.name, coalesce)
                 };
                 let shard = Arc::new(shard);
-                shards.push(Arc::clone(&shard));
+                shards.list.push(Arc::clone(&shard));
                 shard
             }
         }
@@ -655,7 +678,7 @@ mod tests {
     fn group_shards(fanouts: &FanOuts, name: &str) -> Vec<Arc<Shard>> {
         let groups = lock(&fanouts.groups);
         let group = groups.get(name).and_then(Weak::upgrade).unwrap();
-        let shards = lock(&group.shards).clone();
+        let shards = lock(&group.shards).list.clone();
         shards
     }
 
@@ -933,6 +956,32 @@ mod tests {
         );
         drop(members);
         assert_eq!(group_shards(&fanouts, "live/l").len(), 2);
+    }
+
+    /// With one worker there is never a second shard, but a large audience is gathered all
+    /// the same.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_audience_on_one_worker_is_gathered_too() {
+        let hub = Hub::new();
+        let fanouts = Arc::new(FanOuts::new(Duration::ZERO, Duration::from_millis(40)));
+        let (server, _client) = pair().await;
+        let (_read, write) = server.into_split();
+        let write = Arc::new(write);
+        let mut members = Vec::new();
+        for n in 0..=INLINE_VIEWERS {
+            let viewer = Viewer::new(hub.subscribe("live/o"), Arc::clone(&write), 1);
+            members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
+            let shards = group_shards(&fanouts, "live/o");
+            assert_eq!(shards.len(), 1);
+            let inline = matches!(*lock(&shards[0].driver), Driver::Inline(_));
+            assert_eq!(inline, n < INLINE_VIEWERS, "viewer {n}");
+        }
+        // Below the mark again: still gathered, until the group ends.
+        members.truncate(10);
+        let viewer = Viewer::new(hub.subscribe("live/o"), Arc::clone(&write), 1);
+        members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
+        let shards = group_shards(&fanouts, "live/o");
+        assert!(matches!(*lock(&shards[0].driver), Driver::Task(_)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
