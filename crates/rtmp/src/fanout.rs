@@ -35,11 +35,11 @@
 //! An audience that outgrows the first shard has its changes gathered as well, for the large
 //! audience's coalescing time (40 ms by default): from its 1,025th viewer on, every shard of
 //! the stream, the first one included, is a task that waits that long after a change before
-//! its round, until the stream's last viewer leaves. Each viewer then gets the frames of about two
-//! reads of the publisher in one write instead of one write per read. At 2,000 viewers of a
-//! 2.5 Mbit/s stream on two cores this cost 32-33 % of a core instead of 56-58 %, for 76 ms
-//! of latency p99 instead of 39-40 (nginx-rtmp: over 1 s, in the same runs); up to 1,024
-//! viewers nothing is gathered.
+//! its round, until the stream's last viewer leaves. Each viewer then gets the frames of
+//! about two reads of the publisher in one write instead of one write per read. At 2,000
+//! viewers of a 2.5 Mbit/s stream on two cores this cost 32-35 % of a core instead of 56-58 %,
+//! for 76-78 ms of latency p99 instead of 39-40 (nginx-rtmp: over 1 s, in the same runs); up
+//! to 1,024 viewers nothing is gathered.
 
 use std::collections::HashMap;
 use std::future::Future;
