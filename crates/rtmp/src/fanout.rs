@@ -307,7 +307,7 @@ struct Group {
     shards: Mutex<Shards>,
     max_shards: usize,
     coalesce: Duration,
-    /// The coalescing time once the audience has outgrown the first shard (when longer than
+    /// The coalescing time once the audience is over [`INLINE_VIEWERS`] (when longer than
     /// `coalesce`).
     large_coalesce: Duration,
 }
@@ -317,16 +317,16 @@ struct Shards {
     /// Started as the audience grows, up to one per runtime worker; never stopped before the
     /// group.
     list: Vec<Arc<Shard>>,
-    /// Whether the audience has outgrown the first shard and every shard gathers changes for
-    /// `large_coalesce`: from then on, until the group ends.
+    /// Whether the audience has gone over [`INLINE_VIEWERS`] and every shard gathers changes
+    /// for `large_coalesce`: from then on, until the group ends.
     gathering: bool,
 }
 
 #[derive(Debug)]
 struct Shard {
     viewers: Arc<ViewerList>,
-    /// Replaced once, when the audience outgrows the first shard and its changes are to be
-    /// gathered.
+    /// Replaced once, when the audience goes over [`INLINE_VIEWERS`] and its changes are to
+    /// be gathered.
     driver: Mutex<Driver>,
 }
 
@@ -495,13 +495,14 @@ pub(crate) struct FanOuts {
     groups: Mutex<HashMap<String, Weak<Group>>>,
     /// How long changes gather before a shard's round.
     coalesce: Duration,
-    /// How long they gather once a stream's audience has outgrown its first shard.
+    /// How long they gather once a stream's audience is over [`INLINE_VIEWERS`] (when
+    /// longer).
     large_coalesce: Duration,
 }
 
 impl FanOuts {
     /// Groups whose shards let changes gather for `coalesce` before each round, and for
-    /// `large_coalesce` (when longer) once the audience needs more than one shard.
+    /// `large_coalesce` (when longer) once the audience is over [`INLINE_VIEWERS`].
     pub(crate) fn new(coalesce: Duration, large_coalesce: Duration) -> Self {
         Self {
             groups: Mutex::default(),
@@ -524,8 +525,7 @@ impl FanOuts {
                 }
             }
         };
-        let shard = group.shard_for_one_more();
-        shard.add(&viewer);
+        let shard = group.add(&viewer);
         Membership {
             fanouts: Arc::clone(self),
             name: name.to_owned(),
@@ -552,13 +552,14 @@ impl Group {
         }
     }
 
-    /// The shard a new viewer joins: the least busy one, or a new one when every shard is at
+    /// Adds a viewer to a shard, under the group's lock (so that joins at once count each
+    /// other), and returns the shard: the least busy one, or a new one when every shard is at
     /// its capacity and the runtime has a worker to spare. A small audience is served by one
     /// shard, inline when there is no coalescing time; a large one by one shard per worker,
     /// so that every core writes. From the viewer that takes the audience beyond the first
     /// shard's [`INLINE_VIEWERS`] on, every shard is a task gathering changes for the large
     /// audience's time (the ones running are restarted as such), however many workers run.
-    fn shard_for_one_more(&self) -> Arc<Shard> {
+    fn add(&self, viewer: &Arc<Viewer>) -> Arc<Shard> {
         let mut guard = lock(&self.shards);
         let shards = &mut *guard;
         let large = self.coalesce.max(self.large_coalesce);
@@ -582,7 +583,7 @@ impl Group {
             .map(|s| (s.len(), s))
             .min_by_key(|(len, _)| *len)
             .map(|(len, s)| (len, Arc::clone(s)));
-        match least {
+        let shard = match least {
             Some((len, s)) if len < s.capacity() || shards.list.len() >= self.max_shards => s,
             _ => {
                 let shard = if shards.list.is_empty() && coalesce.is_zero() {
@@ -594,7 +595,9 @@ impl Group {
                 shards.list.push(Arc::clone(&shard));
                 shard
             }
-        }
+        };
+        shard.add(viewer);
+        shard
     }
 }
 
@@ -899,7 +902,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_audience_outgrowing_the_inline_shard_has_its_frames_gathered() {
         let hub = Hub::new();
-        let fanouts = Arc::new(FanOuts::new(Duration::ZERO, Duration::from_millis(300)));
+        let fanouts = Arc::new(FanOuts::new(Duration::ZERO, Duration::from_millis(600)));
         let publisher = hub.publish("live/l").unwrap();
         publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
         let (server, mut client) = pair().await;
@@ -917,6 +920,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(is_inline(&fanouts), [true]);
+        let inline = match &*lock(&group_shards(&fanouts, "live/l")[0].driver) {
+            Driver::Inline(inline) => Arc::downgrade(inline),
+            Driver::Task(_) => unreachable!(),
+        };
 
         // A small audience: written within the push.
         publisher.push(audio(1, 100));
@@ -939,6 +946,10 @@ mod tests {
             })
             .collect();
         assert_eq!(is_inline(&fanouts), [false, false]);
+        assert!(
+            inline.upgrade().is_none(),
+            "the inline shard's waker is no longer parked in the relay"
+        );
 
         // The first viewer, still in the first shard, now gets two frames 100 ms apart in one
         // write after the gathering time, and nothing before.
@@ -982,6 +993,13 @@ mod tests {
         members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
         let shards = group_shards(&fanouts, "live/o");
         assert!(matches!(*lock(&shards[0].driver), Driver::Task(_)));
+        drop(shards);
+        // The next group of the name starts small again.
+        members.clear();
+        let viewer = Viewer::new(hub.subscribe("live/o"), Arc::clone(&write), 1);
+        members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
+        let shards = group_shards(&fanouts, "live/o");
+        assert!(matches!(*lock(&shards[0].driver), Driver::Inline(_)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,8 +66,8 @@ pub struct SessionLimits {
     /// How long the frames due to viewers may gather before they are written, so that
     /// several go out in one write (zero: every change of the stream is written at once).
     pub write_coalesce: Duration,
-    /// How long they gather once a stream has more viewers than one shard serves (1,024),
-    /// when longer than `write_coalesce` (zero: as `write_coalesce`).
+    /// How long they gather once a stream has more than 1,024 viewers, when longer than
+    /// `write_coalesce` (otherwise `write_coalesce` holds for every audience).
     pub large_audience_coalesce: Duration,
 }
 

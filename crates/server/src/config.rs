@@ -27,7 +27,8 @@ pub const MIN_JWT_SECRET_LEN: usize = 32;
 pub const MAX_FRAME_BYTES_LIMIT: usize = 0xFF_FFFF;
 /// Most runtime worker threads (`workers`).
 pub const MAX_WORKERS: usize = 1024;
-/// Most `rtmp.write_coalesce_ms`: more would be latency no viewer asked for.
+/// Most `rtmp.write_coalesce_ms` and `rtmp.large_audience_coalesce_ms`: more would be latency
+/// no viewer asked for.
 pub const MAX_WRITE_COALESCE_MS: u64 = 100;
 
 /// A duration in whole seconds, as the file writes it.
@@ -255,8 +256,8 @@ pub struct RtmpSection {
     /// Milliseconds a viewer's frames may gather before they are written together (0: each
     /// change of the stream is written at once).
     pub write_coalesce_ms: u64,
-    /// Milliseconds a stream's frames gather before they are written once it has more viewers
-    /// than one shard serves (1,024); 0: as `write_coalesce_ms`.
+    /// Milliseconds a stream's frames gather before they are written once it has more than
+    /// 1,024 viewers; up to `write_coalesce_ms`, that one holds.
     pub large_audience_coalesce_ms: u64,
 }
 
