@@ -37,8 +37,8 @@
 //! the stream, the first one included, is a task that waits that long after a change before
 //! its round, until the stream's last viewer leaves. Each viewer then gets the frames of
 //! about two reads of the publisher in one write instead of one write per read. At 2,000
-//! viewers of a 2.5 Mbit/s stream on two cores this cost 32-35 % of a core instead of 56-58 %,
-//! for 76-78 ms of latency p99 instead of 39-40 (nginx-rtmp: over 1 s, in the same runs); up
+//! viewers of a 2.5 Mbit/s stream on two cores this cost 32-40 % of a core instead of 56-58 %,
+//! for 76-84 ms of latency p99 instead of 39-40 (nginx-rtmp: over 1 s, in the same runs); up
 //! to 1,024 viewers nothing is gathered.
 
 use std::collections::HashMap;
