@@ -653,7 +653,7 @@ mod tests {
     use super::*;
 
     use streamgate_media::{ms_to_ticks, AacConfig, Codec, Frame, TrackKind};
-    use streamgate_relay::{Pick, Unavailable, WireFormat};
+    use streamgate_relay::{Pick, Publisher, Unavailable, WireFormat};
     use tokio::io::AsyncReadExt as _;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -683,6 +683,67 @@ mod tests {
         let group = groups.get(name).and_then(Weak::upgrade).unwrap();
         let shards = lock(&group.shards).list.clone();
         shards
+    }
+
+    /// Whether each of stream `name`'s shards is the inline one.
+    fn inline_shards(fanouts: &FanOuts, name: &str) -> Vec<bool> {
+        group_shards(fanouts, name)
+            .iter()
+            .map(|s| matches!(*lock(&s.driver), Driver::Inline(_)))
+            .collect()
+    }
+
+    /// The inline driver of stream `name`'s first shard, which must be one.
+    fn first_inline(fanouts: &FanOuts, name: &str) -> Weak<Inline> {
+        match &*lock(&group_shards(fanouts, name)[0].driver) {
+            Driver::Inline(inline) => Arc::downgrade(inline),
+            Driver::Task(_) => panic!("the first shard of {name} is not inline"),
+        }
+    }
+
+    /// A publisher of stream `name` and a viewer of it in `fanouts` (with its membership and
+    /// the client end of its socket), past the first frame, which comes with `Started` and
+    /// goes to the connection task: the viewer's shard writes the next ones.
+    async fn started_viewer(
+        hub: &Hub,
+        fanouts: &Arc<FanOuts>,
+        name: &str,
+    ) -> (Publisher, Arc<Viewer>, Membership, TcpStream) {
+        let publisher = hub.publish(name).unwrap();
+        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
+        let (server, client) = pair().await;
+        let (_read, write) = server.into_split();
+        let viewer = Arc::new(Viewer::new(hub.subscribe(name), Arc::new(write), 1));
+        let membership = fanouts.join(hub, name, Arc::clone(&viewer));
+        while !matches!(viewer.take_work(8), Work::Done) {}
+        publisher.push(audio(0, 100));
+        tokio::time::timeout(Duration::from_secs(5), viewer.handed_off())
+            .await
+            .unwrap();
+        assert!(matches!(
+            take_events(&viewer).as_slice(),
+            [Event::Started(..), Event::Frame(_)]
+        ));
+        while !matches!(viewer.take_work(8), Work::Done) {}
+        (publisher, viewer, membership, client)
+    }
+
+    /// Frames `n` and `n + 1`, pushed 100 ms apart to a viewer whose shard gathers changes
+    /// for longer: nothing is written before the time is up, then both at once.
+    async fn two_frames_go_out_in_one_write(publisher: &Publisher, client: &mut TcpStream, n: i64) {
+        publisher.push(audio(n, 100));
+        let mut got = vec![0u8; 4096];
+        let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut got)).await;
+        assert!(early.is_err(), "written before the gathering time was up");
+        publisher.push(audio(n + 1, 100));
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            read >= 2 * 100 + 2 * 12,
+            "one read of both frames' chunks, got {read} bytes"
+        );
     }
 
     fn take_events(viewer: &Viewer) -> Vec<Event> {
@@ -844,12 +905,8 @@ mod tests {
             vec![INLINE_VIEWERS, 3],
             "a shard task, then the least busy one"
         );
-        let kinds: Vec<bool> = group_shards(&fanouts, "live/s")
-            .iter()
-            .map(|s| matches!(*lock(&s.driver), Driver::Inline(_)))
-            .collect();
         assert_eq!(
-            kinds,
+            inline_shards(&fanouts, "live/s"),
             [true, false],
             "the first shard inline, the next a task"
         );
@@ -869,61 +926,19 @@ mod tests {
     async fn frames_within_the_coalescing_time_go_out_in_one_write() {
         let hub = Hub::new();
         let fanouts = Arc::new(FanOuts::new(Duration::from_millis(300), Duration::ZERO));
-        let publisher = hub.publish("live/c").unwrap();
-        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
-        let (server, mut client) = pair().await;
-        let (_read, write) = server.into_split();
-        let viewer = Arc::new(Viewer::new(hub.subscribe("live/c"), Arc::new(write), 1));
-        let _membership = fanouts.join(&hub, "live/c", Arc::clone(&viewer));
-        while !matches!(viewer.take_work(8), Work::Done) {}
-        publisher.push(audio(0, 100));
-        tokio::time::timeout(Duration::from_secs(5), viewer.handed_off())
-            .await
-            .unwrap();
-        let _ = take_events(&viewer);
-        while !matches!(viewer.take_work(8), Work::Done) {}
-
-        // Two frames 100 ms apart: nothing is written before the time is up, then both at once.
-        publisher.push(audio(1, 100));
-        let mut got = vec![0u8; 4096];
-        let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut got)).await;
-        assert!(early.is_err(), "written before the coalescing time was up");
-        publisher.push(audio(2, 100));
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n >= 2 * 100 + 2 * 12,
-            "one read of both frames' chunks, got {n} bytes"
-        );
+        let (publisher, _viewer, _membership, mut client) =
+            started_viewer(&hub, &fanouts, "live/c").await;
+        two_frames_go_out_in_one_write(&publisher, &mut client, 1).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_audience_outgrowing_the_inline_shard_has_its_frames_gathered() {
         let hub = Hub::new();
         let fanouts = Arc::new(FanOuts::new(Duration::ZERO, Duration::from_millis(600)));
-        let publisher = hub.publish("live/l").unwrap();
-        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
-        let (server, mut client) = pair().await;
-        let (_read, write) = server.into_split();
-        let viewer = Arc::new(Viewer::new(hub.subscribe("live/l"), Arc::new(write), 1));
-        let _membership = fanouts.join(&hub, "live/l", Arc::clone(&viewer));
-        while !matches!(viewer.take_work(8), Work::Done) {}
-        publisher.push(audio(0, 100));
-        let _ = take_events(&viewer);
-        while !matches!(viewer.take_work(8), Work::Done) {}
-        let is_inline = |fanouts: &FanOuts| -> Vec<bool> {
-            group_shards(fanouts, "live/l")
-                .iter()
-                .map(|s| matches!(*lock(&s.driver), Driver::Inline(_)))
-                .collect()
-        };
-        assert_eq!(is_inline(&fanouts), [true]);
-        let inline = match &*lock(&group_shards(&fanouts, "live/l")[0].driver) {
-            Driver::Inline(inline) => Arc::downgrade(inline),
-            Driver::Task(_) => unreachable!(),
-        };
+        let (publisher, _viewer, _membership, mut client) =
+            started_viewer(&hub, &fanouts, "live/l").await;
+        assert_eq!(inline_shards(&fanouts, "live/l"), [true]);
+        let inline = first_inline(&fanouts, "live/l");
 
         // A small audience: written within the push.
         publisher.push(audio(1, 100));
@@ -945,7 +960,7 @@ mod tests {
                 fanouts.join(&hub, "live/l", Arc::new(v))
             })
             .collect();
-        assert_eq!(is_inline(&fanouts), [false, false]);
+        assert_eq!(inline_shards(&fanouts, "live/l"), [false, false]);
         assert!(
             inline.upgrade().is_none(),
             "the inline shard's waker is no longer parked in the relay"
@@ -953,18 +968,7 @@ mod tests {
 
         // The first viewer, still in the first shard, now gets two frames 100 ms apart in one
         // write after the gathering time, and nothing before.
-        publisher.push(audio(2, 100));
-        let early = tokio::time::timeout(Duration::from_millis(100), client.read(&mut got)).await;
-        assert!(early.is_err(), "written before the gathering time was up");
-        publisher.push(audio(3, 100));
-        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            n >= 2 * 100 + 2 * 12,
-            "one read of both frames' chunks, got {n} bytes"
-        );
+        two_frames_go_out_in_one_write(&publisher, &mut client, 2).await;
         drop(members);
         assert_eq!(group_shards(&fanouts, "live/l").len(), 2);
     }
@@ -982,49 +986,29 @@ mod tests {
         for n in 0..=INLINE_VIEWERS {
             let viewer = Viewer::new(hub.subscribe("live/o"), Arc::clone(&write), 1);
             members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
-            let shards = group_shards(&fanouts, "live/o");
-            assert_eq!(shards.len(), 1);
-            let inline = matches!(*lock(&shards[0].driver), Driver::Inline(_));
-            assert_eq!(inline, n < INLINE_VIEWERS, "viewer {n}");
+            let inline = n < INLINE_VIEWERS;
+            assert_eq!(inline_shards(&fanouts, "live/o"), [inline], "viewer {n}");
         }
         // Below the mark again: still gathered, until the group ends.
         members.truncate(10);
         let viewer = Viewer::new(hub.subscribe("live/o"), Arc::clone(&write), 1);
         members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
-        let shards = group_shards(&fanouts, "live/o");
-        assert!(matches!(*lock(&shards[0].driver), Driver::Task(_)));
-        drop(shards);
+        assert_eq!(inline_shards(&fanouts, "live/o"), [false]);
         // The next group of the name starts small again.
         members.clear();
         let viewer = Viewer::new(hub.subscribe("live/o"), Arc::clone(&write), 1);
         members.push(fanouts.join(&hub, "live/o", Arc::new(viewer)));
-        let shards = group_shards(&fanouts, "live/o");
-        assert!(matches!(*lock(&shards[0].driver), Driver::Inline(_)));
+        assert_eq!(inline_shards(&fanouts, "live/o"), [true]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn groups_start_with_the_first_viewer_and_stop_with_the_last() {
         let hub = Hub::new();
         let fanouts = Arc::new(FanOuts::default());
-        let publisher = hub.publish("live/g").unwrap();
-        publisher.set_audio_config(AacConfig::new(2, 4, 2).unwrap());
-        let (server, mut client) = pair().await;
-        let (_read, write) = server.into_split();
-        let viewer = Arc::new(Viewer::new(hub.subscribe("live/g"), Arc::new(write), 1));
-        let membership = fanouts.join(&hub, "live/g", Arc::clone(&viewer));
-        assert_eq!(lock(&fanouts.groups).len(), 1);
-        while !matches!(viewer.take_work(8), Work::Done) {}
-
         // The first frame comes with Started: handed to the connection task.
-        publisher.push(audio(0, 100));
-        tokio::time::timeout(Duration::from_secs(5), viewer.handed_off())
-            .await
-            .unwrap();
-        assert!(matches!(
-            take_events(&viewer).as_slice(),
-            [Event::Started(..), Event::Frame(_)]
-        ));
-        while !matches!(viewer.take_work(8), Work::Done) {}
+        let (publisher, viewer, membership, mut client) =
+            started_viewer(&hub, &fanouts, "live/g").await;
+        assert_eq!(lock(&fanouts.groups).len(), 1);
 
         // The next one the shard, woken by the push, writes without the connection task.
         publisher.push(audio(1, 100));
@@ -1035,10 +1019,8 @@ mod tests {
             .unwrap();
         assert!(n > 0);
 
-        let inline = match &*lock(&group_shards(&fanouts, "live/g")[0].driver) {
-            Driver::Inline(inline) => Arc::downgrade(inline),
-            Driver::Task(_) => panic!("a small audience without coalescing is served inline"),
-        };
+        // A small audience without coalescing is served inline.
+        let inline = first_inline(&fanouts, "live/g");
         drop(membership);
         assert!(lock(&fanouts.groups).is_empty());
         assert!(
