@@ -72,6 +72,11 @@ impl GopCache {
         self.slots.push(slot.clone());
     }
 
+    /// Frames held: the ring's newest ones, when the GOP fits in the ring.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
     /// A copy of the cached frames for a new subscriber (Arc clones).
     pub(crate) fn snapshot(&self) -> Vec<Slot> {
         self.slots.clone()

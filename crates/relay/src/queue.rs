@@ -7,6 +7,12 @@
 //! [`SUBSCRIBER_QUEUE_FRAMES`] and [`SUBSCRIBER_QUEUE_BYTES`]): the oldest frame is then
 //! overwritten for it, the publisher does no per-subscriber work at all, and the lagging
 //! reader notices at its next read (see [`crate::Subscriber`]).
+//!
+//! The ring does not keep what nobody needs any more: each reader's cursor is also noted in
+//! the session's [`Readers`], and every [`TRIM_EVERY`] frames the publisher lets go of the
+//! frames every reader has passed, but never of the GOP cache's (a reader that joins late
+//! resumes there). A stream whose viewers keep up so holds its GOP, not its last
+//! [`SUBSCRIBER_QUEUE_FRAMES`] frames, each with the encodings of its viewers' wire formats.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -98,6 +104,17 @@ impl Ring {
         self.slots.push_back(slot);
     }
 
+    /// Lets go of the slots before sequence number `seq` (at most up to the head).
+    pub(crate) fn trim_to(&mut self, seq: u64) {
+        while self.base < seq {
+            let Some(old) = self.slots.pop_front() else {
+                break;
+            };
+            self.bytes -= old.frame.frame.payload.len();
+            self.base += 1;
+        }
+    }
+
     /// Sequence number of the newest slot that satisfies `pred`, if any.
     pub(crate) fn newest(&self, pred: impl Fn(&Slot) -> bool) -> Option<u64> {
         let index = self.slots.iter().rposition(pred)?;
@@ -108,6 +125,67 @@ impl Ring {
     pub(crate) fn get(&self, seq: u64) -> Option<&Slot> {
         let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
         self.slots.get(index)
+    }
+}
+
+/// Frames pushed between two trims of the ring (see [`Readers`]).
+pub(crate) const TRIM_EVERY: u32 = 16;
+
+/// The cursors of a session's readers, so that the ring can let go of what they have all
+/// read. A reader takes a place when it starts reading the session and gives it back when it
+/// stops; its cursor is noted under the session lock it reads with.
+#[derive(Debug, Default)]
+pub(crate) struct Readers {
+    cursors: Vec<u64>,
+    free: Vec<usize>,
+}
+
+/// A place of [`Readers`] that holds no reader.
+const VACANT: u64 = u64::MAX;
+
+impl Readers {
+    /// Takes a place for a reader at `cursor`.
+    pub(crate) fn add(&mut self, cursor: u64) -> usize {
+        match self.free.pop() {
+            Some(place) => {
+                if let Some(c) = self.cursors.get_mut(place) {
+                    *c = cursor;
+                }
+                place
+            }
+            None => {
+                self.cursors.push(cursor);
+                self.cursors.len() - 1
+            }
+        }
+    }
+
+    /// Notes where the reader at `place` stands.
+    pub(crate) fn set(&mut self, place: usize, cursor: u64) {
+        if let Some(c) = self.cursors.get_mut(place) {
+            *c = cursor;
+        }
+    }
+
+    /// Gives a place back.
+    pub(crate) fn remove(&mut self, place: usize) {
+        if let Some(c) = self.cursors.get_mut(place) {
+            if *c != VACANT {
+                *c = VACANT;
+                self.free.push(place);
+            }
+        }
+        // Once every place is free, the table starts over (it keeps no room for a crowd that
+        // has gone).
+        if self.free.len() == self.cursors.len() {
+            self.cursors = Vec::new();
+            self.free = Vec::new();
+        }
+    }
+
+    /// The lowest cursor of all readers, if there is any reader.
+    pub(crate) fn lowest(&self) -> Option<u64> {
+        self.cursors.iter().copied().filter(|&c| c != VACANT).min()
     }
 }
 
@@ -163,5 +241,43 @@ mod tests {
         assert_eq!((ring.base(), ring.head(), ring.bytes()), (4, 5, 5000));
         ring.push(sized(10, 10));
         assert_eq!((ring.base(), ring.bytes()), (5, 10));
+    }
+
+    #[test]
+    fn trims_up_to_a_sequence_number_and_no_further_than_the_head() {
+        let mut ring = Ring::new(100, usize::MAX);
+        for pts in 0..5 {
+            ring.push(sized(pts, 10));
+        }
+        ring.trim_to(3);
+        assert_eq!((ring.base(), ring.head(), ring.bytes()), (3, 5, 20));
+        assert!(ring.get(2).is_none());
+        ring.trim_to(1);
+        assert_eq!(ring.base(), 3, "never backwards");
+        ring.trim_to(99);
+        assert_eq!((ring.base(), ring.head(), ring.bytes()), (5, 5, 0));
+        ring.push(sized(5, 10));
+        assert_eq!(ring.get(5).map(|s| s.frame.frame.pts), Some(5));
+    }
+
+    #[test]
+    fn readers_give_the_lowest_cursor_and_reuse_places() {
+        let mut readers = Readers::default();
+        assert_eq!(readers.lowest(), None);
+        let a = readers.add(7);
+        let b = readers.add(3);
+        assert_eq!(readers.lowest(), Some(3));
+        readers.set(b, 9);
+        assert_eq!(readers.lowest(), Some(7));
+        readers.remove(a);
+        assert_eq!(readers.lowest(), Some(9));
+        let c = readers.add(4);
+        assert_eq!(c, a, "a freed place is taken again");
+        assert_eq!(readers.lowest(), Some(4));
+        readers.remove(b);
+        readers.remove(b);
+        readers.remove(c);
+        assert_eq!(readers.lowest(), None);
+        assert_eq!(readers.add(1), 0, "an empty table starts over");
     }
 }

@@ -9,7 +9,7 @@ use streamgate_media::{Codec, StreamConfig};
 
 use crate::derive::Derivations;
 use crate::gop::GopCache;
-use crate::queue::{Ring, Slot};
+use crate::queue::{Readers, Ring, Slot, TRIM_EVERY};
 use crate::settle::{Admit, Settle};
 use crate::{RelayLimits, SharedConfig, SharedFrame};
 
@@ -18,6 +18,10 @@ use crate::{RelayLimits, SharedConfig, SharedFrame};
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// The first frames of a session that stay in the ring, read or not, for the subscribers
+/// that waited for it.
+const START_KEPT: u64 = 8 * TRIM_EVERY as u64;
 
 /// A publish session, shared by its publisher and the subscribers reading it.
 #[derive(Debug)]
@@ -34,6 +38,10 @@ pub(crate) struct Session {
 pub(crate) struct SessionState {
     /// Every subscriber's queue (see [`crate::queue`]).
     pub(crate) ring: Ring,
+    /// Where each reader of the session stands in the ring.
+    pub(crate) readers: Readers,
+    /// Frames appended since the ring was last trimmed.
+    since_trim: u32,
     gop: GopCache,
     config: Arc<SharedConfig>,
     /// The tracks, settled from the first frames (see [`crate::settle`]).
@@ -57,6 +65,25 @@ impl SessionState {
         let slot = Slot { frame, config };
         self.gop.push(&slot);
         self.ring.push(slot);
+        self.since_trim += 1;
+        if self.since_trim >= TRIM_EVERY {
+            self.since_trim = 0;
+            self.trim();
+        }
+    }
+
+    /// Lets go of the frames every reader has read, but never of the GOP cache's, nor of
+    /// anything before the session's [`START_KEPT`]th frame: subscribers that waited for the
+    /// session start reading it from its first frame, each when its task comes to it, and
+    /// one that comes after that resumes at the GOP's keyframe.
+    fn trim(&mut self) {
+        let head = self.ring.head();
+        if head < START_KEPT {
+            return;
+        }
+        let gop_start = head.saturating_sub(self.gop.len() as u64);
+        let keep = self.readers.lowest().unwrap_or(head).min(gop_start);
+        self.ring.trim_to(keep);
     }
 
     /// Appends the frames released by the settling of the tracks, each under the
@@ -112,16 +139,10 @@ pub(crate) struct JoinPoint {
     pub(crate) backlog: VecDeque<Slot>,
     /// Ring sequence number of the first live frame after the backlog.
     pub(crate) cursor: u64,
-}
-
-impl JoinPoint {
-    /// The very first frame of a session, for a subscriber that was waiting when it began.
-    pub(crate) fn session_start() -> Self {
-        Self {
-            backlog: VecDeque::new(),
-            cursor: 0,
-        }
-    }
+    /// The reader's place in the session's [`Readers`], taken at the join.
+    pub(crate) place: usize,
+    /// Frames of the session it should have read and will not: counted as dropped.
+    pub(crate) missed: u64,
 }
 
 impl Session {
@@ -131,6 +152,8 @@ impl Session {
             tag,
             state: Mutex::new(SessionState {
                 ring: Ring::new(limits.buffer_frames, limits.buffer_bytes),
+                readers: Readers::default(),
+                since_trim: 0,
                 gop: GopCache::new(limits.gop_frames, limits.gop_bytes),
                 config: Arc::new(SharedConfig::new(StreamConfig::default())),
                 settle: Settle::new(limits.buffer_frames, limits.buffer_bytes),
@@ -215,15 +238,46 @@ impl Session {
     }
 
     /// Where a reader that joins the live stream now starts (the GOP, then live frames), or
-    /// `None` if the session has ended.
+    /// `None` if the session has ended. The reader takes a place among the session's readers,
+    /// which it gives back with [`Session::leave`].
     pub(crate) fn join(&self) -> Option<JoinPoint> {
-        let state = self.lock();
+        let mut state = self.lock();
         if state.ended {
             return None;
         }
+        let cursor = state.ring.head();
         Some(JoinPoint {
             backlog: VecDeque::from(state.gop.snapshot()),
-            cursor: state.ring.head(),
+            cursor,
+            place: state.readers.add(cursor),
+            missed: 0,
         })
+    }
+
+    /// Where a subscriber that was waiting for the session starts: its very first frame, if
+    /// the ring still holds it; otherwise (it came to read only after the first frames were
+    /// let go or overwritten) with the GOP, as a reader joining now does, and every frame
+    /// before the GOP counts as missed. Whatever has ended, the reader reads what is left.
+    pub(crate) fn join_from_start(&self) -> JoinPoint {
+        let mut state = self.lock();
+        let (backlog, cursor, missed) = if state.ring.base() == 0 {
+            (VecDeque::new(), 0, 0)
+        } else {
+            let head = state.ring.head();
+            let gop = state.gop.snapshot();
+            let missed = head.saturating_sub(gop.len() as u64);
+            (VecDeque::from(gop), head, missed)
+        };
+        JoinPoint {
+            backlog,
+            cursor,
+            place: state.readers.add(cursor),
+            missed,
+        }
+    }
+
+    /// Gives a reader's place back.
+    pub(crate) fn leave(&self, place: usize) {
+        self.lock().readers.remove(place);
     }
 }

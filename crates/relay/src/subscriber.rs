@@ -78,6 +78,10 @@ struct Reader {
     backlog: VecDeque<Slot>,
     /// Ring sequence number of the next live frame.
     cursor: u64,
+    /// Its place among the session's readers, where the cursor is noted.
+    place: usize,
+    /// Frames it missed before it started reading, counted as dropped at its first read.
+    missed: u64,
     /// Whether frames are skipped until a start point.
     resume: Resume,
     /// The configuration last announced, compared by identity.
@@ -255,11 +259,8 @@ impl Subscriber {
                 let Some(session) = self.entry.session() else {
                     return (None, true);
                 };
-                self.reader = Some(Reader::new(
-                    session,
-                    JoinPoint::session_start(),
-                    self.format,
-                ));
+                let join = session.join_from_start();
+                self.reader = Some(Reader::new(session, join, self.format));
             }
             let Some(reader) = self.reader.as_mut() else {
                 return (None, true);
@@ -299,6 +300,12 @@ impl Drop for Subscriber {
     }
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.session.leave(self.place);
+    }
+}
+
 impl Reader {
     /// Starts reading `session` at `join`, from its first start point (the GOP's keyframe,
     /// for a viewer of the stream's own video).
@@ -307,6 +314,8 @@ impl Reader {
             session,
             backlog: join.backlog,
             cursor: join.cursor,
+            place: join.place,
+            missed: join.missed,
             resume: Resume::StartPoint { counted: false },
             last_config: None,
             pending: None,
@@ -379,7 +388,7 @@ impl Reader {
     /// says), or reports that there is none yet or the session is over. Lost frames are added
     /// to `dropped` and the entry.
     fn next(&mut self, entry: &StreamEntry, dropped: &mut u64) -> Step {
-        let mut lost = 0u64;
+        let mut lost = std::mem::take(&mut self.missed);
         if let Some(frame) = self.pending.take() {
             if admit(self.selection, &mut self.resume, &frame, &mut lost) {
                 count_lost(entry, dropped, lost);
@@ -390,7 +399,7 @@ impl Reader {
             }
         }
         let (event, at_end, ended) = {
-            let state = self.session.lock();
+            let mut state = self.session.lock();
             if self.cursor < state.ring.base() {
                 // Frames were overwritten before we read them. Resume at the newest start
                 // point still queued (or the next one to come), so that the viewer gets
@@ -450,6 +459,7 @@ impl Reader {
                     event = Some(Event::Started(Arc::clone(&slot.config), wanted));
                 }
             }
+            state.readers.set(self.place, self.cursor);
             let at_end =
                 self.backlog.is_empty() && self.cursor >= state.ring.head() && !state.ended;
             (event, at_end, state.ended)

@@ -723,3 +723,81 @@ async fn held_frames_keep_the_configuration_they_were_pushed_with() {
     assert_eq!(frame(sub.try_recv()).frame.track, TrackKind::Audio);
     assert!(sub.try_recv().is_none());
 }
+
+#[test]
+fn a_stream_read_by_everyone_holds_its_gop_and_what_a_slow_reader_has_not_read() {
+    let hub = Hub::new();
+    let publisher = hub.publish("live/kept").unwrap();
+    publisher.set_video_config(avc());
+    let buffered = || hub.stream_stats("live/kept").unwrap().buffered_bytes;
+    let mut reader = Some(hub.subscribe("live/kept"));
+    let mut slow = Some(hub.subscribe("live/kept"));
+    let drain = |sub: &mut Option<Subscriber>| {
+        let mut n = 0;
+        while let Some(event) = sub.as_mut().and_then(Subscriber::try_recv) {
+            n += u64::from(matches!(event, Event::Frame(_)));
+        }
+        n
+    };
+    // Frames of 1000 bytes, a keyframe every 50, each read at once by `reader`, and by
+    // `slow` when it keeps up.
+    let feed = |frames: std::ops::Range<i64>,
+                reader: &mut Option<Subscriber>,
+                slow: &mut Option<Subscriber>,
+                slow_reads: bool| {
+        for n in frames {
+            publisher.push(Frame {
+                payload: Bytes::from(vec![0u8; 1000]),
+                ..video(n, n % 50 == 0)
+            });
+            drain(reader);
+            if slow_reads {
+                drain(slow);
+            }
+        }
+    };
+    // The slow one has read nothing: everything stays for it.
+    feed(0..300, &mut reader, &mut slow, false);
+    assert_eq!(buffered(), 300 * 1000);
+    assert_eq!(drain(&mut slow), 300);
+    // Both keep up: the GOP (from frame 400) stays, and what came since the last trim.
+    feed(300..420, &mut reader, &mut slow, true);
+    assert_eq!(buffered(), 20 * 1000, "frames 400..420");
+    // A reader that stops reading keeps what it has not read, and loses nothing.
+    feed(420..600, &mut reader, &mut slow, false);
+    assert_eq!(buffered(), 180 * 1000, "frames 420..600");
+    assert_eq!(drain(&mut slow), 180);
+    assert_eq!(slow.as_ref().map(Subscriber::dropped), Some(0));
+    // Gone, it holds nothing back.
+    slow = None;
+    feed(600..616, &mut reader, &mut slow, false);
+    assert_eq!(buffered(), 16 * 1000, "frames 600..616");
+    // Without any reader, the GOP stays.
+    reader = None;
+    feed(616..632, &mut reader, &mut slow, false);
+    assert_eq!(buffered(), 32 * 1000, "frames 600..632");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_comes_to_read_after_the_first_frames_went_starts_at_the_gop() {
+    let hub = Hub::new();
+    let mut late = hub.subscribe("live/late");
+    let publisher = hub.publish("live/late").unwrap();
+    publisher.set_video_config(avc());
+    // A live reader keeps up; the subscriber that waited does not read until frame 200.
+    let mut reader = hub.subscribe("live/late");
+    publisher.push_all((0..200).map(|n| video(n, n % 50 == 0)));
+    while reader.try_recv().is_some() {}
+    publisher.push_all((200..216).map(|n| video(n, n % 50 == 0)));
+    started(late.try_recv());
+    let first = frame(late.try_recv());
+    assert!(first.frame.keyframe);
+    assert_eq!(first.frame.pts, ms_to_ticks(200 * 40));
+    // The 200 frames before its GOP are counted as dropped, as a lagging reader's would be.
+    assert_eq!(late.dropped(), 200);
+    let mut n = 1;
+    while let Some(Event::Frame(_)) = late.try_recv() {
+        n += 1;
+    }
+    assert_eq!(n, 16);
+}
