@@ -16,6 +16,7 @@ pub mod ffmpeg;
 pub mod hls;
 pub mod hostile;
 pub mod http;
+pub mod postgres;
 pub mod rtmp;
 pub mod srt;
 pub mod tls;

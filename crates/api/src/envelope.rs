@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
-use streamgate_auth::{AuthError, SpecError};
+use streamgate_auth::{AuthError, SpecError, StoreError};
 
 /// A 200 answer wrapping `data`.
 pub fn success<T: Serialize>(data: T) -> Response {
@@ -43,6 +43,15 @@ impl ApiError {
         }
     }
 
+    /// 503: the token database cannot be reached now; logged, and the caller may retry.
+    pub fn unavailable(what: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %what, "request refused: the token database is unreachable");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "token database temporarily unavailable, try again".into(),
+        }
+    }
+
     /// 500, logged; the caller gets a generic message.
     pub fn internal(what: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %what, "request failed");
@@ -69,6 +78,7 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::NotFound => Self::not_found("token not found"),
             AuthError::Invalid(spec) => Self::bad_request(spec.to_string()),
+            AuthError::Store(e @ StoreError::Unavailable(_)) => Self::unavailable(&e),
             other => Self::internal(&other),
         }
     }

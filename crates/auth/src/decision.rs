@@ -12,6 +12,7 @@ use crate::jwt::{looks_like_jwt, VerifiedClaims};
 use crate::registry::{Admission, AdmitError, SessionFacts};
 use crate::rules::{canonical_ip, host_of, HostPattern};
 use crate::service::{unix_millis, Entry};
+use crate::store::{Spent, UseLimits};
 use crate::token::TokenKind;
 use crate::{AccessRequest, Action, Auth, Denial, Grant, SecretHash};
 
@@ -163,42 +164,46 @@ impl Auth {
     }
 
     /// Spends one use and binds the peer IP, for tokens with `maxUses` or `bindIpsOnUsage`,
-    /// durably, under the token's usage lock so concurrent attempts are counted exactly.
+    /// durably. The store holds the count and spends it in one atomic change, so that it stays
+    /// exact when several nodes share the store; the token's usage lock orders this node's own
+    /// attempts, and what this node knows answers without the store when it can: a use that
+    /// spends nothing (an address already bound, no `maxUses`), and a token whose uses this
+    /// node has seen spent (a count only grows).
     fn consume(&self, entry: &Entry, ip: IpAddr) -> Result<(), Denial> {
         let spec = &entry.spec;
-        if spec.max_uses.is_none() && spec.bind_ips_on_usage.is_none() {
+        let limits = UseLimits {
+            max_uses: spec.max_uses,
+            bind_ips: spec.bind_ips_on_usage,
+        };
+        if limits.max_uses.is_none() && limits.bind_ips.is_none() {
             return Ok(());
         }
         let mut usage = entry.usage();
-        let mut bound = None;
-        if let Some(n) = spec.bind_ips_on_usage {
-            if !usage.bound_ips.contains(&ip) {
-                if usage.bound_ips.len() >= usize::try_from(n).unwrap_or(usize::MAX) {
-                    return Err(Denial::IpNotAllowed);
-                }
-                let mut ips = usage.bound_ips.clone();
-                ips.push(ip);
-                bound = Some(ips);
-            }
-        }
-        let uses = match spec.max_uses {
-            Some(max) if usage.uses >= max => return Err(Denial::UsesExhausted),
-            Some(_) => usage.uses.saturating_add(1),
-            None => usage.uses,
-        };
-        if uses == usage.uses && bound.is_none() {
+        if limits.max_uses.is_none() && usage.bound_ips.contains(&ip) {
             return Ok(());
         }
-        let ips = bound.as_deref().unwrap_or(&usage.bound_ips);
-        if let Err(e) = self.store.record_usage(entry.id, uses, ips) {
-            tracing::error!(token = %entry.id, error = %e, "could not record token use");
-            return Err(Denial::Unavailable);
+        if limits.max_uses.is_some_and(|max| usage.uses >= max) {
+            return Err(Denial::UsesExhausted);
         }
-        usage.uses = uses;
-        if let Some(ips) = bound {
-            usage.bound_ips = ips;
+        match self.store.spend(entry.id, ip, limits) {
+            Ok(Spent::Granted { uses, bound_ips }) => {
+                usage.uses = uses;
+                usage.bound_ips = bound_ips;
+                Ok(())
+            }
+            Ok(Spent::Exhausted) => {
+                if let Some(max) = limits.max_uses {
+                    usage.uses = usage.uses.max(max);
+                }
+                Err(Denial::UsesExhausted)
+            }
+            Ok(Spent::IpNotAllowed) => Err(Denial::IpNotAllowed),
+            Ok(Spent::Missing) => Err(Denial::Unknown),
+            Err(e) => {
+                tracing::error!(token = %entry.id, error = %e, "could not record token use");
+                Err(Denial::Unavailable)
+            }
         }
-        Ok(())
     }
 }
 

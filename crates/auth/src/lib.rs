@@ -37,7 +37,10 @@ pub use service::{
     unix_millis, Auth, AuthConfig, AuthError, ListQuery, SortBy, SpecChange, EXPIRY_SWEEP_INTERVAL,
     MAX_ITEMS_ON_PAGE,
 };
-pub use store::{BoundIps, MemoryStore, SqliteStore, StoreError, TokenStore, TokenUpdate};
+pub use store::{
+    BoundIps, MemoryStore, PostgresStore, Spent, SqliteStore, StoreError, TokenStore, TokenUpdate,
+    UseLimits,
+};
 pub use time::iso8601;
 pub use token::{
     SpecError, SrtPassphrase, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis,

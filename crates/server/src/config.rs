@@ -130,6 +130,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Worker threads of the runtime that serves every connection; 0: one per core.
     pub workers: usize,
+    /// Where tokens are stored.
+    pub store: StoreSection,
     /// HTTP listener.
     pub http: HttpSection,
     /// TLS: the certificate of the HTTPS and RTMPS listeners.
@@ -453,6 +455,23 @@ pub struct AuthSection {
     pub max_failure_delay_ms: Millis,
 }
 
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// A PostgreSQL database for the tokens (`postgres://user:password@host:port/db`); empty:
+    /// the embedded SQLite file in the data directory.
+    pub url: ConfigSecret,
+}
+
+impl StoreSection {
+    /// The PostgreSQL URL, if one is set.
+    pub fn postgres_url(&self) -> Option<&str> {
+        let url = self.url.expose();
+        (!url.is_empty()).then_some(url)
+    }
+}
+
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -551,6 +570,7 @@ const fn secret(key: &'static str, value_name: &'static str, help: &'static str)
 pub const SETTINGS: &[Setting] = &[
     setting("data_dir", "DIR", "Data directory (token database, generated secrets)"),
     setting("workers", "N", "Worker threads serving the connections, 0 for one per core (at most 1024)"),
+    secret("store.url", "URL", "PostgreSQL database for the tokens (postgres://user:password@host:port/db); empty: SQLite in the data dir (prefer the environment variable)"),
     setting("http.listen", "ADDR", "HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics"),
     setting("http.header_timeout", "SECONDS", "Time to send a request head (also the keep-alive idle time)"),
     setting("http.body_timeout", "SECONDS", "Time to send a request body"),
@@ -628,6 +648,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             workers: 0,
+            store: StoreSection::default(),
             http: HttpSection::default(),
             tls: TlsSection::default(),
             https: HttpsSection::default(),

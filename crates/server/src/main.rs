@@ -20,7 +20,9 @@ use clap::error::ErrorKind;
 use streamgate_admission::Admission;
 use streamgate_api::{ApiState, Health, MetricsAccess};
 use streamgate_auth::jwt::JwtVerifier;
-use streamgate_auth::{Auth, AuthConfig, ConnectionGate, Secret, SqliteStore};
+use streamgate_auth::{
+    Auth, AuthConfig, ConnectionGate, PostgresStore, Secret, SqliteStore, TokenStore,
+};
 use streamgate_relay::{Deriver, Hub};
 use streamgate_rtmp::{RtmpContext, RtmpListener, RtmpsListener};
 use streamgate_srt::{SrtContext, SrtListener};
@@ -160,7 +162,16 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         }
     }
     let db = config.data_dir.join(DB_FILE);
-    let store = SqliteStore::open(&db).map_err(|e| e.to_string())?;
+    let (store, where_stored): (Arc<dyn TokenStore>, String) = match config.store.postgres_url() {
+        Some(url) => (
+            Arc::new(PostgresStore::open(url).map_err(|e| e.to_string())?),
+            "postgresql".to_owned(),
+        ),
+        None => (
+            Arc::new(SqliteStore::open(&db).map_err(|e| e.to_string())?),
+            db.display().to_string(),
+        ),
+    };
     let auth_config = AuthConfig {
         open_publish: config.auth.open_publish,
         require_play_token: config.auth.require_play_token,
@@ -181,11 +192,11 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_policy(config.jwt.policy());
     let auth = Arc::new(
-        Auth::open(Arc::new(store), auth_config)
+        Auth::open(store, auth_config)
             .map_err(|e| e.to_string())?
             .with_jwt(verifier),
     );
-    tracing::info!(db = %db.display(), tokens = auth.token_count(), "token store open");
+    tracing::info!(db = %where_stored, tokens = auth.token_count(), "token store open");
     if auth_config.open_publish {
         tracing::warn!("auth.open_publish is on: anyone may publish without a token");
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use super::{NewToken, StoreError, TokenStore, TokenUpdate};
+use super::{NewToken, Spent, StoreError, TokenStore, TokenUpdate, UseLimits};
 use crate::token::{TokenId, TokenRecord, UnixMillis};
 
 /// Keeps tokens in memory only; everything is lost with the process.
@@ -72,11 +72,16 @@ impl TokenStore for MemoryStore {
         Ok(())
     }
 
-    fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError> {
-        if let Some(r) = self.rows().1.get_mut(&id) {
-            r.uses = uses;
-            r.bound_ips = bound_ips.to_vec();
+    fn spend(&self, id: TokenId, ip: IpAddr, limits: UseLimits) -> Result<Spent, StoreError> {
+        let mut rows = self.rows();
+        let Some(r) = rows.1.get_mut(&id) else {
+            return Ok(Spent::Missing);
+        };
+        let spent = limits.spend(r.uses, &r.bound_ips, ip);
+        if let Spent::Granted { uses, bound_ips } = &spent {
+            r.uses = *uses;
+            r.bound_ips.clone_from(bound_ips);
         }
-        Ok(())
+        Ok(spent)
     }
 }

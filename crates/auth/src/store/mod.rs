@@ -1,13 +1,16 @@
-//! Token storage behind a trait, so that another backend (a shared database for several nodes)
-//! is a new implementation, not a rewrite. Decisions never read the store: [`crate::Auth`]
-//! keeps an in-memory index in step with it and writes through.
+//! Token storage behind a trait: the embedded SQLite file, or PostgreSQL, which several nodes
+//! may share. Decisions never read the store: [`crate::Auth`] keeps an in-memory index in
+//! step with it and writes through; only spending a use of a limited token (`maxUses`,
+//! `bindIpsOnUsage`) asks the store, which holds the count.
 
 mod memory;
+mod postgres;
 mod sqlite;
 
 use std::net::IpAddr;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
@@ -59,12 +62,73 @@ impl BoundIps {
     }
 }
 
+/// What a use of a token is allowed: [`TokenStore::spend`] counts it against these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UseLimits {
+    /// `maxUses`: each grant spends one.
+    pub max_uses: Option<u32>,
+    /// `bindIpsOnUsage`: the first N distinct addresses become the only ones admitted.
+    pub bind_ips: Option<u32>,
+}
+
+/// What spending a use of a token came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spent {
+    /// Granted: the token's use count and bound addresses now.
+    Granted {
+        /// Uses spent, this one included.
+        uses: u32,
+        /// Addresses bound, this one included if it binds.
+        bound_ips: Vec<IpAddr>,
+    },
+    /// Every use is spent.
+    Exhausted,
+    /// The address is not among the bound ones, and no more may be bound.
+    IpNotAllowed,
+    /// The token is no longer stored.
+    Missing,
+}
+
+impl UseLimits {
+    /// Spends a use by `ip` of a token that has spent `uses` and bound `bound_ips`: the same
+    /// rule in every store, applied where the store holds the count.
+    pub fn spend(self, uses: u32, bound_ips: &[IpAddr], ip: IpAddr) -> Spent {
+        if self.max_uses.is_some_and(|max| uses >= max) {
+            return Spent::Exhausted;
+        }
+        let mut bound = bound_ips.to_vec();
+        if let Some(n) = self.bind_ips {
+            if !bound.contains(&ip) {
+                if bound.len() >= usize::try_from(n).unwrap_or(usize::MAX) {
+                    return Spent::IpNotAllowed;
+                }
+                bound.push(ip);
+            }
+        }
+        Spent::Granted {
+            uses: if self.max_uses.is_some() {
+                uses.saturating_add(1)
+            } else {
+                uses
+            },
+            bound_ips: bound,
+        }
+    }
+}
+
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error.
+    #[error("database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// The database cannot be reached now; the operation did not happen (or, for a write
+    /// whose connection broke before its answer, may have).
+    #[error("token database temporarily unavailable: {0}")]
+    Unavailable(String),
     /// The transaction holding this write could not be committed.
     #[error("database commit failed: {0}")]
     Commit(String),
@@ -99,10 +163,70 @@ pub trait TokenStore: Send + Sync + 'static {
     fn update(&self, change: &TokenUpdate) -> Result<bool, StoreError>;
     /// Deletes a token; false if it did not exist.
     fn delete(&self, id: TokenId) -> Result<bool, StoreError>;
-    /// Records a token's use count and bound IPs after a grant.
-    fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError>;
+    /// Spends one use of a token by `ip` within `limits` ([`UseLimits::spend`]), as one
+    /// atomic change of the stored count: exact however many nodes share the store.
+    fn spend(&self, id: TokenId, ip: IpAddr, limits: UseLimits) -> Result<Spent, StoreError>;
     /// Every revoked signed-token id, with its expiry when known.
     fn load_revoked_jtis(&self) -> Result<Vec<(String, Option<UnixMillis>)>, StoreError>;
     /// Records a revoked signed-token id.
     fn revoke_jti(&self, jti: &str, expires_on: Option<UnixMillis>) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_use_is_spent_within_the_limits() {
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("2001:db8::1"));
+        let once = UseLimits {
+            max_uses: Some(1),
+            bind_ips: None,
+        };
+        assert_eq!(
+            once.spend(0, &[], a),
+            Spent::Granted {
+                uses: 1,
+                bound_ips: vec![]
+            }
+        );
+        assert_eq!(once.spend(1, &[], a), Spent::Exhausted);
+        let bind_two = UseLimits {
+            max_uses: None,
+            bind_ips: Some(2),
+        };
+        assert_eq!(
+            bind_two.spend(7, &[a], b),
+            Spent::Granted {
+                uses: 7,
+                bound_ips: vec![a, b]
+            },
+            "uses are not counted without maxUses"
+        );
+        assert_eq!(bind_two.spend(0, &[a, b], c), Spent::IpNotAllowed);
+        assert_eq!(
+            bind_two.spend(0, &[a, b], b),
+            Spent::Granted {
+                uses: 0,
+                bound_ips: vec![a, b]
+            }
+        );
+        let both = UseLimits {
+            max_uses: Some(3),
+            bind_ips: Some(1),
+        };
+        assert_eq!(both.spend(3, &[a], a), Spent::Exhausted, "uses first");
+        assert_eq!(both.spend(1, &[a], b), Spent::IpNotAllowed);
+        assert_eq!(
+            both.spend(1, &[a], a),
+            Spent::Granted {
+                uses: 2,
+                bound_ips: vec![a]
+            }
+        );
+    }
 }

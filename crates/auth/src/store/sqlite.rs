@@ -9,7 +9,7 @@ use std::thread;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{NewToken, StoreError, TokenStore, TokenUpdate};
+use super::{NewToken, Spent, StoreError, TokenStore, TokenUpdate, UseLimits};
 use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec};
 use crate::SecretHash;
 
@@ -39,13 +39,14 @@ enum Op {
     Insert(Box<NewToken>),
     Update(Box<TokenUpdate>),
     Delete(TokenId),
-    Usage(TokenId, u32, Vec<IpAddr>),
+    Spend(TokenId, IpAddr, UseLimits),
     RevokeJti(String, Option<i64>),
 }
 
 enum Done {
     Id(TokenId),
     Changed(bool),
+    Spent(Spent),
 }
 
 struct Job {
@@ -217,12 +218,33 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<Done> {
             )?;
             Ok(Done::Changed(n > 0))
         }
-        Op::Usage(id, uses, ips) => {
-            let n = conn.execute(
-                "UPDATE tokens SET uses = ?2, bound_ips = ?3 WHERE id = ?1",
-                params![id.0, uses, json(ips)?],
-            )?;
-            Ok(Done::Changed(n > 0))
+        Op::Spend(id, ip, limits) => {
+            // The writer's transaction holds the count between the read and the write.
+            let row: Option<(u32, String)> = conn
+                .query_row(
+                    "SELECT uses, bound_ips FROM tokens WHERE id = ?1",
+                    params![id.0],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((uses, bound)) = row else {
+                return Ok(Done::Spent(Spent::Missing));
+            };
+            let ips: Vec<IpAddr> = serde_json::from_str(&bound).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            let spent = limits.spend(uses, &ips, *ip);
+            if let Spent::Granted { uses, bound_ips } = &spent {
+                conn.execute(
+                    "UPDATE tokens SET uses = ?2, bound_ips = ?3 WHERE id = ?1",
+                    params![id.0, uses, json(bound_ips)?],
+                )?;
+            }
+            Ok(Done::Spent(spent))
         }
     }
 }
@@ -275,7 +297,7 @@ impl TokenStore for SqliteStore {
     fn insert(&self, token: NewToken) -> Result<TokenId, StoreError> {
         match self.run(Op::Insert(Box::new(token)))? {
             Done::Id(id) => Ok(id),
-            Done::Changed(_) => Err(StoreError::Closed),
+            Done::Changed(_) | Done::Spent(_) => Err(StoreError::Closed),
         }
     }
 
@@ -298,14 +320,17 @@ impl TokenStore for SqliteStore {
         changed(self.run(Op::RevokeJti(jti.to_owned(), expires_on))?).map(|_| ())
     }
 
-    fn record_usage(&self, id: TokenId, uses: u32, bound_ips: &[IpAddr]) -> Result<(), StoreError> {
-        changed(self.run(Op::Usage(id, uses, bound_ips.to_vec()))?).map(|_| ())
+    fn spend(&self, id: TokenId, ip: IpAddr, limits: UseLimits) -> Result<Spent, StoreError> {
+        match self.run(Op::Spend(id, ip, limits))? {
+            Done::Spent(spent) => Ok(spent),
+            Done::Id(_) | Done::Changed(_) => Err(StoreError::Closed),
+        }
     }
 }
 
 fn changed(done: Done) -> Result<bool, StoreError> {
     match done {
         Done::Changed(c) => Ok(c),
-        Done::Id(_) => Err(StoreError::Closed),
+        Done::Id(_) | Done::Spent(_) => Err(StoreError::Closed),
     }
 }

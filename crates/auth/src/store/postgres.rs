@@ -1,0 +1,455 @@
+//! The shared store: PostgreSQL, which several nodes may use at once (`[store] url`).
+//!
+//! One thread per node owns the connection and runs every operation in turn, each its own
+//! transaction, durable when it returns (PostgreSQL's `synchronous_commit`). A lost connection
+//! is opened again at the next operation; meanwhile operations fail with
+//! [`StoreError::Unavailable`], and the node goes on deciding from memory. A use of a limited
+//! token is one conditional `UPDATE` ([`TokenStore::spend`]): two nodes spending the last use
+//! at once are ordered by the row's lock, and the second finds it spent.
+//!
+//! The schema is versioned: `streamgate_schema` records how many of [`MIGRATIONS`] ran, and a
+//! node applies the rest at start under an advisory lock, so that nodes starting together
+//! migrate once.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use ::postgres::{Client, Config, NoTls, Row};
+
+use super::{NewToken, Spent, StoreError, TokenStore, TokenUpdate, UseLimits};
+use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
+use crate::SecretHash;
+
+/// Schema migrations, applied in order.
+const MIGRATIONS: &[&str] = &[
+    // 1: tokens, one row each, the policy as JSON.
+    "CREATE TABLE tokens (
+        id BIGSERIAL PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('publish', 'subscribe')),
+        secret_hash BYTEA NOT NULL UNIQUE CHECK (octet_length(secret_hash) = 32),
+        spec TEXT NOT NULL,
+        added_on BIGINT NOT NULL,
+        uses INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0),
+        bound_ips TEXT[] NOT NULL DEFAULT '{}'
+    );",
+    // 2: revoked signed-token ids.
+    "CREATE TABLE revoked_jti (
+        jti TEXT PRIMARY KEY,
+        expires_on BIGINT
+    );",
+];
+
+/// The advisory lock taken while migrating ("sgschema").
+const MIGRATION_LOCK: i64 = 0x7367_7363_6865_6d61;
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A use spent in one statement: the count and the bound addresses change only if the
+/// limits allow it. `$2`: 1 if uses are counted; `$3`: the number of addresses that bind;
+/// `$4`: the address; `$5`: `maxUses`.
+const SPEND: &str = "UPDATE tokens SET
+        uses = uses + $2,
+        bound_ips = CASE
+            WHEN $3::INTEGER IS NULL OR $4 = ANY(bound_ips) THEN bound_ips
+            ELSE array_append(bound_ips, $4)
+        END
+    WHERE id = $1
+        AND ($5::INTEGER IS NULL OR uses < $5)
+        AND ($3::INTEGER IS NULL OR $4 = ANY(bound_ips) OR cardinality(bound_ips) < $3)
+    RETURNING uses, bound_ips";
+
+enum Op {
+    Load,
+    LoadRevoked,
+    Insert(Box<NewToken>),
+    Update(Box<TokenUpdate>),
+    Delete(TokenId),
+    Spend(TokenId, IpAddr, UseLimits),
+    RevokeJti(String, Option<UnixMillis>),
+}
+
+enum Done {
+    Records(Vec<TokenRecord>),
+    Revoked(Vec<(String, Option<UnixMillis>)>),
+    Id(TokenId),
+    Changed(bool),
+    Spent(Spent),
+}
+
+struct Job {
+    op: Op,
+    reply: mpsc::SyncSender<Result<Done, StoreError>>,
+}
+
+/// A token store in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PostgresStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or the
+    /// key-value form), migrates it, and starts the thread that runs the operations. Fails if
+    /// the database cannot be reached now.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: redacted(url),
+            reason,
+        };
+        let mut config = Config::from_str(url).map_err(|e| open_err(e.to_string()))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        // The client runs a runtime of its own, which cannot start inside the server's: the
+        // connection lives on the store's thread from the start.
+        let (opened, open_result) = mpsc::sync_channel(1);
+        let (jobs, rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("token-store".into())
+            .spawn(move || {
+                let first = config.connect(NoTls).and_then(|mut client| {
+                    migrate(&mut client)?;
+                    Ok(client)
+                });
+                match first {
+                    Ok(client) => {
+                        let _ = opened.send(Ok(()));
+                        runner(config, Some(client), rx);
+                    }
+                    Err(e) => {
+                        let _ = opened.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        match open_result.recv() {
+            Ok(Ok(())) => Ok(Self { jobs }),
+            Ok(Err(reason)) => Err(open_err(reason)),
+            Err(_) => Err(open_err("the store's thread ended".into())),
+        }
+    }
+
+    fn run(&self, op: Op) -> Result<Done, StoreError> {
+        let (reply, wait) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Job { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        wait.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user_info = &url[scheme + 3..at];
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ if url.contains("password") => "(a connection string with a password)".to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
+fn migrate(client: &mut Client) -> Result<(), ::postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS streamgate_schema (version INTEGER NOT NULL)")?;
+    let version: i32 = match tx.query_opt("SELECT version FROM streamgate_schema", &[])? {
+        Some(row) => row.get(0),
+        None => {
+            tx.execute("INSERT INTO streamgate_schema (version) VALUES (0)", &[])?;
+            0
+        }
+    };
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(usize::MAX))
+    {
+        tx.batch_execute(sql)?;
+        let done = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute("UPDATE streamgate_schema SET version = $1", &[&done])?;
+    }
+    tx.commit()
+}
+
+/// The operations' thread: runs each job on the connection, opening it again first if it was
+/// lost.
+fn runner(config: Config, mut client: Option<Client>, rx: mpsc::Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        if client.as_ref().is_some_and(Client::is_closed) {
+            client = None;
+        }
+        if client.is_none() {
+            match config.connect(NoTls) {
+                Ok(c) => {
+                    tracing::info!("token database reachable again");
+                    client = Some(c);
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else {
+            continue;
+        };
+        let result = apply(c, &job.op).unwrap_or_else(|e| {
+            Err(if e.is_closed() || c.is_closed() {
+                tracing::warn!(error = %e, "token database connection lost");
+                StoreError::Unavailable(e.to_string())
+            } else {
+                StoreError::Postgres(e)
+            })
+        });
+        let _ = job.reply.send(result);
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Commit(e.to_string()))
+}
+
+fn ip_texts(ips: &[IpAddr]) -> Vec<String> {
+    ips.iter().map(ToString::to_string).collect()
+}
+
+fn count(n: Option<u32>) -> Option<i32> {
+    n.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+}
+
+fn apply(client: &mut Client, op: &Op) -> Result<Result<Done, StoreError>, ::postgres::Error> {
+    Ok(match op {
+        Op::Load => {
+            let rows = client.query(
+                "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens ORDER BY id",
+                &[],
+            )?;
+            rows.iter()
+                .map(decode_row)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Done::Records)
+        }
+        Op::LoadRevoked => {
+            let rows = client.query("SELECT jti, expires_on FROM revoked_jti ORDER BY jti", &[])?;
+            Ok(Done::Revoked(
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            ))
+        }
+        Op::Insert(t) => {
+            let spec = match json(&t.spec) {
+                Ok(spec) => spec,
+                Err(e) => return Ok(Err(e)),
+            };
+            let row = client.query_one(
+                "INSERT INTO tokens (kind, secret_hash, spec, added_on) VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&t.kind.as_str(), &&t.secret_hash.0[..], &spec, &t.added_on],
+            )?;
+            Ok(Done::Id(TokenId(row.get(0))))
+        }
+        Op::Update(u) => {
+            let spec = match json(&u.spec) {
+                Ok(spec) => spec,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut tx = client.transaction()?;
+            let Some(row) = tx.query_opt(
+                "SELECT bound_ips FROM tokens WHERE id = $1 FOR UPDATE",
+                &[&u.id.0],
+            )?
+            else {
+                return Ok(Ok(Done::Changed(false)));
+            };
+            let mut ips = match parse_ips(u.id.0, row.get(0)) {
+                Ok(ips) => ips,
+                Err(e) => return Ok(Err(e)),
+            };
+            u.bound_ips.apply(&mut ips);
+            let ips = ip_texts(&ips);
+            match &u.secret_hash {
+                Some(h) => tx.execute(
+                    "UPDATE tokens SET secret_hash = $2, spec = $3, bound_ips = $4 WHERE id = $1",
+                    &[&u.id.0, &&h.0[..], &spec, &ips],
+                )?,
+                None => tx.execute(
+                    "UPDATE tokens SET spec = $2, bound_ips = $3 WHERE id = $1",
+                    &[&u.id.0, &spec, &ips],
+                )?,
+            };
+            tx.commit()?;
+            Ok(Done::Changed(true))
+        }
+        Op::Delete(id) => {
+            let n = client.execute("DELETE FROM tokens WHERE id = $1", &[&id.0])?;
+            Ok(Done::Changed(n > 0))
+        }
+        Op::RevokeJti(jti, expires_on) => {
+            let n = client.execute(
+                "INSERT INTO revoked_jti (jti, expires_on) VALUES ($1, $2)
+                 ON CONFLICT (jti) DO UPDATE SET expires_on = EXCLUDED.expires_on",
+                &[jti, expires_on],
+            )?;
+            Ok(Done::Changed(n > 0))
+        }
+        Op::Spend(id, ip, limits) => {
+            let counted: i32 = i32::from(limits.max_uses.is_some());
+            let ip_text = ip.to_string();
+            let granted = client.query_opt(
+                SPEND,
+                &[
+                    &id.0,
+                    &counted,
+                    &count(limits.bind_ips),
+                    &ip_text,
+                    &count(limits.max_uses),
+                ],
+            )?;
+            if let Some(row) = granted {
+                let uses: i32 = row.get(0);
+                return Ok(parse_ips(id.0, row.get(1)).map(|bound_ips| {
+                    Done::Spent(Spent::Granted {
+                        uses: u32::try_from(uses).unwrap_or(0),
+                        bound_ips,
+                    })
+                }));
+            }
+            // Refused, or gone: which one, from the row as it is now.
+            let now =
+                client.query_opt("SELECT uses, bound_ips FROM tokens WHERE id = $1", &[&id.0])?;
+            let spent = match now {
+                None => Spent::Missing,
+                Some(row) => {
+                    let uses: i32 = row.get(0);
+                    match parse_ips(id.0, row.get(1)) {
+                        Ok(ips) => {
+                            match limits.spend(u32::try_from(uses).unwrap_or(0), &ips, *ip) {
+                                // Spendable now (a use given back by an update in between): the
+                                // caller is refused all the same, as exhausted, and may try again.
+                                Spent::Granted { .. } => Spent::Exhausted,
+                                other => other,
+                            }
+                        }
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
+            };
+            Ok(Done::Spent(spent))
+        }
+    })
+}
+
+fn parse_ips(id: i64, texts: Vec<String>) -> Result<Vec<IpAddr>, StoreError> {
+    texts
+        .iter()
+        .map(|t| {
+            t.parse().map_err(|_| StoreError::Corrupt {
+                id,
+                reason: format!("bound address {t:?}"),
+            })
+        })
+        .collect()
+}
+
+fn decode_row(row: &Row) -> Result<TokenRecord, StoreError> {
+    let id: i64 = row.get(0);
+    let kind: String = row.get(1);
+    let hash: Vec<u8> = row.get(2);
+    let spec: String = row.get(3);
+    let added_on: i64 = row.get(4);
+    let uses: i32 = row.get(5);
+    let bound: Vec<String> = row.get(6);
+    let corrupt = |reason: String| StoreError::Corrupt { id, reason };
+    let kind = match kind.as_str() {
+        "publish" => TokenKind::Publish,
+        "subscribe" => TokenKind::Subscribe,
+        other => return Err(corrupt(format!("kind {other:?}"))),
+    };
+    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("hash length".into()))?;
+    let spec: TokenSpec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+    Ok(TokenRecord {
+        id: TokenId(id),
+        kind,
+        secret_hash: SecretHash(hash),
+        spec,
+        added_on,
+        uses: u32::try_from(uses).map_err(|_| corrupt(format!("uses {uses}")))?,
+        bound_ips: parse_ips(id, bound)?,
+    })
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Closed
+}
+
+impl TokenStore for PostgresStore {
+    fn load(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        match self.run(Op::Load)? {
+            Done::Records(records) => Ok(records),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn insert(&self, token: NewToken) -> Result<TokenId, StoreError> {
+        match self.run(Op::Insert(Box::new(token)))? {
+            Done::Id(id) => Ok(id),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn update(&self, change: &TokenUpdate) -> Result<bool, StoreError> {
+        match self.run(Op::Update(Box::new(change.clone())))? {
+            Done::Changed(c) => Ok(c),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn delete(&self, id: TokenId) -> Result<bool, StoreError> {
+        match self.run(Op::Delete(id))? {
+            Done::Changed(c) => Ok(c),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn spend(&self, id: TokenId, ip: IpAddr, limits: UseLimits) -> Result<Spent, StoreError> {
+        match self.run(Op::Spend(id, ip, limits))? {
+            Done::Spent(spent) => Ok(spent),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn load_revoked_jtis(&self) -> Result<Vec<(String, Option<UnixMillis>)>, StoreError> {
+        match self.run(Op::LoadRevoked)? {
+            Done::Revoked(revoked) => Ok(revoked),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn revoke_jti(&self, jti: &str, expires_on: Option<UnixMillis>) -> Result<(), StoreError> {
+        match self.run(Op::RevokeJti(jti.to_owned(), expires_on))? {
+            Done::Changed(_) => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show_in_messages() {
+        assert_eq!(
+            redacted("postgres://sg:hunter2@db:5432/streamgate"),
+            "postgres://sg:***@db:5432/streamgate"
+        );
+        assert_eq!(
+            redacted("postgres://db/streamgate"),
+            "postgres://db/streamgate"
+        );
+        assert!(!redacted("host=db password=hunter2").contains("hunter2"));
+    }
+}
