@@ -106,6 +106,26 @@ impl Postgres {
         format!("postgres://{USER}@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// Runs one SQL statement with `psql` (behind the nodes' backs: no change is announced).
+    pub fn sql(&self, statement: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args([
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                statement,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        assert!(out.status.success(), "{statement}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// Starts the cluster (again), waiting until it takes connections.
     pub fn resume(&mut self) {
         let data = self.data();

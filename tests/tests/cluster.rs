@@ -2,21 +2,41 @@
 //! `postgresql`, a cluster in a temporary directory on a free port) and several `streamgate`
 //! processes on it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
 
 use serde_json::json;
 use streamgate_tests::ffmpeg::publish_args;
 use streamgate_tests::postgres::Postgres;
-use streamgate_tests::rtmp::RtmpClient;
+use streamgate_tests::rtmp::{closed_within, RtmpClient};
 use streamgate_tests::{wait_until, Options, Server, TempDir};
 
-/// A node on `pg`, failed authentications not delayed (the tests fail many on purpose).
+/// A node on `pg`, failed authentications not delayed (the tests fail many on purpose), with
+/// the signing key of signed tokens that every node shares.
 fn node(pg: &Postgres) -> Server {
     Server::start_with(
         Options::default()
             .env("STREAMGATE_STORE_URL", &pg.url())
-            .env("STREAMGATE_AUTH_FAILURE_DELAY_MS", "0"),
+            .env("STREAMGATE_AUTH_FAILURE_DELAY_MS", "0")
+            .env(
+                "STREAMGATE_JWT_HS256_SECRET",
+                "cluster-signing-key-0123456789abcdef",
+            ),
     )
+}
+
+/// Milliseconds from the request of a change through one node until the server closed `c`,
+/// a session on another; panics past a second.
+fn ended_within_a_second(c: &mut RtmpClient, change: impl FnOnce()) -> u128 {
+    let start = Instant::now();
+    change();
+    let left = Duration::from_secs(1).saturating_sub(start.elapsed());
+    assert!(
+        closed_within(&mut c.socket, left),
+        "the session was not ended within 1 s"
+    );
+    start.elapsed().as_millis()
 }
 
 /// Publishes `live/<stream>` on `s` with `token`; the client, if granted.
@@ -157,4 +177,99 @@ fn while_postgresql_is_down_tokens_admit_from_memory_and_creation_is_refused() {
     assert!(wait_until(Duration::from_secs(5), || s
         .frames_in("live/cam1")
         > frames_down + 25));
+}
+
+#[test]
+fn a_change_through_one_node_ends_the_sessions_it_governs_on_another_within_a_second() {
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let mut times = Vec::new();
+    for round in 0..10 {
+        // Made through A after both started: B admits it as soon as it has heard.
+        let (id, token) = a.create_token("publish", json!({"label": format!("round {round}")}));
+        let mut live = None;
+        let heard = streamgate_tests::wait_until(Duration::from_secs(1), || {
+            live = publish(&b, &format!("cam{round}"), &token).ok();
+            live.is_some()
+        });
+        assert!(heard, "B admits a token made through A within 1 s");
+        let mut live = live.unwrap_or_else(|| panic!("round {round}"));
+        // Deleted, disabled or rotated through A: B ends the publish.
+        let path = format!("/api/publish_token/{id}");
+        let body = match round % 3 {
+            0 => None,
+            1 => Some(r#"{"isActive": false}"#),
+            _ => Some(r#"{"refreshToken": true}"#),
+        };
+        times.push(ended_within_a_second(&mut live, || {
+            let r = match body {
+                None => a.api("DELETE", &path, None),
+                Some(body) => a.api("PUT", &path, Some(body)),
+            };
+            assert_eq!(r.status, 200, "{}", r.body);
+        }));
+        assert!(publish(&b, &format!("cam{round}"), &token).is_err());
+    }
+    times.sort_unstable();
+    eprintln!("revocation through A to the end of a session on B, ms: {times:?}");
+
+    // A signed token's id revoked through A ends its session on B.
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 600;
+    let r = a.api(
+        "GET",
+        &format!("/live/rest/v2/broadcasts/signed/jwt-token?expireDate={exp}&type=publish"),
+        None,
+    );
+    let jwt = r.json()["tokenId"].as_str().unwrap_or_default().to_owned();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap_or_default())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let jti = claims["jti"].as_str().unwrap_or_default().to_owned();
+    assert!(!jti.is_empty(), "{claims}");
+    let mut live = publish(&b, "signed", &jwt).unwrap_or_else(|e| panic!("{e}"));
+    ended_within_a_second(&mut live, || {
+        let body = json!({"jti": jti, "expiresOn": exp}).to_string();
+        let r = a.api("POST", "/api/revoked_jti", Some(&body));
+        assert_eq!(r.status, 200, "{}", r.body);
+    });
+    assert!(publish(&b, "signed", &jwt).is_err());
+}
+
+#[test]
+fn a_node_that_lost_the_database_reads_again_what_changed_meanwhile() {
+    let mut pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let (id, token) = a.create_token("publish", json!({"label": "kept"}));
+    assert!(streamgate_tests::wait_until(Duration::from_secs(1), || {
+        publish(&b, "probe", &token).is_ok()
+    }));
+    let mut live = publish(&b, "cam1", &token).unwrap_or_else(|e| panic!("{e}"));
+    // A change no node hears of (made in the database directly), then the database goes away
+    // and comes back: B listens again, reads everything again, and ends the publish.
+    assert_eq!(
+        pg.sql(&format!(
+            "WITH gone AS (DELETE FROM tokens WHERE id = {id} RETURNING id) SELECT id FROM gone"
+        )),
+        id.to_string()
+    );
+    assert!(
+        !closed_within(&mut live.socket, Duration::from_millis(500)),
+        "not heard of"
+    );
+    pg.pause();
+    pg.resume();
+    assert!(
+        closed_within(&mut live.socket, Duration::from_secs(5)),
+        "B ended the session"
+    );
+    assert!(publish(&b, "cam2", &token).is_err());
+    assert!(!b
+        .log_lines_with("listening to the token database's changes again")
+        .is_empty());
 }

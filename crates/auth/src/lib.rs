@@ -38,8 +38,8 @@ pub use service::{
     MAX_ITEMS_ON_PAGE,
 };
 pub use store::{
-    BoundIps, MemoryStore, PostgresStore, Spent, SqliteStore, StoreError, TokenStore, TokenUpdate,
-    UseLimits,
+    BoundIps, MemoryStore, PostgresStore, Spent, SqliteStore, StoreChange, StoreError, TokenStore,
+    TokenUpdate, UseLimits,
 };
 pub use time::iso8601;
 pub use token::{

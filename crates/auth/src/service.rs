@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jwt::JwtVerifier;
 use crate::registry::{Registry, TokenChange};
-use crate::store::{BoundIps, NewToken, StoreError, TokenStore, TokenUpdate};
+use crate::store::{BoundIps, NewToken, StoreChange, StoreError, TokenStore, TokenUpdate};
 use crate::token::{SpecError, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
 use crate::{Secret, SecretHash};
 
@@ -24,6 +24,9 @@ pub const MAX_ITEMS_ON_PAGE: usize = 100;
 pub const MAX_EXPIRY_SECS: u64 = 100 * 365 * 86_400;
 /// Longest signed-token id accepted for revocation, in bytes.
 pub const MAX_JTI_LEN: usize = 256;
+/// How long the following of another node's changes waits before it reads everything again,
+/// after a read failed.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 
 /// Server-wide policy switches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -495,6 +498,144 @@ impl Auth {
         self.write_index().remove(id);
         self.registry.token_changed(&old, TokenChange::Deleted);
         Ok(())
+    }
+
+    /// Follows the changes other nodes make to a shared store, on a thread of its own: each
+    /// token they change is read again and swapped into the index, and its live sessions are
+    /// decided again, as for a change made here; a revoked signed-token id ends its sessions.
+    /// What cannot be read (the database is unreachable) is read again, all of it, once it
+    /// can be. Nothing to do for a store only this node writes.
+    pub fn follow_store(self: &Arc<Self>) -> std::io::Result<()> {
+        let Some(changes) = self.store.changes() else {
+            return Ok(());
+        };
+        let auth = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("token-follow".into())
+            .spawn(move || {
+                let mut behind = false;
+                loop {
+                    let next = if behind {
+                        changes.recv_timeout(FOLLOW_RETRY)
+                    } else {
+                        changes
+                            .recv()
+                            .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
+                    };
+                    let change = match next {
+                        Ok(change) => change,
+                        // Still behind: everything is read again.
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => StoreChange::Reload,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    };
+                    let change = if behind { StoreChange::Reload } else { change };
+                    behind = match auth.apply_change(&change) {
+                        Ok(()) => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not read another node's token change; reading everything again when the database answers");
+                            true
+                        }
+                    };
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Applies one change another node made to the store.
+    fn apply_change(&self, change: &StoreChange) -> Result<(), AuthError> {
+        match change {
+            StoreChange::Token(id) => {
+                let stored = self.store.fetch(*id)?;
+                self.apply_stored(*id, stored);
+            }
+            StoreChange::Jti(jti, expires_on) => self.apply_revoked(jti, *expires_on),
+            StoreChange::Reload => {
+                let stored = self.store.load()?;
+                let revoked = self.store.load_revoked_jtis()?;
+                let mut gone: Vec<TokenId> = self.read_index().by_id.keys().copied().collect();
+                gone.retain(|id| !stored.iter().any(|r| r.id == *id));
+                for record in stored {
+                    self.apply_stored(record.id, Some(record));
+                }
+                for id in gone {
+                    self.apply_stored(id, None);
+                }
+                for (jti, expires_on) in revoked {
+                    if !self.is_revoked(&jti) {
+                        self.apply_revoked(&jti, expires_on);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the index hold token `id` as stored now (`None`: deleted), deciding its live
+    /// sessions again when its policy or secret changed.
+    fn apply_stored(&self, id: TokenId, stored: Option<TokenRecord>) {
+        let _serial = self.lock_mutations();
+        let old = self.read_index().by_id.get(&id).cloned();
+        match (old, stored) {
+            (None, None) => {}
+            (None, Some(record)) => self
+                .write_index()
+                .insert(Arc::new(Entry::from_record(record))),
+            (Some(old), None) => {
+                self.write_index().remove(id);
+                let ended = self.registry.token_changed(&old, TokenChange::Deleted);
+                tracing::info!(token = %id, sessions = ended, "token deleted through another node");
+            }
+            (Some(old), Some(record)) => {
+                {
+                    // The stored count is the truth; this node's is never ahead of it.
+                    let mut usage = old.usage();
+                    usage.uses = usage.uses.max(record.uses);
+                    usage.bound_ips.clone_from(&record.bound_ips);
+                }
+                if old.kind == record.kind
+                    && old.secret_hash == record.secret_hash
+                    && old.spec == record.spec
+                {
+                    return;
+                }
+                let entry = Arc::new(Entry {
+                    id,
+                    kind: record.kind,
+                    secret_hash: record.secret_hash,
+                    spec: record.spec,
+                    added_on: record.added_on,
+                    usage: Arc::clone(&old.usage),
+                    retired: AtomicBool::new(false),
+                });
+                {
+                    let mut index = self.write_index();
+                    index.remove(id);
+                    index.insert(Arc::clone(&entry));
+                }
+                let ended = self.registry.token_changed(
+                    &old,
+                    TokenChange::Updated {
+                        new: &entry,
+                        rotated: old.secret_hash != entry.secret_hash,
+                        now: SystemTime::now(),
+                    },
+                );
+                tracing::info!(token = %id, sessions = ended, "token changed through another node");
+            }
+        }
+    }
+
+    /// Records a signed-token id revoked through another node and ends its sessions.
+    fn apply_revoked(&self, jti: &str, expires_on: Option<UnixMillis>) {
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_owned(), expires_on);
+        let ended = self.registry.cancel_jti(jti);
+        tracing::info!(
+            sessions = ended,
+            "signed token revoked through another node"
+        );
     }
 
     /// Tells the sessions of tokens expired at `now` to end.

@@ -197,6 +197,8 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
             .with_jwt(verifier),
     );
     tracing::info!(db = %where_stored, tokens = auth.token_count(), "token store open");
+    auth.follow_store()
+        .map_err(|e| format!("cannot follow the token store's changes: {e}"))?;
     if auth_config.open_publish {
         tracing::warn!("auth.open_publish is on: anyone may publish without a token");
     }

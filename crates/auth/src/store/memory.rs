@@ -25,6 +25,10 @@ impl TokenStore for MemoryStore {
         Ok(self.rows().1.values().cloned().collect())
     }
 
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.rows().1.get(&id).cloned())
+    }
+
     fn insert(&self, token: NewToken) -> Result<TokenId, StoreError> {
         let mut rows = self.rows();
         rows.0 += 1;

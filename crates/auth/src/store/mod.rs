@@ -153,10 +153,29 @@ pub enum StoreError {
     },
 }
 
+/// A change another node made to a shared store ([`TokenStore::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A token was created, changed or deleted: read it again.
+    Token(TokenId),
+    /// A signed-token id was revoked, with its expiry when known.
+    Jti(String, Option<UnixMillis>),
+    /// Changes may have been missed (the connection that hears them was lost, or they came
+    /// faster than they were taken): read everything again.
+    Reload,
+}
+
 /// Durable token storage. Every method returns once the change is durable.
 pub trait TokenStore: Send + Sync + 'static {
     /// Every stored token, for building the in-memory index at start.
     fn load(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// One token as it is stored now, if it is.
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError>;
+    /// The changes other nodes make to the store, for a store that several nodes share
+    /// (taken once; `None` afterwards, and for a store only this node writes).
+    fn changes(&self) -> Option<std::sync::mpsc::Receiver<StoreChange>> {
+        None
+    }
     /// Inserts a token and returns its new id.
     fn insert(&self, token: NewToken) -> Result<TokenId, StoreError>;
     /// Applies a change to a token in one transaction; false if it does not exist.

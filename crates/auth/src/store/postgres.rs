@@ -7,19 +7,25 @@
 //! token is one conditional `UPDATE` ([`TokenStore::spend`]): two nodes spending the last use
 //! at once are ordered by the row's lock, and the second finds it spent.
 //!
+//! Every change is announced in its own transaction (`NOTIFY streamgate_tokens`, sent at
+//! commit), naming the node that made it. A second connection per node listens, and hands the
+//! other nodes' changes to [`TokenStore::changes`]; when it was lost, it asks for everything to
+//! be read again once it listens anew, since changes made meanwhile were not heard.
+//!
 //! The schema is versioned: `streamgate_schema` records how many of [`MIGRATIONS`] ran, and a
 //! node applies the rest at start under an advisory lock, so that nodes starting together
 //! migrate once.
 
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use ::postgres::{Client, Config, NoTls, Row};
+use ::postgres::fallible_iterator::FallibleIterator;
+use ::postgres::{Client, Config, NoTls, Row, Transaction};
 
-use super::{NewToken, Spent, StoreError, TokenStore, TokenUpdate, UseLimits};
+use super::{NewToken, Spent, StoreChange, StoreError, TokenStore, TokenUpdate, UseLimits};
 use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
 use crate::SecretHash;
 
@@ -47,6 +53,18 @@ const MIGRATION_LOCK: i64 = 0x7367_7363_6865_6d61;
 
 /// How long opening a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the database may leave what was sent unacknowledged, or a statement run, before
+/// the operation fails: a database that stops answering holds up the node's writes for this
+/// long at most, not for ever.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The channel changes are announced on.
+const CHANNEL: &str = "streamgate_tokens";
+/// How often the listening connection looks at its state while no change comes, and waits
+/// between attempts to listen again.
+const LISTEN_TICK: Duration = Duration::from_millis(500);
+/// Changes heard and not yet taken; past this, they are dropped and everything is read again.
+const CHANGES_QUEUED: usize = 4096;
 
 /// A use spent in one statement: the count and the bound addresses change only if the
 /// limits allow it. `$2`: 1 if uses are counted; `$3`: the number of addresses that bind;
@@ -64,6 +82,7 @@ const SPEND: &str = "UPDATE tokens SET
 
 enum Op {
     Load,
+    Fetch(TokenId),
     LoadRevoked,
     Insert(Box<NewToken>),
     Update(Box<TokenUpdate>),
@@ -74,6 +93,7 @@ enum Op {
 
 enum Done {
     Records(Vec<TokenRecord>),
+    Record(Option<Box<TokenRecord>>),
     Revoked(Vec<(String, Option<UnixMillis>)>),
     Id(TokenId),
     Changed(bool),
@@ -89,6 +109,7 @@ struct Job {
 #[derive(Debug)]
 pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
+    changes: Mutex<Option<mpsc::Receiver<StoreChange>>>,
 }
 
 impl PostgresStore {
@@ -101,22 +122,28 @@ impl PostgresStore {
             reason,
         };
         let mut config = Config::from_str(url).map_err(|e| open_err(e.to_string()))?;
-        config.connect_timeout(CONNECT_TIMEOUT);
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_user_timeout(ANSWER_TIMEOUT)
+            .keepalives_idle(ANSWER_TIMEOUT);
+        let node = node_id().map_err(|e| open_err(e.to_string()))?;
         // The client runs a runtime of its own, which cannot start inside the server's: the
-        // connection lives on the store's thread from the start.
+        // connections live on the store's threads from the start.
         let (opened, open_result) = mpsc::sync_channel(1);
         let (jobs, rx) = mpsc::channel();
+        let runner_config = config.clone();
+        let runner_node = node.clone();
         thread::Builder::new()
             .name("token-store".into())
             .spawn(move || {
-                let first = config.connect(NoTls).and_then(|mut client| {
+                let first = connect(&runner_config).and_then(|mut client| {
                     migrate(&mut client)?;
                     Ok(client)
                 });
                 match first {
                     Ok(client) => {
                         let _ = opened.send(Ok(()));
-                        runner(config, Some(client), rx);
+                        runner(runner_config, runner_node, Some(client), rx);
                     }
                     Err(e) => {
                         let _ = opened.send(Err(e.to_string()));
@@ -125,9 +152,24 @@ impl PostgresStore {
             })
             .map_err(|e| open_err(e.to_string()))?;
         match open_result.recv() {
-            Ok(Ok(())) => Ok(Self { jobs }),
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return Err(open_err(reason)),
+            Err(_) => return Err(open_err("the store's thread ended".into())),
+        }
+        // Listening before the node reads the tokens: no change made after the read is missed.
+        let (listening, listen_result) = mpsc::sync_channel(1);
+        let (changes_tx, changes) = mpsc::sync_channel(CHANGES_QUEUED);
+        thread::Builder::new()
+            .name("token-changes".into())
+            .spawn(move || listen(&config, &node, &listening, &changes_tx))
+            .map_err(|e| open_err(e.to_string()))?;
+        match listen_result.recv() {
+            Ok(Ok(())) => Ok(Self {
+                jobs,
+                changes: Mutex::new(Some(changes)),
+            }),
             Ok(Err(reason)) => Err(open_err(reason)),
-            Err(_) => Err(open_err("the store's thread ended".into())),
+            Err(_) => Err(open_err("the listening thread ended".into())),
         }
     }
 
@@ -151,6 +193,126 @@ fn redacted(url: &str) -> String {
         _ if url.contains("password") => "(a connection string with a password)".to_owned(),
         _ => url.to_owned(),
     }
+}
+
+/// This process's name in the announcements: random, so that a node restarted on the same
+/// host is another.
+fn node_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Announces a change of token `id` by `node`, at the commit of `tx`.
+fn announce_token(
+    tx: &mut Transaction<'_>,
+    node: &str,
+    id: TokenId,
+) -> Result<(), ::postgres::Error> {
+    let payload = format!("{node} t {}", id.0);
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
+    Ok(())
+}
+
+/// What an announcement says, unless `node` made it (or it is not one of ours).
+fn heard(node: &str, payload: &str) -> Option<StoreChange> {
+    let mut parts = payload.splitn(4, ' ');
+    let from = parts.next()?;
+    if from == node {
+        return None;
+    }
+    match parts.next()? {
+        "t" => Some(StoreChange::Token(TokenId(parts.next()?.parse().ok()?))),
+        "j" => {
+            let expires = parts.next()?;
+            let expires = (expires != "-").then(|| expires.parse().ok()).flatten();
+            Some(StoreChange::Jti(parts.next()?.to_owned(), expires))
+        }
+        _ => None,
+    }
+}
+
+/// The listening thread: hears the other nodes' changes and queues them; when its connection
+/// was lost, it listens again and asks for everything to be read again. Reports on
+/// `listening` once it first listens (or why it cannot); ends when nobody takes the changes.
+fn listen(
+    config: &Config,
+    node: &str,
+    listening: &mpsc::SyncSender<Result<(), String>>,
+    changes: &mpsc::SyncSender<StoreChange>,
+) {
+    let mut first = true;
+    // Changes were dropped (the queue was full) or not heard: a reload is owed.
+    let mut owed = false;
+    loop {
+        let client = connect(config).and_then(|mut c| {
+            c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+            Ok(c)
+        });
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                if first {
+                    let _ = listening.send(Err(e.to_string()));
+                    return;
+                }
+                thread::sleep(LISTEN_TICK);
+                continue;
+            }
+        };
+        if first {
+            first = false;
+            let _ = listening.send(Ok(()));
+        } else {
+            tracing::info!("listening to the token database's changes again");
+            owed = true;
+        }
+        loop {
+            if owed {
+                match changes.try_send(StoreChange::Reload) {
+                    Ok(()) => owed = false,
+                    Err(mpsc::TrySendError::Full(_)) => {}
+                    Err(mpsc::TrySendError::Disconnected(_)) => return,
+                }
+            }
+            let mut notifications = client.notifications();
+            let mut heard_now = notifications.timeout_iter(LISTEN_TICK);
+            match heard_now.next() {
+                Ok(Some(n)) => {
+                    let Some(change) = heard(node, n.payload()) else {
+                        continue;
+                    };
+                    match changes.try_send(change) {
+                        Ok(()) => {}
+                        Err(mpsc::TrySendError::Full(_)) => owed = true,
+                        Err(mpsc::TrySendError::Disconnected(_)) => return,
+                    }
+                }
+                Ok(None) => {
+                    drop(heard_now);
+                    drop(notifications);
+                    if client.is_closed() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the token database's change announcements");
+                    break;
+                }
+            }
+        }
+        thread::sleep(LISTEN_TICK);
+    }
+}
+
+/// A new connection, its statements bounded in time.
+fn connect(config: &Config) -> Result<Client, ::postgres::Error> {
+    let mut client = config.connect(NoTls)?;
+    client.batch_execute(&format!(
+        "SET statement_timeout = {}",
+        ANSWER_TIMEOUT.as_millis()
+    ))?;
+    Ok(client)
 }
 
 fn migrate(client: &mut Client) -> Result<(), ::postgres::Error> {
@@ -178,13 +340,13 @@ fn migrate(client: &mut Client) -> Result<(), ::postgres::Error> {
 
 /// The operations' thread: runs each job on the connection, opening it again first if it was
 /// lost.
-fn runner(config: Config, mut client: Option<Client>, rx: mpsc::Receiver<Job>) {
+fn runner(config: Config, node: String, mut client: Option<Client>, rx: mpsc::Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         if client.as_ref().is_some_and(Client::is_closed) {
             client = None;
         }
         if client.is_none() {
-            match config.connect(NoTls) {
+            match connect(&config) {
                 Ok(c) => {
                     tracing::info!("token database reachable again");
                     client = Some(c);
@@ -198,7 +360,7 @@ fn runner(config: Config, mut client: Option<Client>, rx: mpsc::Receiver<Job>) {
         let Some(c) = client.as_mut() else {
             continue;
         };
-        let result = apply(c, &job.op).unwrap_or_else(|e| {
+        let result = apply(c, &node, &job.op).unwrap_or_else(|e| {
             Err(if e.is_closed() || c.is_closed() {
                 tracing::warn!(error = %e, "token database connection lost");
                 StoreError::Unavailable(e.to_string())
@@ -222,17 +384,28 @@ fn count(n: Option<u32>) -> Option<i32> {
     n.map(|n| i32::try_from(n).unwrap_or(i32::MAX))
 }
 
-fn apply(client: &mut Client, op: &Op) -> Result<Result<Done, StoreError>, ::postgres::Error> {
+const SELECT_TOKEN: &str =
+    "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens";
+
+fn apply(
+    client: &mut Client,
+    node: &str,
+    op: &Op,
+) -> Result<Result<Done, StoreError>, ::postgres::Error> {
     Ok(match op {
         Op::Load => {
-            let rows = client.query(
-                "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens ORDER BY id",
-                &[],
-            )?;
+            let rows = client.query(&format!("{SELECT_TOKEN} ORDER BY id"), &[])?;
             rows.iter()
                 .map(decode_row)
                 .collect::<Result<Vec<_>, _>>()
                 .map(Done::Records)
+        }
+        Op::Fetch(id) => {
+            let row = client.query_opt(&format!("{SELECT_TOKEN} WHERE id = $1"), &[&id.0])?;
+            row.as_ref()
+                .map(|r| decode_row(r).map(Box::new))
+                .transpose()
+                .map(Done::Record)
         }
         Op::LoadRevoked => {
             let rows = client.query("SELECT jti, expires_on FROM revoked_jti ORDER BY jti", &[])?;
@@ -245,11 +418,15 @@ fn apply(client: &mut Client, op: &Op) -> Result<Result<Done, StoreError>, ::pos
                 Ok(spec) => spec,
                 Err(e) => return Ok(Err(e)),
             };
-            let row = client.query_one(
+            let mut tx = client.transaction()?;
+            let row = tx.query_one(
                 "INSERT INTO tokens (kind, secret_hash, spec, added_on) VALUES ($1, $2, $3, $4) RETURNING id",
                 &[&t.kind.as_str(), &&t.secret_hash.0[..], &spec, &t.added_on],
             )?;
-            Ok(Done::Id(TokenId(row.get(0))))
+            let id = TokenId(row.get(0));
+            announce_token(&mut tx, node, id)?;
+            tx.commit()?;
+            Ok(Done::Id(id))
         }
         Op::Update(u) => {
             let spec = match json(&u.spec) {
@@ -280,19 +457,30 @@ fn apply(client: &mut Client, op: &Op) -> Result<Result<Done, StoreError>, ::pos
                     &[&u.id.0, &spec, &ips],
                 )?,
             };
+            announce_token(&mut tx, node, u.id)?;
             tx.commit()?;
             Ok(Done::Changed(true))
         }
         Op::Delete(id) => {
-            let n = client.execute("DELETE FROM tokens WHERE id = $1", &[&id.0])?;
+            let mut tx = client.transaction()?;
+            let n = tx.execute("DELETE FROM tokens WHERE id = $1", &[&id.0])?;
+            if n > 0 {
+                announce_token(&mut tx, node, *id)?;
+            }
+            tx.commit()?;
             Ok(Done::Changed(n > 0))
         }
         Op::RevokeJti(jti, expires_on) => {
-            let n = client.execute(
+            let mut tx = client.transaction()?;
+            let n = tx.execute(
                 "INSERT INTO revoked_jti (jti, expires_on) VALUES ($1, $2)
                  ON CONFLICT (jti) DO UPDATE SET expires_on = EXCLUDED.expires_on",
                 &[jti, expires_on],
             )?;
+            let expires = expires_on.map_or_else(|| "-".to_owned(), |e| e.to_string());
+            let payload = format!("{node} j {expires} {jti}");
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
+            tx.commit()?;
             Ok(Done::Changed(n > 0))
         }
         Op::Spend(id, ip, limits) => {
@@ -393,6 +581,20 @@ impl TokenStore for PostgresStore {
         }
     }
 
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        match self.run(Op::Fetch(id))? {
+            Done::Record(record) => Ok(record.map(|r| *r)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn changes(&self) -> Option<mpsc::Receiver<StoreChange>> {
+        self.changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     fn insert(&self, token: NewToken) -> Result<TokenId, StoreError> {
         match self.run(Op::Insert(Box::new(token)))? {
             Done::Id(id) => Ok(id),
@@ -439,6 +641,29 @@ impl TokenStore for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcements_are_read_back_and_a_nodes_own_are_not() {
+        assert_eq!(
+            heard("a1", "b2 t 42"),
+            Some(StoreChange::Token(TokenId(42)))
+        );
+        assert_eq!(heard("a1", "a1 t 42"), None, "its own");
+        assert_eq!(
+            heard("a1", "b2 j 1700000000000 id with spaces"),
+            Some(StoreChange::Jti(
+                "id with spaces".into(),
+                Some(1_700_000_000_000)
+            ))
+        );
+        assert_eq!(
+            heard("a1", "b2 j - x"),
+            Some(StoreChange::Jti("x".into(), None))
+        );
+        for junk in ["", "b2", "b2 t", "b2 t x", "b2 q 1", "b2 j -"] {
+            assert_eq!(heard("a1", junk), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn passwords_never_show_in_messages() {

@@ -294,6 +294,18 @@ impl TokenStore for SqliteStore {
         Ok(out)
     }
 
+    fn fetch(&self, id: TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let conn = Connection::open(&self.path)?;
+        let row = conn
+            .query_row(
+                "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens WHERE id = ?1",
+                params![id.0],
+                decode_row,
+            )
+            .optional()?;
+        row.transpose()
+    }
+
     fn insert(&self, token: NewToken) -> Result<TokenId, StoreError> {
         match self.run(Op::Insert(Box::new(token)))? {
             Done::Id(id) => Ok(id),
