@@ -167,8 +167,10 @@ impl Auth {
     /// durably. The store holds the count and spends it in one atomic change, so that it stays
     /// exact when several nodes share the store; the token's usage lock orders this node's own
     /// attempts, and what this node knows answers without the store when it can: a use that
-    /// spends nothing (an address already bound, no `maxUses`), and a token whose uses this
-    /// node has seen spent (a count only grows).
+    /// spends nothing (an address already bound, no `maxUses`), a token whose uses this node
+    /// has seen spent (a count only grows), and an address that would be one too many (other
+    /// nodes' changes of the bound addresses reach this node within milliseconds), so that a
+    /// stream of refused attempts costs the store nothing.
     fn consume(&self, entry: &Entry, ip: IpAddr) -> Result<(), Denial> {
         let spec = &entry.spec;
         let limits = UseLimits {
@@ -184,6 +186,12 @@ impl Auth {
         }
         if limits.max_uses.is_some_and(|max| usage.uses >= max) {
             return Err(Denial::UsesExhausted);
+        }
+        if limits.bind_ips.is_some_and(|n| {
+            !usage.bound_ips.contains(&ip)
+                && usage.bound_ips.len() >= usize::try_from(n).unwrap_or(usize::MAX)
+        }) {
+            return Err(Denial::IpNotAllowed);
         }
         match self.store.spend(entry.id, ip, limits) {
             Ok(Spent::Granted { uses, bound_ips }) => {

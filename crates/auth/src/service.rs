@@ -462,9 +462,19 @@ impl Auth {
                 bound_ips: usage.bound_ips.clone(),
             }
         };
+        let ended = self.replace(&old, &record, refresh);
+        if ended > 0 {
+            tracing::info!(token = %id, sessions = ended, "token change ended live sessions");
+        }
+        Ok((record, secret))
+    }
+
+    /// Swaps `old` for the token as `record` says (its use count shared with `old`) in the
+    /// index, then decides the live sessions of `old` again; returns how many ended.
+    fn replace(&self, old: &Arc<Entry>, record: &TokenRecord, rotated: bool) -> usize {
         let entry = Arc::new(Entry {
-            id,
-            kind,
+            id: record.id,
+            kind: record.kind,
             secret_hash: record.secret_hash,
             spec: record.spec.clone(),
             added_on: record.added_on,
@@ -473,21 +483,17 @@ impl Auth {
         });
         {
             let mut index = self.write_index();
-            index.remove(id);
+            index.remove(record.id);
             index.insert(Arc::clone(&entry));
         }
-        let ended = self.registry.token_changed(
-            &old,
+        self.registry.token_changed(
+            old,
             TokenChange::Updated {
                 new: &entry,
-                rotated: refresh,
+                rotated,
                 now: SystemTime::now(),
             },
-        );
-        if ended > 0 {
-            tracing::info!(token = %id, sessions = ended, "token change ended live sessions");
-        }
-        Ok((record, secret))
+        )
     }
 
     /// Deletes a token and ends its live sessions.
@@ -598,28 +604,7 @@ impl Auth {
                 {
                     return;
                 }
-                let entry = Arc::new(Entry {
-                    id,
-                    kind: record.kind,
-                    secret_hash: record.secret_hash,
-                    spec: record.spec,
-                    added_on: record.added_on,
-                    usage: Arc::clone(&old.usage),
-                    retired: AtomicBool::new(false),
-                });
-                {
-                    let mut index = self.write_index();
-                    index.remove(id);
-                    index.insert(Arc::clone(&entry));
-                }
-                let ended = self.registry.token_changed(
-                    &old,
-                    TokenChange::Updated {
-                        new: &entry,
-                        rotated: old.secret_hash != entry.secret_hash,
-                        now: SystemTime::now(),
-                    },
-                );
+                let ended = self.replace(&old, &record, old.secret_hash != record.secret_hash);
                 tracing::info!(token = %id, sessions = ended, "token changed through another node");
             }
         }

@@ -249,6 +249,10 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<Done> {
     }
 }
 
+/// A token's columns, in the order [`decode_row`] reads them.
+const SELECT_TOKEN: &str =
+    "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens";
+
 fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> {
     let id: i64 = row.get(0)?;
     let kind: String = row.get(1)?;
@@ -283,9 +287,7 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<TokenRecord, S
 impl TokenStore for SqliteStore {
     fn load(&self) -> Result<Vec<TokenRecord>, StoreError> {
         let conn = Connection::open(&self.path)?;
-        let mut stmt = conn.prepare(
-            "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens ORDER BY id",
-        )?;
+        let mut stmt = conn.prepare(&format!("{SELECT_TOKEN} ORDER BY id"))?;
         let rows = stmt.query_map([], decode_row)?;
         let mut out = Vec::new();
         for row in rows {
@@ -298,7 +300,7 @@ impl TokenStore for SqliteStore {
         let conn = Connection::open(&self.path)?;
         let row = conn
             .query_row(
-                "SELECT id, kind, secret_hash, spec, added_on, uses, bound_ips FROM tokens WHERE id = ?1",
+                &format!("{SELECT_TOKEN} WHERE id = ?1"),
                 params![id.0],
                 decode_row,
             )
