@@ -161,20 +161,25 @@ impl Postgres {
 
     /// Stops the cluster at once (connections are cut), keeping its data.
     pub fn pause(&mut self) {
+        let out = self.stop("fast");
+        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+        self.running = false;
+    }
+
+    /// `pg_ctl stop` in shutdown `mode`, waiting for the server to exit.
+    fn stop(&self, mode: &str) -> Output {
         let data = self.data();
-        let out = self.run(
+        self.run(
             "pg_ctl",
             &[
                 "-D",
                 data.to_str().unwrap_or_default(),
                 "-m",
-                "fast",
+                mode,
                 "-w",
                 "stop",
             ],
-        );
-        assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
-        self.running = false;
+        )
     }
 }
 
@@ -189,18 +194,7 @@ fn text(out: &Output) -> String {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if self.running {
-            let data = self.data();
-            let _ = self.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    data.to_str().unwrap_or_default(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-            );
+            let _ = self.stop("immediate");
         }
     }
 }

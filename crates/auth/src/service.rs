@@ -270,11 +270,17 @@ impl Auth {
             return Err(SpecError::new("jti", format!("must be 1 to {MAX_JTI_LEN} bytes")).into());
         }
         self.store.revoke_jti(jti, expires_on)?;
+        Ok(self.record_revoked(jti, expires_on))
+    }
+
+    /// Records a revoked signed-token id, then ends the sessions it admitted (in that order:
+    /// a decision in flight checks the id again after registering); returns how many ended.
+    fn record_revoked(&self, jti: &str, expires_on: Option<UnixMillis>) -> usize {
         self.revoked
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(jti.to_owned(), expires_on);
-        Ok(self.registry.cancel_jti(jti))
+        self.registry.cancel_jti(jti)
     }
 
     /// The revoked signed-token ids, sorted.
@@ -501,9 +507,14 @@ impl Auth {
         let _serial = self.lock_mutations();
         let old = self.entry(kind, id)?;
         self.store.delete(id)?;
-        self.write_index().remove(id);
-        self.registry.token_changed(&old, TokenChange::Deleted);
+        self.forget(&old);
         Ok(())
+    }
+
+    /// Takes a deleted token out of the index and ends its live sessions; returns how many.
+    fn forget(&self, old: &Arc<Entry>) -> usize {
+        self.write_index().remove(old.id);
+        self.registry.token_changed(old, TokenChange::Deleted)
     }
 
     /// Follows the changes other nodes make to a shared store, on a thread of its own: each
@@ -521,20 +532,19 @@ impl Auth {
             .spawn(move || {
                 let mut behind = false;
                 loop {
-                    let next = if behind {
-                        changes.recv_timeout(FOLLOW_RETRY)
+                    let change = if behind {
+                        // Behind: everything is read again, at the next change or after a
+                        // while, whichever comes first.
+                        match changes.recv_timeout(FOLLOW_RETRY) {
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                            _ => StoreChange::Reload,
+                        }
                     } else {
-                        changes
-                            .recv()
-                            .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected)
+                        match changes.recv() {
+                            Ok(change) => change,
+                            Err(_) => return,
+                        }
                     };
-                    let change = match next {
-                        Ok(change) => change,
-                        // Still behind: everything is read again.
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => StoreChange::Reload,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-                    };
-                    let change = if behind { StoreChange::Reload } else { change };
                     behind = match auth.apply_change(&change) {
                         Ok(()) => false,
                         Err(e) => {
@@ -558,8 +568,15 @@ impl Auth {
             StoreChange::Reload => {
                 let stored = self.store.load()?;
                 let revoked = self.store.load_revoked_jtis()?;
-                let mut gone: Vec<TokenId> = self.read_index().by_id.keys().copied().collect();
-                gone.retain(|id| !stored.iter().any(|r| r.id == *id));
+                let kept: std::collections::HashSet<TokenId> =
+                    stored.iter().map(|r| r.id).collect();
+                let gone: Vec<TokenId> = self
+                    .read_index()
+                    .by_id
+                    .keys()
+                    .filter(|id| !kept.contains(id))
+                    .copied()
+                    .collect();
                 for record in stored {
                     self.apply_stored(record.id, Some(record));
                 }
@@ -587,8 +604,7 @@ impl Auth {
                 .write_index()
                 .insert(Arc::new(Entry::from_record(record))),
             (Some(old), None) => {
-                self.write_index().remove(id);
-                let ended = self.registry.token_changed(&old, TokenChange::Deleted);
+                let ended = self.forget(&old);
                 tracing::info!(token = %id, sessions = ended, "token deleted through another node");
             }
             (Some(old), Some(record)) => {
@@ -612,11 +628,7 @@ impl Auth {
 
     /// Records a signed-token id revoked through another node and ends its sessions.
     fn apply_revoked(&self, jti: &str, expires_on: Option<UnixMillis>) {
-        self.revoked
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(jti.to_owned(), expires_on);
-        let ended = self.registry.cancel_jti(jti);
+        let ended = self.record_revoked(jti, expires_on);
         tracing::info!(
             sessions = ended,
             "signed token revoked through another node"

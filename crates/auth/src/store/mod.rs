@@ -153,6 +153,21 @@ pub enum StoreError {
     },
 }
 
+/// An operation handed to the thread that owns a store's connection, with where its answer
+/// goes.
+struct Job<O, D> {
+    op: O,
+    reply: std::sync::mpsc::SyncSender<Result<D, StoreError>>,
+}
+
+/// Hands `op` to the thread behind `jobs` and waits for its answer.
+fn run_job<O, D>(jobs: &std::sync::mpsc::Sender<Job<O, D>>, op: O) -> Result<D, StoreError> {
+    let (reply, wait) = std::sync::mpsc::sync_channel(1);
+    jobs.send(Job { op, reply })
+        .map_err(|_| StoreError::Closed)?;
+    wait.recv().map_err(|_| StoreError::Closed)?
+}
+
 /// A change another node made to a shared store ([`TokenStore::changes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChange {

@@ -49,10 +49,7 @@ enum Done {
     Spent(Spent),
 }
 
-struct Job {
-    op: Op,
-    reply: mpsc::SyncSender<Result<Done, StoreError>>,
-}
+type Job = super::Job<Op, Done>;
 
 /// A token store in one SQLite file.
 #[derive(Debug)]
@@ -88,11 +85,7 @@ impl SqliteStore {
     }
 
     fn run(&self, op: Op) -> Result<Done, StoreError> {
-        let (reply, wait) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Job { op, reply })
-            .map_err(|_| StoreError::Closed)?;
-        wait.recv().map_err(|_| StoreError::Closed)?
+        super::run_job(&self.jobs, op)
     }
 }
 
