@@ -10,7 +10,13 @@ use serde_json::json;
 use streamgate_tests::ffmpeg::publish_args;
 use streamgate_tests::postgres::Postgres;
 use streamgate_tests::rtmp::{closed_within, RtmpClient};
+use streamgate_tests::srt::{call, CallResult};
 use streamgate_tests::{wait_until, Options, Server, TempDir};
+
+/// How long a node's publish lease outlives its last renewal (the server's `LEASE_TTL`).
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// How often a node renews its leases (the server's `LEASE_RENEW`).
+const LEASE_RENEW: Duration = Duration::from_secs(1);
 
 /// A node on `pg`, failed authentications not delayed (the tests fail many on purpose), with
 /// the signing key of signed tokens that every node shares.
@@ -44,6 +50,22 @@ fn publish(s: &Server, stream: &str, token: &str) -> Result<RtmpClient, String> 
     let mut c = RtmpClient::connect(s.rtmp, "live")?;
     c.publish(&format!("{stream}?token={token}"))?;
     Ok(c)
+}
+
+/// Requests of `protocol` that `s` refused for `reason`, by its metrics.
+fn refusals(s: &Server, protocol: &str, reason: &str) -> u64 {
+    let prefix =
+        format!("streamgate_refusals_total{{protocol=\"{protocol}\",reason=\"{reason}\"}} ");
+    s.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The publish leases in the database: `stream` values, sorted and joined by commas.
+fn leases(pg: &Postgres) -> String {
+    pg.sql("SELECT coalesce(string_agg(stream, ',' ORDER BY stream), '') FROM publish_leases WHERE expires_at > now()")
 }
 
 #[test]
@@ -106,6 +128,13 @@ fn tokens_are_stored_in_postgresql_and_every_node_admits_them() {
     assert_eq!(r.status, 200, "{}", r.body);
     let d = node(&pg);
     assert!(publish(&d, "cam1", &rotated).is_err());
+    // What the database client could log of its statements stays out of the log, even at
+    // debug: an SRT passphrase is part of the stored policy.
+    a.create_token(
+        "publish",
+        json!({"label": "encrypted", "srtPassphrase": "never-in-the-log-0123"}),
+    );
+    assert!(!a.log().contains("never-in-the-log-0123"));
 }
 
 #[test]
@@ -172,6 +201,12 @@ fn while_postgresql_is_down_tokens_admit_from_memory_and_creation_is_refused() {
         "the one use is still there"
     );
     assert!(publish(&s, "cam4", &once).is_err(), "and spent once");
+    // The publish admitted while the database was down has its lease once it is back.
+    assert!(
+        wait_until(LEASE_RENEW * 3, || leases(&pg) == "live/cam1,live/cam2"),
+        "{}",
+        leases(&pg)
+    );
     // The live publish went on throughout.
     assert!(publisher.running(), "{}", publisher.stderr());
     assert!(wait_until(Duration::from_secs(5), || s
@@ -272,4 +307,106 @@ fn a_node_that_lost_the_database_reads_again_what_changed_meanwhile() {
     assert!(!b
         .log_lines_with("listening to the token database's changes again")
         .is_empty());
+}
+
+#[test]
+fn a_stream_is_live_on_one_node_of_the_cluster_at_a_time() {
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let mut c = node(&pg);
+    let dir = TempDir::new("cluster-lease");
+    let (_, token) = a.create_token(
+        "publish",
+        json!({"label": "protected", "subscribeRequiresAuth": true}),
+    );
+    let publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    assert_eq!(leases(&pg), "live/cam1");
+    // A second publish of the name on another node is refused with each protocol's "in use".
+    assert!(publish(&c, "cam1", &token).is_err());
+    assert_eq!(refusals(&c, "rtmp", "stream_in_use"), 1);
+    assert_eq!(
+        call(c.srt, &format!("#!::r=live/cam1,m=publish,s={token}"), None),
+        CallResult::Rejected(1409)
+    );
+    // Another stream on that node is free.
+    let other = publish(&c, "cam2", &token);
+    assert!(other.is_ok(), "{:?}", other.as_ref().err());
+    // B, once it has renewed, knows that cam1's viewers need a subscribe token: an anonymous
+    // viewer there is refused for the missing token, not for a stream that is not live.
+    std::thread::sleep(LEASE_RENEW + Duration::from_millis(300));
+    let mut viewer = RtmpClient::connect(b.rtmp, "live").unwrap_or_else(|e| panic!("{e}"));
+    assert!(viewer.play("cam1").is_err());
+    assert_eq!(refusals(&b, "rtmp", "missing"), 1);
+    assert_eq!(refusals(&b, "rtmp", "stream_not_live"), 0);
+    // The publish on A ends: its lease is released with it, and C publishes at once.
+    drop(publisher);
+    let start = Instant::now();
+    let mut moved = None;
+    assert!(
+        wait_until(Duration::from_secs(1), || {
+            moved = publish(&c, "cam1", &token).ok();
+            moved.is_some()
+        }),
+        "C publishes within 1 s of the end of A's publish"
+    );
+    eprintln!(
+        "publish on C {} ms after A's ended",
+        start.elapsed().as_millis()
+    );
+    assert_eq!(leases(&pg), "live/cam1,live/cam2");
+    // C shut down with its publishes live gives them up at once too.
+    c.stop();
+    assert_eq!(leases(&pg), "");
+    let granted = publish(&b, "cam1", &token);
+    assert!(granted.is_ok(), "{:?}", granted.as_ref().err());
+    drop((moved, other, granted));
+}
+
+#[test]
+fn a_killed_nodes_leases_expire_and_its_streams_can_be_published_on_another() {
+    let pg = Postgres::start();
+    let (mut a, b) = (node(&pg), node(&pg));
+    let dir = TempDir::new("cluster-kill");
+    let (_, token) = a.create_token("publish", json!({"label": "moves"}));
+    let publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    // Renewed: the lease outlives its first term.
+    std::thread::sleep(LEASE_TTL + LEASE_RENEW);
+    assert!(publish(&b, "cam1", &token).is_err());
+    a.kill();
+    let killed = Instant::now();
+    drop(publisher);
+    // The lease outlives A by what was left of its term: B is refused at first...
+    assert!(
+        publish(&b, "cam1", &token).is_err(),
+        "refused while the lease lasts"
+    );
+    // ...and publishes once it expired, within LEASE_TTL of the kill.
+    let expired = wait_until(LEASE_TTL + LEASE_RENEW, || {
+        publish(&b, "cam1", &token).is_ok()
+    });
+    let after = killed.elapsed();
+    eprintln!("published on B {} ms after A was killed", after.as_millis());
+    assert!(
+        expired,
+        "the lease did not expire within {LEASE_TTL:?} and a renewal"
+    );
+    assert!(
+        after >= LEASE_TTL - LEASE_RENEW - Duration::from_millis(500),
+        "the lease lasted {after:?}, less than its term"
+    );
+    // A real encoder publishes there.
+    let _publisher = b.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&b.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    assert_eq!(leases(&pg), "live/cam1");
 }

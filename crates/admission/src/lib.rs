@@ -14,8 +14,9 @@
 //! anonymous viewer's publish) ends the session; each protocol maps the [`EndReason`] it
 //! ends with to its own wire message. Dropping the handle ends the session and records why.
 //!
-//! Decisions that write to the store (one-time, N-use and `bindIpsOnUsage` tokens) run on
-//! the blocking pool, never on a runtime worker. A failed authentication is answered after a
+//! Decisions that write to the store (one-time, N-use and `bindIpsOnUsage` tokens) and, with
+//! a store several nodes share, every publish (which claims its lease there) run on the
+//! blocking pool, never on a runtime worker. A failed authentication is answered after a
 //! delay that grows with the failures of its source ([`AuthFailures`]), slept asynchronously.
 
 mod end;
@@ -106,10 +107,11 @@ impl Admission {
     /// Admits a publish or a play, as `req.action` says.
     pub async fn admit(&self, req: AdmitRequest) -> Result<Admitted, Denial> {
         let started = Instant::now();
-        let writes = self.auth.grant_writes(req.token());
-        let result = if writes {
-            // One-time and N-use tokens record their use durably before the grant: that
-            // write waits for the disk, so it happens on the blocking pool.
+        let waits = self.auth.decision_waits(req.action, req.token());
+        let result = if waits {
+            // One-time and N-use tokens record their use durably before the grant, and a
+            // publish claims its lease in a store other nodes share: those wait for the disk
+            // or the database, so they happen on the blocking pool.
             let (auth, hub, stats) = (
                 Arc::clone(&self.auth),
                 self.hub.clone(),

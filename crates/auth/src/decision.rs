@@ -1,15 +1,16 @@
 //! The single decision function: [`Auth::authorize`].
 //!
-//! Reads only memory: the token index and the registry. The one write is for tokens whose
-//! grants change durable state (`maxUses`, `bindIpsOnUsage`): that use is recorded in the store
-//! before the grant is returned, so that it survives a restart.
+//! Reads only memory: the token index and the registry. The store is asked only for tokens
+//! whose grants change durable state (`maxUses`, `bindIpsOnUsage`), whose use is spent in the
+//! store before the grant is returned, and, when the store is shared by several nodes, for a
+//! publish's lease of its stream name in the whole cluster.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::jwt::{looks_like_jwt, VerifiedClaims};
-use crate::registry::{Admission, AdmitError, SessionFacts};
+use crate::registry::{Admission, AdmitError, SessionFacts, SessionGuard};
 use crate::rules::{canonical_ip, host_of, HostPattern};
 use crate::service::{unix_millis, Entry};
 use crate::store::{Spent, UseLimits};
@@ -34,9 +35,16 @@ impl Auth {
         Err(Denial::Unavailable)
     }
 
-    /// Whether granting `token` writes to the store (a `maxUses` or `bindIpsOnUsage` token):
-    /// callers on an async runtime decide such requests off its workers.
-    pub fn grant_writes(&self, token: Option<&str>) -> bool {
+    /// Whether deciding `action` with `token` waits for the store: a `maxUses` or
+    /// `bindIpsOnUsage` token, or any publish when leases are shared with other nodes. Callers
+    /// on an async runtime decide such requests off its workers.
+    pub fn decision_waits(&self, action: Action, token: Option<&str>) -> bool {
+        (action == Action::Publish && self.registry.shares_leases()) || self.spends_uses(token)
+    }
+
+    /// Whether a grant of `token` spends a use of it in the store (a `maxUses` or
+    /// `bindIpsOnUsage` token).
+    pub fn spends_uses(&self, token: Option<&str>) -> bool {
         let Some(secret) = token.filter(|t| !looks_like_jwt(t)) else {
             return false;
         };
@@ -62,6 +70,17 @@ impl Auth {
         }
     }
 
+    /// Registers a decided session; a publish also claims its stream's lease in a store other
+    /// nodes share (on failure, the guard drops and releases what it took).
+    fn register(&self, a: Admission, entry: Option<&Entry>) -> Result<SessionGuard, AdmitError> {
+        let publish = a.facts.action == Action::Publish;
+        let guard = self.registry.admit(a, entry)?;
+        if publish {
+            self.registry.claim_shared(guard.id())?;
+        }
+        Ok(guard)
+    }
+
     fn authorize_anonymous(&self, req: &AccessRequest<'_>) -> Result<Grant, AdmitError> {
         match req.action {
             Action::Publish if !self.config.open_publish => return Err(Denial::Missing.into()),
@@ -70,7 +89,7 @@ impl Auth {
             // there is none or the publish needs subscribe tokens.
             Action::Publish | Action::Play => {}
         }
-        let guard = self.registry.admit(
+        let guard = self.register(
             Admission {
                 token: None,
                 jti: None,
@@ -101,7 +120,7 @@ impl Auth {
         let subscribe_requires_auth =
             spec.subscribe_requires_auth && entry.kind == TokenKind::Publish;
         let ip = facts.peer_ip;
-        let guard = self.registry.admit(
+        let guard = self.register(
             Admission {
                 token: Some(entry.id),
                 jti: None,
@@ -139,7 +158,7 @@ impl Auth {
         if claims.jti.as_ref().is_some_and(|j| self.is_revoked(j)) {
             return Err(Denial::Revoked.into());
         }
-        let guard = self.registry.admit(
+        let guard = self.register(
             Admission {
                 token: None,
                 jti: claims.jti.clone(),

@@ -26,6 +26,9 @@ pub enum Revocation {
     PublisherEnded,
     /// An anonymous viewer's stream now needs a subscribe token.
     NowProtected,
+    /// Another node holds the stream's publish lease now (this node could not renew it in
+    /// time).
+    LeaseLost,
 }
 
 impl Revocation {
@@ -40,11 +43,12 @@ impl Revocation {
             Self::NotAllowed(_) => "no_longer_allowed",
             Self::PublisherEnded => "publisher_ended",
             Self::NowProtected => "subscribe_token_required",
+            Self::LeaseLost => "lease_lost",
         }
     }
 
     /// Every code, for metrics.
-    pub const CODES: [&'static str; 8] = [
+    pub const CODES: [&'static str; 9] = [
         "token_deleted",
         "token_disabled",
         "token_rotated",
@@ -53,6 +57,7 @@ impl Revocation {
         "no_longer_allowed",
         "publisher_ended",
         "subscribe_token_required",
+        "lease_lost",
     ];
 }
 
@@ -67,6 +72,7 @@ impl std::fmt::Display for Revocation {
             Self::NotAllowed(d) => write!(f, "token changed: {d}"),
             Self::PublisherEnded => f.write_str("the publish that admitted this viewer ended"),
             Self::NowProtected => f.write_str("the stream now requires a subscribe token"),
+            Self::LeaseLost => f.write_str("another node publishes this stream now"),
         }
     }
 }

@@ -11,6 +11,14 @@
 //! re-checked under the registry's lock, and a session is registered under the same lock only
 //! if the token it was decided with is not retired. A decision that loses that race is taken
 //! again with the token as it now is.
+//!
+//! With a store that several nodes share ([`LeaseStore`]), a lease is a name's lease in the
+//! whole cluster: a publish claims it in the store after it took it here, and is refused as
+//! "in use" when another node holds it. While the store cannot answer, a publish goes on with
+//! this node's lease alone, and the next renewal claims it; a renewal that finds the lease
+//! held by another node ends the publish here. Renewals also read which streams the other
+//! nodes publish, and whether their viewers need subscribe tokens: an anonymous viewer of a
+//! protected stream is refused for the missing token wherever the stream is published.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -20,13 +28,20 @@ use std::time::SystemTime;
 
 use crate::end::{Revocation, SessionEnd};
 use crate::service::Entry;
+use crate::store::{HeldLease, LeaseStore, StoreError};
 use crate::token::UnixMillis;
 use crate::{Action, Denial, Protocol, StreamName, TokenId};
+
+/// How long a publish waits for the shared store to answer its claim before it goes on with
+/// this node's lease alone.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The registry of live sessions and publish leases.
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
+    /// The leases of the cluster, when the store is shared.
+    shared: Option<Arc<dyn LeaseStore>>,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +49,9 @@ struct Inner {
     next_id: u64,
     sessions: HashMap<u64, Session>,
     leases: HashMap<StreamName, Lease>,
+    /// The streams other nodes publish, as the last renewal read them: whether their viewers
+    /// need subscribe tokens.
+    others: HashMap<StreamName, bool>,
 }
 
 /// What a session asked for and from where: kept so that a change to its token can be
@@ -136,6 +154,20 @@ pub struct SessionCounts {
 }
 
 impl Registry {
+    /// A registry whose leases are also claimed in `shared`, a store other nodes use too.
+    pub(crate) fn sharing(shared: Option<Arc<dyn LeaseStore>>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            shared,
+        }
+    }
+
+    /// Whether publish leases are claimed in a shared store (a publish's decision then waits
+    /// for it).
+    pub fn shares_leases(&self) -> bool {
+        self.shared.is_some()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every update leaves the maps consistent before anything that may panic, so a
         // poisoned lock is still consistent.
@@ -163,6 +195,9 @@ impl Registry {
                 }
             }
             Action::Play if anonymous => match inner.leases.get(&a.facts.stream) {
+                None if inner.others.get(&a.facts.stream) == Some(&true) => {
+                    return Err(Denial::Missing.into())
+                }
                 None => return Err(Denial::StreamNotLive.into()),
                 Some(l) if l.subscribe_requires_auth => return Err(Denial::Missing.into()),
                 Some(l) => bound_to = Some(l.session),
@@ -229,6 +264,82 @@ impl Registry {
             if let Some(lease) = inner.leases.remove(stream) {
                 end_all(&inner, lease.bound.iter(), Revocation::PublisherEnded);
             }
+            if let Some(shared) = &self.shared {
+                shared.release(stream, id);
+            }
+        }
+    }
+
+    /// Claims the lease the publish session `id` holds here in the shared store, if there is
+    /// one: refused as in use when another node holds it; granted when the store does not
+    /// answer within [`CLAIM_WAIT`] (the next renewal claims it).
+    pub(crate) fn claim_shared(&self, id: u64) -> Result<(), Denial> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let pending = {
+            let inner = self.lock();
+            let Some(held) = held_lease(&inner, id) else {
+                return Err(Denial::Unavailable);
+            };
+            shared.claim(held)
+        };
+        match pending.wait(CLAIM_WAIT) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Denial::StreamInUse),
+            Err(e) => {
+                tracing::warn!(error = %e, "publishing with this node's lease alone: the shared store did not answer the claim");
+                Ok(())
+            }
+        }
+    }
+
+    /// Renews this node's leases in the shared store and reads the other nodes' ones; a
+    /// publish whose lease another node holds now is told to end. Returns how many were.
+    pub(crate) fn renew_shared(&self, wait: std::time::Duration) -> Result<usize, StoreError> {
+        let Some(shared) = &self.shared else {
+            return Ok(0);
+        };
+        let (held, pending) = {
+            let inner = self.lock();
+            let held: Vec<HeldLease> = inner
+                .leases
+                .values()
+                .filter_map(|l| held_lease(&inner, l.session))
+                .collect();
+            let pending = shared.renew(held.clone());
+            (held, pending)
+        };
+        let renewed = pending.wait(wait)?;
+        let kept: HashSet<&StreamName> = renewed.kept.iter().collect();
+        let mut inner = self.lock();
+        inner.others = renewed
+            .others
+            .into_iter()
+            .map(|o| (o.stream, o.subscribe_requires_auth))
+            .collect();
+        let lost: Vec<u64> = held
+            .iter()
+            .filter(|h| !kept.contains(&h.stream))
+            .filter(|h| {
+                inner
+                    .leases
+                    .get(&h.stream)
+                    .is_some_and(|l| l.session == h.session)
+            })
+            .map(|h| h.session)
+            .collect();
+        for id in &lost {
+            tracing::warn!(session = id, "another node holds this publish's lease now");
+        }
+        Ok(end_all(&inner, lost.iter(), Revocation::LeaseLost))
+    }
+
+    /// Gives up every lease of this node in the shared store, waiting at most `wait`.
+    pub(crate) fn release_all_shared(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+        match &self.shared {
+            Some(shared) => shared.release_all().wait(wait),
+            None => Ok(()),
         }
     }
 
@@ -343,6 +454,20 @@ impl Registry {
     }
 }
 
+/// The lease publish session `id` holds, as the shared store is told of it.
+fn held_lease(inner: &Inner, id: u64) -> Option<HeldLease> {
+    let session = inner.sessions.get(&id)?;
+    let lease = inner
+        .leases
+        .get(&session.facts.stream)
+        .filter(|l| l.session == id)?;
+    Some(HeldLease {
+        stream: session.facts.stream.clone(),
+        session: id,
+        subscribe_requires_auth: lease.subscribe_requires_auth,
+    })
+}
+
 /// Ends the sessions with these ids; returns how many were not ended before.
 fn end_all<'a>(inner: &Inner, ids: impl Iterator<Item = &'a u64>, why: Revocation) -> usize {
     ids.filter_map(|id| inner.sessions.get(id))
@@ -395,7 +520,10 @@ impl Drop for SessionGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::store::{SharedTable, LEASE_RENEW, LEASE_TTL};
 
     fn facts(action: Action, stream: &str) -> SessionFacts {
         SessionFacts {
@@ -513,5 +641,116 @@ mod tests {
             "expiry exactly at now ends the session"
         );
         assert_eq!(c.end().reason(), Some(Revocation::Expired));
+    }
+
+    fn node(table: &SharedTable, n: u32) -> Arc<Registry> {
+        Arc::new(Registry::sharing(Some(Arc::new(table.node(n)))))
+    }
+
+    /// A publish on `reg`, registered here and claimed in the cluster.
+    fn publish(reg: &Arc<Registry>, stream: &str, protect: bool) -> Result<SessionGuard, Denial> {
+        let mut a = admission(Action::Publish, stream, Some(1));
+        a.subscribe_requires_auth = protect;
+        let guard = reg.admit(a, None).map_err(|e| match e {
+            AdmitError::Denied(d) => d,
+            AdmitError::Retry => Denial::Unavailable,
+        })?;
+        reg.claim_shared(guard.id())?;
+        Ok(guard)
+    }
+
+    #[test]
+    fn a_stream_is_published_on_one_node_of_a_cluster_at_a_time() {
+        let table = SharedTable::default();
+        let (a, b) = (node(&table, 1), node(&table, 2));
+        let cam = StreamName::new("live/cam").unwrap();
+        let on_a = publish(&a, "live/cam", false).unwrap();
+        assert_eq!(table.holder(&cam), Some(1));
+        assert_eq!(
+            publish(&b, "live/cam", false).unwrap_err(),
+            Denial::StreamInUse
+        );
+        assert_eq!(
+            b.counts(),
+            SessionCounts::default(),
+            "the refused publish let go"
+        );
+        // Renewed, the lease outlives its first term.
+        for _ in 0..12 {
+            table.advance(LEASE_RENEW);
+            assert_eq!(a.renew_shared(LEASE_RENEW).unwrap(), 0);
+        }
+        assert_eq!(
+            publish(&b, "live/cam", false).unwrap_err(),
+            Denial::StreamInUse
+        );
+        // Released with the publish: B publishes at once.
+        drop(on_a);
+        assert_eq!(table.holder(&cam), None);
+        let on_b = publish(&b, "live/cam", false).unwrap();
+        assert_eq!(table.holder(&cam), Some(2));
+        drop(on_b);
+    }
+
+    #[test]
+    fn a_silent_nodes_lease_expires_and_it_ends_the_publish_it_lost() {
+        let table = SharedTable::default();
+        let (a, b) = (node(&table, 1), node(&table, 2));
+        let on_a = publish(&a, "live/cam", false).unwrap();
+        // A renews no more (dead, or cut off from the store): its lease lasts LEASE_TTL.
+        table.advance(LEASE_TTL - Duration::from_millis(1));
+        assert_eq!(
+            publish(&b, "live/cam", false).unwrap_err(),
+            Denial::StreamInUse
+        );
+        table.advance(Duration::from_millis(1));
+        let on_b = publish(&b, "live/cam", false).unwrap();
+        // A, back, finds its lease taken and ends its publish; B's stays.
+        assert_eq!(a.renew_shared(LEASE_RENEW).unwrap(), 1);
+        assert_eq!(on_a.end().reason(), Some(Revocation::LeaseLost));
+        assert_eq!(b.renew_shared(LEASE_RENEW).unwrap(), 0);
+        assert!(!on_b.end().is_ended());
+        // Its release does not touch B's lease.
+        drop(on_a);
+        assert_eq!(table.holder(&StreamName::new("live/cam").unwrap()), Some(2));
+        // A lease that expired while nobody took it is claimed again by its renewal.
+        let on_a = publish(&a, "live/other", false).unwrap();
+        table.advance(LEASE_TTL * 2);
+        assert_eq!(a.renew_shared(LEASE_RENEW).unwrap(), 0);
+        assert!(!on_a.end().is_ended());
+        assert_eq!(
+            publish(&b, "live/other", false).unwrap_err(),
+            Denial::StreamInUse
+        );
+        drop((on_a, on_b));
+    }
+
+    #[test]
+    fn whether_a_stream_needs_subscribe_tokens_is_known_on_every_node() {
+        let table = SharedTable::default();
+        let (a, b) = (node(&table, 1), node(&table, 2));
+        let protected = publish(&a, "live/p", true).unwrap();
+        let open = publish(&a, "live/o", false).unwrap();
+        b.renew_shared(LEASE_RENEW).unwrap();
+        let anonymous = |stream| {
+            b.admit(admission(Action::Play, stream, None), None)
+                .unwrap_err()
+        };
+        assert_eq!(anonymous("live/p"), AdmitError::Denied(Denial::Missing));
+        assert_eq!(
+            anonymous("live/o"),
+            AdmitError::Denied(Denial::StreamNotLive)
+        );
+        assert_eq!(
+            anonymous("live/x"),
+            AdmitError::Denied(Denial::StreamNotLive)
+        );
+        // Once the publish ended and B renewed, the stream is not live anywhere.
+        drop((protected, open));
+        b.renew_shared(LEASE_RENEW).unwrap();
+        assert_eq!(
+            anonymous("live/p"),
+            AdmitError::Denied(Denial::StreamNotLive)
+        );
     }
 }

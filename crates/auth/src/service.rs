@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jwt::JwtVerifier;
 use crate::registry::{Registry, TokenChange};
-use crate::store::{BoundIps, NewToken, StoreChange, StoreError, TokenStore, TokenUpdate};
+use crate::store::{
+    BoundIps, NewToken, StoreChange, StoreError, TokenStore, TokenUpdate, LEASE_RENEW, LEASE_TTL,
+};
 use crate::token::{SpecError, TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
 use crate::{Secret, SecretHash};
 
@@ -200,10 +202,11 @@ impl Auth {
             index.insert(Arc::new(Entry::from_record(record)));
         }
         let revoked = store.load_revoked_jtis()?.into_iter().collect();
+        let registry = Registry::sharing(store.leases());
         Ok(Self {
             store,
             index: RwLock::new(index),
-            registry: Arc::new(Registry::default()),
+            registry: Arc::new(registry),
             config,
             mutate: Mutex::new(()),
             jwt: None,
@@ -521,8 +524,23 @@ impl Auth {
     /// token they change is read again and swapped into the index, and its live sessions are
     /// decided again, as for a change made here; a revoked signed-token id ends its sessions.
     /// What cannot be read (the database is unreachable) is read again, all of it, once it
-    /// can be. Nothing to do for a store only this node writes.
+    /// can be. With a store that shares publish leases, a second thread renews this node's
+    /// leases every [`LEASE_RENEW`]. Nothing to do for a store only this node writes.
     pub fn follow_store(self: &Arc<Self>) -> std::io::Result<()> {
+        if self.registry.shares_leases() {
+            let auth = Arc::downgrade(self);
+            std::thread::Builder::new()
+                .name("lease-renew".into())
+                .spawn(move || loop {
+                    std::thread::sleep(LEASE_RENEW);
+                    let Some(auth) = auth.upgrade() else {
+                        return;
+                    };
+                    if let Err(e) = auth.registry.renew_shared(LEASE_TTL) {
+                        tracing::warn!(error = %e, "could not renew this node's publish leases");
+                    }
+                })?;
+        }
         let Some(changes) = self.store.changes() else {
             return Ok(());
         };
@@ -633,6 +651,12 @@ impl Auth {
             sessions = ended,
             "signed token revoked through another node"
         );
+    }
+
+    /// Gives up this node's publish leases in a shared store, so that other nodes may publish
+    /// its streams at once: at shutdown, once its sessions ended. Waits at most `wait`.
+    pub fn release_leases(&self, wait: Duration) -> Result<(), AuthError> {
+        Ok(self.registry.release_all_shared(wait)?)
     }
 
     /// Tells the sessions of tokens expired at `now` to end.

@@ -387,7 +387,7 @@ async fn open(
     let admission = &ctx.admission;
     let auth = admission.auth();
     // Tokens that count their uses are spent once per playback: no rejoining.
-    let rejoin = (!auth.grant_writes(token)).then_some(RejoinKey {
+    let rejoin = (!auth.spends_uses(token)).then_some(RejoinKey {
         token,
         stream: name,
         ip: req.ip,

@@ -36,6 +36,8 @@ use crate::supervise::{spawn_listener, PanicCount};
 
 /// Name of the token database inside the data dir.
 const DB_FILE: &str = "streamgate.db";
+/// How long shutdown waits for the shared store to release this node's publish leases.
+const LEASE_RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for sessions to end before leaving anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// File descriptors kept aside for the store, the WebRTC sockets and the like, beyond the
@@ -117,8 +119,15 @@ fn raise_descriptor_limit(config: &Config) {
 
 /// Libraries whose own log lines are kept to errors unless the filter names them: the SRT
 /// crates log every packet at debug (stream ids, and so tokens, included) and warn once per
-/// malformed datagram, which any peer can send; the TS reader warns on every damaged packet.
-const QUIET_LIBRARIES: [&str; 3] = ["srt_protocol", "srt_tokio", "mpeg2ts_reader"];
+/// malformed datagram, which any peer can send; the TS reader warns on every damaged packet;
+/// the PostgreSQL client logs every statement's parameters at debug (token policies, SRT
+/// passphrases among them).
+const QUIET_LIBRARIES: [&str; 4] = [
+    "srt_protocol",
+    "srt_tokio",
+    "mpeg2ts_reader",
+    "tokio_postgres",
+];
 
 /// The configured filter, with [`QUIET_LIBRARIES`] at `error` unless it mentions them.
 fn log_filter(level: &str) -> String {
@@ -453,6 +462,16 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     .await;
     if drained.is_err() {
         tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}");
+    }
+    // Other nodes may publish this node's streams at once, without waiting for the leases to
+    // expire.
+    let released = tokio::task::spawn_blocking(move || auth.release_leases(LEASE_RELEASE_WAIT));
+    match released.await {
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not release the publish leases; they expire")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not release the publish leases; they expire"),
+        Ok(Ok(())) => {}
     }
     Ok(())
 }

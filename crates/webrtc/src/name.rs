@@ -47,6 +47,7 @@ pub fn revocation_reason(r: Revocation) -> &'static str {
         },
         Revocation::PublisherEnded => "the publish that admitted this viewer ended",
         Revocation::NowProtected => "the stream now requires a subscribe token",
+        Revocation::LeaseLost => "another node publishes this stream now",
     }
 }
 

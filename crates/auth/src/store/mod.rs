@@ -3,12 +3,20 @@
 //! step with it and writes through; only spending a use of a limited token (`maxUses`,
 //! `bindIpsOnUsage`) asks the store, which holds the count.
 
+mod leases;
 mod memory;
 mod postgres;
 mod sqlite;
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+#[cfg(test)]
+pub(crate) use leases::memory::SharedTable;
+pub use leases::{
+    HeldLease, LeaseStore, OtherLease, Pending, Renewed, LEASE_RENEW, LEASE_TTL, MAX_OTHER_LEASES,
+};
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -162,10 +170,40 @@ struct Job<O, D> {
 
 /// Hands `op` to the thread behind `jobs` and waits for its answer.
 fn run_job<O, D>(jobs: &std::sync::mpsc::Sender<Job<O, D>>, op: O) -> Result<D, StoreError> {
+    submit(jobs, op)?.recv().map_err(|_| StoreError::Closed)?
+}
+
+/// Hands `op` to the thread behind `jobs`; its answer comes on the receiver returned.
+fn submit<O, D>(
+    jobs: &std::sync::mpsc::Sender<Job<O, D>>,
+    op: O,
+) -> Result<std::sync::mpsc::Receiver<Result<D, StoreError>>, StoreError> {
     let (reply, wait) = std::sync::mpsc::sync_channel(1);
     jobs.send(Job { op, reply })
         .map_err(|_| StoreError::Closed)?;
-    wait.recv().map_err(|_| StoreError::Closed)?
+    Ok(wait)
+}
+
+/// The answer to `op`, handed to the thread behind `jobs`, as `answer` reads it: waited for at
+/// most the time given to [`Pending::wait`].
+fn pending<O, D: Send + 'static, T>(
+    jobs: &std::sync::mpsc::Sender<Job<O, D>>,
+    op: O,
+    answer: impl FnOnce(D) -> Result<T, StoreError> + Send + 'static,
+) -> Pending<T>
+where
+    T: Send + 'static,
+{
+    match submit(jobs, op) {
+        Ok(wait) => Pending::new(move |limit: Duration| match wait.recv_timeout(limit) {
+            Ok(done) => answer(done?),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(StoreError::Unavailable(
+                format!("no answer within {limit:?}"),
+            )),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(StoreError::Closed),
+        }),
+        Err(e) => Pending::ready(Err(e)),
+    }
 }
 
 /// A change another node made to a shared store ([`TokenStore::changes`]).
@@ -204,6 +242,11 @@ pub trait TokenStore: Send + Sync + 'static {
     fn load_revoked_jtis(&self) -> Result<Vec<(String, Option<UnixMillis>)>, StoreError>;
     /// Records a revoked signed-token id.
     fn revoke_jti(&self, jti: &str, expires_on: Option<UnixMillis>) -> Result<(), StoreError>;
+    /// The publish leases of a store several nodes share; `None` for a store only this node
+    /// uses, whose registry alone answers who publishes a stream.
+    fn leases(&self) -> Option<Arc<dyn LeaseStore>> {
+        None
+    }
 }
 
 #[cfg(test)]

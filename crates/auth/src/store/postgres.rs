@@ -18,16 +18,19 @@
 
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::{mpsc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{Client, Config, NoTls, Row, Transaction};
 
-use super::{NewToken, Spent, StoreChange, StoreError, TokenStore, TokenUpdate, UseLimits};
+use super::{
+    HeldLease, LeaseStore, NewToken, OtherLease, Pending, Renewed, Spent, StoreChange, StoreError,
+    TokenStore, TokenUpdate, UseLimits, LEASE_TTL, MAX_OTHER_LEASES,
+};
 use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};
-use crate::SecretHash;
+use crate::{SecretHash, StreamName};
 
 /// Schema migrations, applied in order.
 const MIGRATIONS: &[&str] = &[
@@ -45,6 +48,15 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE revoked_jti (
         jti TEXT PRIMARY KEY,
         expires_on BIGINT
+    );",
+    // 3: publish leases, one per live stream name, held by a node (the process's random id)
+    // until it expires by the database's clock.
+    "CREATE TABLE publish_leases (
+        stream TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        session BIGINT NOT NULL,
+        subscribe_requires_auth BOOLEAN NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
     );",
 ];
 
@@ -80,6 +92,22 @@ const SPEND: &str = "UPDATE tokens SET
         AND ($3::INTEGER IS NULL OR $4 = ANY(bound_ips) OR cardinality(bound_ips) < $3)
     RETURNING uses, bound_ips";
 
+/// Takes leases, one per row of the arrays `$3` (stream), `$4` (session) and `$5` (whether it
+/// needs subscribe tokens), for holder `$1` and `$2` seconds: a lease of the same holder is
+/// renewed, an expired one of another taken over, a live one of another left. Returns the
+/// streams taken.
+const TAKE_LEASES: &str = "INSERT INTO publish_leases AS l
+        (stream, holder, session, subscribe_requires_auth, expires_at)
+    SELECT h.stream, $1, h.session, h.protect, now() + make_interval(secs => $2)
+        FROM unnest($3::TEXT[], $4::BIGINT[], $5::BOOLEAN[]) AS h(stream, session, protect)
+    ON CONFLICT (stream) DO UPDATE SET
+        holder = EXCLUDED.holder,
+        session = EXCLUDED.session,
+        subscribe_requires_auth = EXCLUDED.subscribe_requires_auth,
+        expires_at = EXCLUDED.expires_at
+    WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
+    RETURNING stream";
+
 enum Op {
     Load,
     Fetch(TokenId),
@@ -89,6 +117,10 @@ enum Op {
     Delete(TokenId),
     Spend(TokenId, IpAddr, UseLimits),
     RevokeJti(String, Option<UnixMillis>),
+    Claim(HeldLease),
+    Renew(Vec<HeldLease>),
+    Release(StreamName, u64),
+    ReleaseAll,
 }
 
 enum Done {
@@ -98,6 +130,8 @@ enum Done {
     Id(TokenId),
     Changed(bool),
     Spent(Spent),
+    Claimed(bool),
+    Renewed(Renewed),
 }
 
 type Job = super::Job<Op, Done>;
@@ -107,6 +141,13 @@ type Job = super::Job<Op, Done>;
 pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
     changes: Mutex<Option<mpsc::Receiver<StoreChange>>>,
+}
+
+/// The publish leases in the database, run by the store's thread in turn with its other
+/// operations.
+#[derive(Debug)]
+struct PostgresLeases {
+    jobs: mpsc::Sender<Job>,
 }
 
 impl PostgresStore {
@@ -476,6 +517,47 @@ fn apply(
             tx.commit()?;
             Ok(Done::Changed(n > 0))
         }
+        Op::Claim(lease) => {
+            let taken = take_leases(client, node, std::slice::from_ref(lease))?;
+            Ok(Done::Claimed(!taken.is_empty()))
+        }
+        Op::Renew(held) => {
+            let mut tx = client.transaction()?;
+            tx.execute("DELETE FROM publish_leases WHERE expires_at <= now()", &[])?;
+            let taken = take_leases(&mut tx, node, held)?;
+            let limit = i64::try_from(MAX_OTHER_LEASES).unwrap_or(i64::MAX);
+            let rows = tx.query(
+                "SELECT stream, subscribe_requires_auth FROM publish_leases
+                    WHERE holder <> $1 AND expires_at > now() LIMIT $2",
+                &[&node, &limit],
+            )?;
+            tx.commit()?;
+            let others = rows
+                .iter()
+                .filter_map(|r| {
+                    let stream: String = r.get(0);
+                    Some(OtherLease {
+                        stream: StreamName::new(&stream).ok()?,
+                        subscribe_requires_auth: r.get(1),
+                    })
+                })
+                .collect();
+            Ok(Done::Renewed(Renewed {
+                kept: taken,
+                others,
+            }))
+        }
+        Op::Release(stream, session) => {
+            let n = client.execute(
+                "DELETE FROM publish_leases WHERE stream = $1 AND holder = $2 AND session = $3",
+                &[&stream.as_str(), &node, &session_id(*session)],
+            )?;
+            Ok(Done::Changed(n > 0))
+        }
+        Op::ReleaseAll => {
+            let n = client.execute("DELETE FROM publish_leases WHERE holder = $1", &[&node])?;
+            Ok(Done::Changed(n > 0))
+        }
         Op::Spend(id, ip, limits) => {
             let counted: i32 = i32::from(limits.max_uses.is_some());
             let ip_text = ip.to_string();
@@ -521,6 +603,36 @@ fn apply(
             Ok(Done::Spent(spent))
         }
     })
+}
+
+/// A session id as the database stores it.
+fn session_id(session: u64) -> i64 {
+    i64::try_from(session).unwrap_or(i64::MAX)
+}
+
+/// Takes or renews `leases` for `node` ([`TAKE_LEASES`]); the streams taken.
+fn take_leases(
+    client: &mut impl ::postgres::GenericClient,
+    node: &str,
+    leases: &[HeldLease],
+) -> Result<Vec<StreamName>, ::postgres::Error> {
+    let streams: Vec<&str> = leases.iter().map(|l| l.stream.as_str()).collect();
+    let sessions: Vec<i64> = leases.iter().map(|l| session_id(l.session)).collect();
+    let protect: Vec<bool> = leases.iter().map(|l| l.subscribe_requires_auth).collect();
+    let rows = client.query(
+        TAKE_LEASES,
+        &[
+            &node,
+            &LEASE_TTL.as_secs_f64(),
+            &streams,
+            &sessions,
+            &protect,
+        ],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| StreamName::new(r.get::<_, &str>(0)).ok())
+        .collect())
 }
 
 fn parse_ips(id: i64, texts: Vec<String>) -> Result<Vec<IpAddr>, StoreError> {
@@ -628,6 +740,40 @@ impl TokenStore for PostgresStore {
             Done::Changed(_) => Ok(()),
             _ => Err(unexpected()),
         }
+    }
+
+    fn leases(&self) -> Option<Arc<dyn LeaseStore>> {
+        Some(Arc::new(PostgresLeases {
+            jobs: self.jobs.clone(),
+        }))
+    }
+}
+
+impl LeaseStore for PostgresLeases {
+    fn claim(&self, lease: HeldLease) -> Pending<bool> {
+        super::pending(&self.jobs, Op::Claim(lease), |done| match done {
+            Done::Claimed(taken) => Ok(taken),
+            _ => Err(unexpected()),
+        })
+    }
+
+    fn renew(&self, held: Vec<HeldLease>) -> Pending<Renewed> {
+        super::pending(&self.jobs, Op::Renew(held), |done| match done {
+            Done::Renewed(renewed) => Ok(renewed),
+            _ => Err(unexpected()),
+        })
+    }
+
+    fn release(&self, stream: &StreamName, session: u64) {
+        // Nobody waits for it: a release that fails leaves a lease that expires.
+        let _ = super::submit(&self.jobs, Op::Release(stream.clone(), session));
+    }
+
+    fn release_all(&self) -> Pending<()> {
+        super::pending(&self.jobs, Op::ReleaseAll, |done| match done {
+            Done::Changed(_) => Ok(()),
+            _ => Err(unexpected()),
+        })
     }
 }
 
