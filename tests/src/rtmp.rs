@@ -108,6 +108,25 @@ impl RtmpClient {
         Ok((video, audio))
     }
 
+    /// Reads for `duration`, returning each video message's timestamp and when it arrived.
+    pub fn video_arrivals(&mut self, duration: Duration) -> Result<Vec<(u32, Instant)>, String> {
+        let mut out = Vec::new();
+        let _ = self
+            .socket
+            .set_read_timeout(Some(Duration::from_millis(20)));
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            self.read_once()?;
+            let now = Instant::now();
+            for e in self.pending.drain(..) {
+                if let ClientSessionEvent::VideoDataReceived { timestamp, .. } = e {
+                    out.push((timestamp.value, now));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Asks to publish `key` and waits for the acceptance.
     pub fn publish(&mut self, key: &str) -> Result<(), String> {
         let r = self

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 
 use serde_json::json;
-use streamgate_tests::ffmpeg::publish_args;
+use streamgate_tests::browser::{assert_plays, wait_status, Browser};
+use streamgate_tests::ffmpeg::{self, publish_args};
+use streamgate_tests::hls;
 use streamgate_tests::postgres::Postgres;
 use streamgate_tests::rtmp::{closed_within, RtmpClient};
-use streamgate_tests::srt::{call, CallResult};
+use streamgate_tests::srt::{self, call, CallResult};
 use streamgate_tests::{wait_until, Options, Server, TempDir};
 
 /// How long a node's publish lease outlives its last renewal (the server's `LEASE_TTL`).
@@ -19,17 +21,22 @@ const LEASE_TTL: Duration = Duration::from_secs(5);
 const LEASE_RENEW: Duration = Duration::from_secs(1);
 
 /// A node on `pg`, failed authentications not delayed (the tests fail many on purpose), with
-/// the signing key of signed tokens that every node shares.
+/// the signing key of signed tokens and the cluster secret that every node shares, and its
+/// WebRTC candidates on loopback.
 fn node(pg: &Postgres) -> Server {
-    Server::start_with(
-        Options::default()
-            .env("STREAMGATE_STORE_URL", &pg.url())
-            .env("STREAMGATE_AUTH_FAILURE_DELAY_MS", "0")
-            .env(
-                "STREAMGATE_JWT_HS256_SECRET",
-                "cluster-signing-key-0123456789abcdef",
-            ),
-    )
+    Server::start_with(node_options(pg))
+}
+
+fn node_options(pg: &Postgres) -> Options {
+    Options::default()
+        .env("STREAMGATE_STORE_URL", &pg.url())
+        .env("STREAMGATE_AUTH_FAILURE_DELAY_MS", "0")
+        .env(
+            "STREAMGATE_JWT_HS256_SECRET",
+            "cluster-signing-key-0123456789abcdef",
+        )
+        .env("STREAMGATE_CLUSTER_SECRET", "cluster-secret-0123456789")
+        .env("STREAMGATE_WEBRTC_ICE_IPS", "127.0.0.1")
 }
 
 /// Milliseconds from the request of a change through one node until the server closed `c`,
@@ -409,4 +416,236 @@ fn a_killed_nodes_leases_expire_and_its_streams_can_be_published_on_another() {
         &publish_args(&b.rtmp_url("live/cam1", Some(&token)), None),
     );
     assert_eq!(leases(&pg), "live/cam1");
+}
+
+/// Live sessions of `protocol` and `action` on `s`, by its metrics.
+fn live_sessions(s: &Server, protocol: &str, action: &str) -> u64 {
+    let prefix = format!("streamgate_sessions{{protocol=\"{protocol}\",action=\"{action}\"}} ");
+    s.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An anonymous RTMP viewer of `live/<stream>` on `s`.
+fn rtmp_viewer(s: &Server, stream: &str) -> Result<RtmpClient, String> {
+    let mut c = RtmpClient::connect(s.rtmp, "live")?;
+    c.play(stream)?;
+    Ok(c)
+}
+
+#[test]
+fn a_stream_published_on_one_node_plays_on_another_over_every_protocol() {
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let dir = TempDir::new("cluster-edge");
+    let (_, token) = a.create_token("publish", json!({"label": "origin"}));
+    let _publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    // B learns of the publish at its next renewal.
+    std::thread::sleep(LEASE_RENEW + Duration::from_millis(300));
+    // RTMP, anonymous: picture and sound.
+    let rtmp = rtmp_viewer(&b, "cam1")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .watch();
+    // SRT, recorded by ffmpeg.
+    let srt_file = dir.path().join("edge-srt.flv");
+    let srt_args =
+        ffmpeg::record_args(&srt::url(b.srt, "live/cam1,mode=request", ""), 4, &srt_file);
+    let srt_recorder = std::thread::spawn(move || ffmpeg::run(&srt_args, Duration::from_secs(30)));
+    // WebRTC in a browser, anonymous.
+    let mut browser = Browser::launch();
+    let tab = browser.open(&format!("http://{}/play.html?id=live/cam1", b.http));
+    wait_status(&mut browser, &tab, "playing", 20);
+    assert_plays(
+        &mut browser,
+        &tab,
+        "streamgate.state.pc",
+        "webrtc on the edge",
+    );
+    let (out, _) = srt_recorder.join().unwrap_or_else(|_| panic!("recorder"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_picture_and_sound("srt", &srt_file);
+    let report = rtmp.finish();
+    assert!(report.video > 60 && report.audio > 60, "rtmp: {report:?}");
+    // All of them from one pull: A has one viewer, B.
+    assert_eq!(live_sessions(&a, "rtmp", "play"), 1);
+    assert_eq!(live_sessions(&b, "cluster", "publish"), 1);
+    // The pull stops with B's last viewer.
+    browser.close(&tab);
+    let stopped = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || live_sessions(
+            &a, "rtmp", "play"
+        ) == 0),
+        "the pull went on without viewers"
+    );
+    eprintln!(
+        "pull stopped {} ms after B's last viewer left",
+        stopped.elapsed().as_millis()
+    );
+    assert_eq!(live_sessions(&b, "cluster", "publish"), 0);
+    // HLS, as a player opens it (the master playlist), pulls again.
+    let hls_file = dir.path().join("edge-hls.flv");
+    let hls_url = format!("http://{}{}", b.http, hls::master_path("live/cam1", None));
+    let (out, _) = ffmpeg::run(
+        &ffmpeg::record_args(&hls_url, 4, &hls_file),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_picture_and_sound("hls", &hls_file);
+    assert_eq!(live_sessions(&a, "rtmp", "play"), 1);
+}
+
+/// Asserts that a recording has H.264 and AAC, a few seconds of each.
+fn assert_picture_and_sound(what: &str, file: &std::path::Path) {
+    let p = ffmpeg::probe(file);
+    assert_eq!(p.video_codec.as_deref(), Some("h264"), "{what}: {p:?}");
+    assert_eq!(p.audio_codec.as_deref(), Some("aac"), "{what}: {p:?}");
+    assert!(
+        p.video_packets > 60 && p.audio_packets > 60,
+        "{what}: {p:?}"
+    );
+}
+
+#[test]
+fn deleting_the_publish_token_through_a_third_node_ends_the_publish_and_the_edge_viewers() {
+    let pg = Postgres::start();
+    let (a, b, c) = (node(&pg), node(&pg), node(&pg));
+    let dir = TempDir::new("cluster-delete");
+    let (id, token) = c.create_token("publish", json!({"label": "through C"}));
+    let (_, viewer_token) = c.create_token("subscribe", json!({"label": "viewer"}));
+    // A hears of the token from C.
+    assert!(wait_until(Duration::from_secs(1), || publish(
+        &a, "probe", &token
+    )
+    .is_ok()));
+    let mut publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    std::thread::sleep(LEASE_RENEW + Duration::from_millis(300));
+    // On B: an anonymous viewer and one with a subscribe token, both playing.
+    let mut anonymous = rtmp_viewer(&b, "cam1").unwrap_or_else(|e| panic!("{e}"));
+    let mut with_token =
+        rtmp_viewer(&b, &format!("cam1?token={viewer_token}")).unwrap_or_else(|e| panic!("{e}"));
+    for v in [&mut anonymous, &mut with_token] {
+        let (video, audio) = v.count_media(Duration::from_secs(2)).unwrap_or_default();
+        assert!(video > 10 && audio > 10, "{video} {audio}");
+    }
+    let start = Instant::now();
+    let r = c.api("DELETE", &format!("/api/publish_token/{id}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (what, v) in [
+        ("anonymous", &mut anonymous),
+        ("with a token", &mut with_token),
+    ] {
+        let left = Duration::from_secs(1).saturating_sub(start.elapsed());
+        assert!(
+            closed_within(&mut v.socket, left),
+            "B's viewer {what} still plays"
+        );
+    }
+    let left = Duration::from_secs(1).saturating_sub(start.elapsed());
+    assert!(
+        publisher.wait_exit(left).is_some(),
+        "A's publish still runs"
+    );
+    eprintln!(
+        "publish on A and viewers on B ended {} ms after the deletion through C",
+        start.elapsed().as_millis()
+    );
+    assert!(publish(&a, "cam1", &token).is_err());
+}
+
+#[test]
+fn the_edge_hop_adds_little_latency() {
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let dir = TempDir::new("cluster-latency");
+    let (_, token) = a.create_token("publish", json!({"label": "origin"}));
+    let _publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    std::thread::sleep(LEASE_RENEW + Duration::from_millis(300));
+    let mut on_b = rtmp_viewer(&b, "cam1").unwrap_or_else(|e| panic!("{e}"));
+    let mut on_a = rtmp_viewer(&a, "cam1").unwrap_or_else(|e| panic!("{e}"));
+    // The same frames, read on the origin and on the edge at once.
+    let read = Duration::from_secs(5);
+    let (at_a, at_b) = std::thread::scope(|scope| {
+        let on_b = scope.spawn(|| on_b.video_arrivals(read));
+        let at_a = on_a.video_arrivals(read);
+        (at_a, on_b.join().ok())
+    });
+    let at_a: std::collections::HashMap<u32, Instant> =
+        at_a.unwrap_or_default().into_iter().collect();
+    let mut extra: Vec<f64> = at_b
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(ts, t)| {
+            at_a.get(&ts).map(|a| match t.checked_duration_since(*a) {
+                Some(later) => later.as_secs_f64() * 1000.0,
+                None => -(a.duration_since(t).as_secs_f64() * 1000.0),
+            })
+        })
+        .collect();
+    assert!(extra.len() > 60, "{} frames seen on both", extra.len());
+    extra.sort_by(f64::total_cmp);
+    let at = |q: f64| extra[((extra.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "edge hop: {} frames, extra latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        extra.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    // Far below a GOP: the edge forwards frames as they come, it does not wait for a GOP.
+    assert!(at(0.5) < 250.0, "p50 {:.1} ms", at(0.5));
+}
+
+#[test]
+fn a_viewer_waiting_on_one_node_gets_the_stream_once_another_node_publishes_it() {
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let dir = TempDir::new("cluster-waiting");
+    let (_, token) = a.create_token("publish", json!({"label": "origin"}));
+    let (_, viewer_token) = a.create_token("subscribe", json!({"label": "viewer"}));
+    // A viewer with a subscribe token waits on B before anything is published.
+    let waiting = wait_until(Duration::from_secs(1), || {
+        rtmp_viewer(&b, &format!("probe?token={viewer_token}")).is_ok()
+    });
+    assert!(waiting, "B knows the subscribe token");
+    let viewer = rtmp_viewer(&b, &format!("cam1?token={viewer_token}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .watch();
+    let _publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    // B pulls once a renewal told it where the stream is.
+    assert!(
+        wait_until(LEASE_RENEW * 3, || live_sessions(&b, "cluster", "publish")
+            == 1),
+        "B did not pull"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let report = viewer.finish();
+    assert!(report.video > 30 && report.audio > 30, "{report:?}");
 }

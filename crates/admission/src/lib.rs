@@ -24,10 +24,12 @@ mod request;
 mod session;
 mod stats;
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
-use streamgate_auth::{Action, Auth, AuthFailures, Denial, FailurePolicy};
+use streamgate_auth::{
+    Action, Auth, AuthFailures, Denial, FailurePolicy, RemoteStream, StreamName,
+};
 use streamgate_relay::{Hub, WireFormat};
 
 pub use end::EndReason;
@@ -43,7 +45,24 @@ pub struct Admission {
     hub: Hub,
     failures: Arc<AuthFailures>,
     stats: Arc<AdmissionStats>,
+    /// What pulls the streams other nodes of the cluster publish, when configured.
+    edge: OnceLock<Arc<dyn EdgeRelay>>,
 }
+
+/// What serves this node's viewers a stream another node of the cluster publishes: it pulls
+/// the stream from there once and publishes it into this node's relay, for as long as this
+/// node has viewers of it.
+pub trait EdgeRelay: Send + Sync + std::fmt::Debug {
+    /// A viewer here asks for `stream`, which another node publishes as `remote` says: pull it,
+    /// unless that is already under way. Returns at once.
+    fn want(&self, stream: &StreamName, remote: &RemoteStream);
+}
+
+/// How long an anonymous viewer of a stream another node publishes waits for this node to
+/// start relaying it (an anonymous viewer is admitted only to a live publish).
+pub const EDGE_JOIN_WAIT: Duration = Duration::from_secs(3);
+/// How often that wait looks again.
+const EDGE_JOIN_POLL: Duration = Duration::from_millis(20);
 
 /// An admitted session of either kind.
 #[derive(Debug)]
@@ -80,7 +99,14 @@ impl Admission {
             hub,
             failures: Arc::new(AuthFailures::new(policy)),
             stats: Arc::new(AdmissionStats::default()),
+            edge: OnceLock::new(),
         }
+    }
+
+    /// Serves this node's viewers the streams other nodes publish through `edge`; false if
+    /// one was set already.
+    pub fn set_edge(&self, edge: Arc<dyn EdgeRelay>) -> bool {
+        self.edge.set(edge).is_ok()
     }
 
     /// The auth service.
@@ -107,8 +133,44 @@ impl Admission {
     /// Admits a publish or a play, as `req.action` says.
     pub async fn admit(&self, req: AdmitRequest) -> Result<Admitted, Denial> {
         let started = Instant::now();
+        // A viewer of a stream another node publishes: this node starts relaying it.
+        let edge = match (req.action, self.edge.get()) {
+            (Action::Play, Some(edge)) => self
+                .auth
+                .registry()
+                .remote(&req.stream)
+                .map(|remote| (edge, remote)),
+            _ => None,
+        };
+        if let Some((edge, remote)) = &edge {
+            edge.want(&req.stream, remote);
+        }
+        let mut result = self.decide_off_workers(&req).await;
+        if edge.is_some() && result.as_ref().is_err_and(|d| *d == Denial::StreamNotLive) {
+            // An anonymous viewer, who needs a live publish here: the relay's.
+            let deadline = Instant::now() + EDGE_JOIN_WAIT;
+            while Instant::now() < deadline && self.auth.registry().live(&req.stream).is_none() {
+                tokio::time::sleep(EDGE_JOIN_POLL).await;
+            }
+            result = self.decide_off_workers(&req).await;
+        }
+        self.stats.observe_latency(started.elapsed());
+        if let Err(d) = result {
+            self.refused(&req, d);
+            if d.is_auth_failure() {
+                let delay = self.failures.record(req.peer_ip, Instant::now());
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        result
+    }
+
+    /// The decision and the relay attachment, on the blocking pool when it waits for the store.
+    async fn decide_off_workers(&self, req: &AdmitRequest) -> Result<Admitted, Denial> {
         let waits = self.auth.decision_waits(req.action, req.token());
-        let result = if waits {
+        if waits {
             // One-time and N-use tokens record their use durably before the grant, and a
             // publish claims its lease in a store other nodes share: those wait for the disk
             // or the database, so they happen on the blocking pool.
@@ -122,19 +184,8 @@ impl Admission {
                 .await
                 .unwrap_or(Err(Denial::Unavailable))
         } else {
-            decide(&self.auth, &self.hub, &self.stats, &req)
-        };
-        self.stats.observe_latency(started.elapsed());
-        if let Err(d) = result {
-            self.refused(&req, d);
-            if d.is_auth_failure() {
-                let delay = self.failures.record(req.peer_ip, Instant::now());
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
+            decide(&self.auth, &self.hub, &self.stats, req)
         }
-        result
     }
 
     /// Admits a publish; a play request is refused as the wrong kind.
@@ -231,6 +282,8 @@ pub const fn wire_format(protocol: Protocol) -> Option<WireFormat> {
         Protocol::Srt => Some(WireFormat::MpegTs),
         Protocol::WebRtc | Protocol::Whip | Protocol::Whep => Some(WireFormat::Rtp),
         Protocol::Hls | Protocol::Dash => Some(WireFormat::Cmaf),
+        // Only publishes: a stream relayed from another node.
+        Protocol::Cluster => None,
     }
 }
 

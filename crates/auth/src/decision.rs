@@ -9,13 +9,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::cluster::{looks_like_proof, ProofUse};
 use crate::jwt::{looks_like_jwt, VerifiedClaims};
 use crate::registry::{Admission, AdmitError, SessionFacts, SessionGuard};
 use crate::rules::{canonical_ip, host_of, HostPattern};
 use crate::service::{unix_millis, Entry};
 use crate::store::{Spent, UseLimits};
 use crate::token::TokenKind;
-use crate::{AccessRequest, Action, Auth, Denial, Grant, SecretHash};
+use crate::{AccessRequest, Action, Auth, Denial, Grant, Protocol, SecretHash};
 
 /// How often a decision is taken again when its token changed while it was being taken.
 const MAX_DECISION_ATTEMPTS: usize = 8;
@@ -58,6 +59,7 @@ impl Auth {
         match req.token {
             None => self.authorize_anonymous(req),
             Some(token) if looks_like_jwt(token) => self.authorize_jwt(req, token, now),
+            Some(proof) if looks_like_proof(proof) => self.authorize_cluster(req, proof, now),
             Some(secret) => {
                 let entry = self
                     .read_index()
@@ -73,9 +75,10 @@ impl Auth {
     /// Registers a decided session; a publish also claims its stream's lease in a store other
     /// nodes share (on failure, the guard drops and releases what it took).
     fn register(&self, a: Admission, entry: Option<&Entry>) -> Result<SessionGuard, AdmitError> {
-        let publish = a.facts.action == Action::Publish;
+        // A relayed publish is another node's: the cluster lease is that node's.
+        let claims = a.facts.action == Action::Publish && !a.cluster;
         let guard = self.registry.admit(a, entry)?;
-        if publish {
+        if claims {
             self.registry.claim_shared(guard.id())?;
         }
         Ok(guard)
@@ -97,6 +100,7 @@ impl Auth {
                 expires_on: None,
                 subscribe_requires_auth: false,
                 anonymous: true,
+                cluster: false,
             },
             None,
         )?;
@@ -128,6 +132,7 @@ impl Auth {
                 expires_on: spec.expires_on,
                 subscribe_requires_auth,
                 anonymous: false,
+                cluster: false,
             },
             Some(entry),
         )?;
@@ -166,6 +171,7 @@ impl Auth {
                 expires_on: Some(claims.expires_on),
                 subscribe_requires_auth: claims.subscribe_requires_auth,
                 anonymous: false,
+                cluster: false,
             },
             None,
         )?;
@@ -178,6 +184,50 @@ impl Auth {
             guard,
             token: None,
             subscribe_requires_auth: claims.subscribe_requires_auth,
+            srt_passphrase: None,
+        })
+    }
+
+    /// Another node of the cluster, with a proof made with the cluster's secret: pulling a
+    /// stream live here (a viewer bound to its publish, whatever the stream's subscribe rule),
+    /// or, on the pulling node itself, publishing the pulled stream into this node's relay (a
+    /// relayed publish, which needs the subscribe tokens the origin's publish needs).
+    fn authorize_cluster(
+        &self,
+        req: &AccessRequest<'_>,
+        proof: &str,
+        now: SystemTime,
+    ) -> Result<Grant, AdmitError> {
+        let key = self.cluster.as_ref().ok_or(Denial::Unknown)?;
+        let (what, subscribe_requires_auth) = match req.action {
+            Action::Play => (ProofUse::Pull, false),
+            // Only this node's own relay publishes so; no listener speaks for it.
+            Action::Publish if req.protocol == Protocol::Cluster => {
+                let remote = self.registry.remote(req.stream);
+                (
+                    ProofUse::Relay,
+                    remote.is_some_and(|r| r.subscribe_requires_auth),
+                )
+            }
+            Action::Publish => return Err(Denial::WrongKind.into()),
+        };
+        key.verify(proof, what, req.stream, now)?;
+        let guard = self.register(
+            Admission {
+                token: None,
+                jti: None,
+                facts: SessionFacts::of(req),
+                expires_on: None,
+                subscribe_requires_auth,
+                anonymous: false,
+                cluster: true,
+            },
+            None,
+        )?;
+        Ok(Grant {
+            guard,
+            token: None,
+            subscribe_requires_auth,
             srt_passphrase: None,
         })
     }

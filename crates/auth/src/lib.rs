@@ -11,6 +11,7 @@
 //!
 //! This crate opens no sockets and knows no wire protocol.
 
+pub mod cluster;
 mod decision;
 mod end;
 mod failures;
@@ -30,7 +31,7 @@ pub use end::{Revocation, SessionEnd};
 pub use failures::{AuthFailures, FailurePolicy, MAX_FAILURE_SOURCES};
 pub use gate::{accept_loop, source_key, ConnectionGate, GatePass, GateRefusal, GateStats};
 pub use name::{StreamName, StreamNameError, MAX_STREAM_NAME_LEN};
-pub use registry::{LiveStream, Registry, SessionCounts, SessionFacts};
+pub use registry::{LiveStream, Registry, RemoteStream, SessionCounts, SessionFacts};
 pub use request::{AccessRequest, Action, Denial, Grant, Protocol};
 pub use secret::{random_urlsafe, secrets_match, Secret, SecretHash};
 pub use service::{
@@ -38,8 +39,8 @@ pub use service::{
     MAX_ITEMS_ON_PAGE,
 };
 pub use store::{
-    BoundIps, MemoryStore, PostgresStore, Spent, SqliteStore, StoreChange, StoreError, TokenStore,
-    TokenUpdate, UseLimits,
+    BoundIps, MemoryStore, NodeIdentity, PostgresStore, Spent, SqliteStore, StoreChange,
+    StoreError, TokenStore, TokenUpdate, UseLimits,
 };
 pub use time::iso8601;
 pub use token::{

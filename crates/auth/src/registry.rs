@@ -17,8 +17,14 @@
 //! "in use" when another node holds it. While the store cannot answer, a publish goes on with
 //! this node's lease alone, and the next renewal claims it; a renewal that finds the lease
 //! held by another node ends the publish here. Renewals also read which streams the other
-//! nodes publish, and whether their viewers need subscribe tokens: an anonymous viewer of a
-//! protected stream is refused for the missing token wherever the stream is published.
+//! nodes publish, where from, and whether their viewers need subscribe tokens: an anonymous
+//! viewer of a protected stream is refused for the missing token wherever the stream is
+//! published.
+//!
+//! A stream another node publishes is served here by a relayed publish: this node pulls it
+//! from its origin and registers the pull as a publish whose lease stays here (the origin
+//! holds the cluster's). Its anonymous viewers are bound to it as to any publish. On the
+//! origin, the pulling node is a viewer bound to the publish, whatever its subscribe rule.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -49,9 +55,18 @@ struct Inner {
     next_id: u64,
     sessions: HashMap<u64, Session>,
     leases: HashMap<StreamName, Lease>,
-    /// The streams other nodes publish, as the last renewal read them: whether their viewers
-    /// need subscribe tokens.
-    others: HashMap<StreamName, bool>,
+    /// The streams other nodes publish, as the last renewal read them.
+    others: HashMap<StreamName, RemoteStream>,
+}
+
+/// A stream another node publishes, as this node last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteStream {
+    /// Where other nodes pull it from (`host:port` of the origin's RTMP listener; empty when
+    /// the origin gives none).
+    pub origin: String,
+    /// Whether its viewers need a subscribe token.
+    pub subscribe_requires_auth: bool,
 }
 
 /// What a session asked for and from where: kept so that a change to its token can be
@@ -92,6 +107,8 @@ struct Lease {
     subscribe_requires_auth: bool,
     /// Anonymous viewers admitted while this publish runs.
     bound: HashSet<u64>,
+    /// A stream pulled from the node that publishes it: its cluster lease is that node's.
+    relayed: bool,
 }
 
 /// What the registry knows of a live stream.
@@ -114,6 +131,9 @@ pub(crate) struct Admission {
     pub subscribe_requires_auth: bool,
     /// Admitted without a token: a viewer is bound to the live publish.
     pub anonymous: bool,
+    /// Another node pulling the stream: a viewer bound to the live publish, whatever its
+    /// subscribe rule; a publish relaying what this node pulled, not claimed in the cluster.
+    pub cluster: bool,
 }
 
 /// Why a session was not registered.
@@ -194,8 +214,16 @@ impl Registry {
                     return Err(Denial::StreamInUse.into());
                 }
             }
+            Action::Play if a.cluster => match inner.leases.get(&a.facts.stream) {
+                None => return Err(Denial::StreamNotLive.into()),
+                Some(l) => bound_to = Some(l.session),
+            },
             Action::Play if anonymous => match inner.leases.get(&a.facts.stream) {
-                None if inner.others.get(&a.facts.stream) == Some(&true) => {
+                None if inner
+                    .others
+                    .get(&a.facts.stream)
+                    .is_some_and(|r| r.subscribe_requires_auth) =>
+                {
                     return Err(Denial::Missing.into())
                 }
                 None => return Err(Denial::StreamNotLive.into()),
@@ -213,6 +241,7 @@ impl Registry {
                 token: a.token,
                 subscribe_requires_auth: a.subscribe_requires_auth,
                 bound: HashSet::new(),
+                relayed: a.cluster,
             };
             inner.leases.insert(a.facts.stream.clone(), lease);
         }
@@ -263,9 +292,9 @@ impl Registry {
         {
             if let Some(lease) = inner.leases.remove(stream) {
                 end_all(&inner, lease.bound.iter(), Revocation::PublisherEnded);
-            }
-            if let Some(shared) = &self.shared {
-                shared.release(stream, id);
+                if let Some(shared) = self.shared.as_ref().filter(|_| !lease.relayed) {
+                    shared.release(stream, id);
+                }
             }
         }
     }
@@ -316,8 +345,28 @@ impl Registry {
         inner.others = renewed
             .others
             .into_iter()
-            .map(|o| (o.stream, o.subscribe_requires_auth))
+            .map(|o| {
+                let remote = RemoteStream {
+                    origin: o.origin,
+                    subscribe_requires_auth: o.subscribe_requires_auth,
+                };
+                (o.stream, remote)
+            })
             .collect();
+        // A relayed stream whose origin now needs subscribe tokens: its anonymous viewers here
+        // end, as they do there.
+        let mut newly_protected = Vec::new();
+        let Inner { leases, others, .. } = &mut *inner;
+        for (stream, lease) in leases.iter_mut().filter(|(_, l)| l.relayed) {
+            let protect = others
+                .get(stream)
+                .is_some_and(|r| r.subscribe_requires_auth);
+            if protect && !lease.subscribe_requires_auth {
+                newly_protected.extend(lease.bound.iter().copied());
+            }
+            lease.subscribe_requires_auth = protect;
+        }
+        let ended = end_all(&inner, newly_protected.iter(), Revocation::NowProtected);
         let lost: Vec<u64> = held
             .iter()
             .filter(|h| !kept.contains(&h.stream))
@@ -332,7 +381,7 @@ impl Registry {
         for id in &lost {
             tracing::warn!(session = id, "another node holds this publish's lease now");
         }
-        Ok(end_all(&inner, lost.iter(), Revocation::LeaseLost))
+        Ok(ended + end_all(&inner, lost.iter(), Revocation::LeaseLost))
     }
 
     /// Gives up every lease of this node in the shared store, waiting at most `wait`.
@@ -346,6 +395,16 @@ impl Registry {
     /// When session `id`'s token expires, as things stand (policy changes move it).
     pub(crate) fn expires_on(&self, id: u64) -> Option<UnixMillis> {
         self.lock().sessions.get(&id).and_then(|s| s.expires_on)
+    }
+
+    /// The stream of that name another node publishes, as this node last read it, unless it
+    /// is live here.
+    pub fn remote(&self, stream: &StreamName) -> Option<RemoteStream> {
+        let inner = self.lock();
+        if inner.leases.contains_key(stream) {
+            return None;
+        }
+        inner.others.get(stream).cloned()
     }
 
     /// The live stream of that name, if it is being published.
@@ -460,7 +519,7 @@ fn held_lease(inner: &Inner, id: u64) -> Option<HeldLease> {
     let lease = inner
         .leases
         .get(&session.facts.stream)
-        .filter(|l| l.session == id)?;
+        .filter(|l| l.session == id && !l.relayed)?;
     Some(HeldLease {
         stream: session.facts.stream.clone(),
         session: id,
@@ -545,6 +604,7 @@ mod tests {
             expires_on: None,
             subscribe_requires_auth: false,
             anonymous: token.is_none(),
+            cluster: false,
         }
     }
 

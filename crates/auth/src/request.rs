@@ -35,6 +35,9 @@ pub enum Protocol {
     Hls,
     /// MPEG-DASH over HTTP.
     Dash,
+    /// A stream this node pulls from the node of the cluster that publishes it, published
+    /// into this node's relay.
+    Cluster,
 }
 
 impl Protocol {
@@ -48,6 +51,7 @@ impl Protocol {
             Self::Whep => "whep",
             Self::Hls => "hls",
             Self::Dash => "dash",
+            Self::Cluster => "cluster",
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::ClusterKey;
 use crate::jwt::JwtVerifier;
 use crate::registry::{Registry, TokenChange};
 use crate::store::{
@@ -177,6 +178,8 @@ pub struct Auth {
     pub(crate) jwt: Option<JwtVerifier>,
     /// Revoked signed-token ids, with their expiry (Unix ms) when known.
     revoked: RwLock<HashMap<String, Option<UnixMillis>>>,
+    /// The secret the nodes of the cluster share, when configured.
+    pub(crate) cluster: Option<ClusterKey>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -211,6 +214,7 @@ impl Auth {
             mutate: Mutex::new(()),
             jwt: None,
             revoked: RwLock::new(revoked),
+            cluster: None,
         })
     }
 
@@ -218,6 +222,18 @@ impl Auth {
     pub fn with_jwt(mut self, verifier: JwtVerifier) -> Self {
         self.jwt = Some(verifier);
         self
+    }
+
+    /// Admits the other nodes of a cluster, and this node's pulls from them, by proofs made
+    /// with `key`.
+    pub fn with_cluster(mut self, key: ClusterKey) -> Self {
+        self.cluster = Some(key);
+        self
+    }
+
+    /// The cluster's shared secret, if configured.
+    pub fn cluster_key(&self) -> Option<&ClusterKey> {
+        self.cluster.as_ref()
     }
 
     /// The signed-token verifier, if configured.

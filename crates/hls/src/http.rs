@@ -399,8 +399,9 @@ async fn open(
         tracing::debug!(stream = %name, protocol = protocol.as_str(), peer = %req.ip, "http playback session rejoined");
         return Ok(session);
     }
-    // Nothing to play: answered before a token is spent.
-    if auth.registry().live(name).is_none() {
+    // Nothing to play: answered before a token is spent. A stream another node of the
+    // cluster publishes is pulled here by the admission.
+    if auth.registry().live(name).is_none() && auth.registry().remote(name).is_none() {
         return Err(refuse(StatusCode::NOT_FOUND, "the stream is not live"));
     }
     let pass = ctx.sessions.reserve(req.ip).map_err(|full| match full {

@@ -19,11 +19,13 @@ pub mod chunk;
 mod connection;
 pub mod control;
 pub mod dechunk;
+pub mod edge;
 mod encode;
 mod fanout;
 #[doc(hidden)]
 pub mod fuzzing;
 mod listener;
+pub mod pull;
 pub mod session;
 pub mod status;
 mod stop;

@@ -244,9 +244,11 @@ enum Role {
     Playing(Box<Playing>),
 }
 
-struct Publishing {
+/// A publish being read: what a publishing connection, or a pull from another node, turns
+/// its audio, video and data messages into.
+pub(crate) struct Publishing {
     /// The admitted publish: the relay's publisher, the stream's lease and the registration.
-    session: PublishSession,
+    pub(crate) session: PublishSession,
     stream_id: u32,
     /// Frames parsed from the current input, handed to the relay together (one wake-up of
     /// the viewers) at the end of the input or before a configuration change.
@@ -254,9 +256,47 @@ struct Publishing {
 }
 
 impl Publishing {
-    fn push_frames(&mut self) {
+    pub(crate) fn new(session: PublishSession, stream_id: u32) -> Self {
+        Self {
+            session,
+            stream_id,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Hands the frames read so far to the relay.
+    pub(crate) fn push_frames(&mut self) {
         if !self.frames.is_empty() {
             self.session.publisher().push_all(self.frames.drain(..));
+        }
+    }
+
+    /// Reads a data message: the encoder's metadata, if it is that.
+    pub(crate) fn take_data(&mut self, body: &[u8]) -> Result<(), Amf0Error> {
+        if let Some(meta) = metadata_from_amf(amf0::decode_all(body)?) {
+            self.push_frames();
+            set_metadata(self.session.publisher(), meta);
+        }
+        Ok(())
+    }
+
+    /// Reads an audio, video or aggregate message into frames and configurations.
+    pub(crate) fn take_media(&mut self, m: Message, peer: &SocketAddr) {
+        match m.type_id {
+            msg_type::AGGREGATE => {
+                for (type_id, timestamp, body) in aggregate_parts(&m.payload, m.timestamp) {
+                    match type_id {
+                        msg_type::AUDIO | msg_type::VIDEO => {
+                            ingest(self, type_id, timestamp, body, peer)
+                        }
+                        // Metadata that does not decode is skipped, as in an aggregate it
+                        // cannot be told from damage.
+                        msg_type::DATA_AMF0 => drop(self.take_data(&body)),
+                        _ => {}
+                    }
+                }
+            }
+            t => ingest(self, t, m.timestamp, m.payload, peer),
         }
     }
 }
@@ -768,11 +808,7 @@ impl Session {
             revoked: session.end_signal().token(),
         });
         self.granted = Some(("publish", stream));
-        self.role = Role::Publishing(Box::new(Publishing {
-            session,
-            stream_id,
-            frames: Vec::new(),
-        }));
+        self.role = Role::Publishing(Box::new(Publishing::new(session, stream_id)));
         self.requests += 1;
         self.deadline = Deadline::Idle(now + self.limits.idle_timeout);
     }
@@ -842,11 +878,7 @@ impl Session {
             }
             return Err(Close::Protocol("a data message before publish"));
         };
-        if let Some(meta) = metadata_from_amf(amf0::decode_all(body)?) {
-            p.push_frames();
-            set_metadata(p.session.publisher(), meta);
-        }
-        Ok(())
+        Ok(p.take_data(body)?)
     }
 
     fn media(&mut self, m: Message, now: Instant) -> Result<(), Close> {
@@ -859,27 +891,7 @@ impl Session {
             return Ok(());
         }
         self.deadline = Deadline::Idle(now + self.limits.idle_timeout);
-        match m.type_id {
-            msg_type::AGGREGATE => {
-                for (type_id, timestamp, body) in aggregate_parts(&m.payload, m.timestamp) {
-                    match type_id {
-                        msg_type::AUDIO | msg_type::VIDEO => {
-                            ingest(p, type_id, timestamp, body, &self.peer)
-                        }
-                        msg_type::DATA_AMF0 => {
-                            if let Ok(values) = amf0::decode_all(&body) {
-                                if let Some(meta) = metadata_from_amf(values) {
-                                    p.push_frames();
-                                    set_metadata(p.session.publisher(), meta);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            t => ingest(p, t, m.timestamp, m.payload, &self.peer),
-        }
+        p.take_media(m, &self.peer);
         Ok(())
     }
 

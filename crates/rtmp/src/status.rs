@@ -44,13 +44,13 @@ pub fn play_denied(d: Denial) -> (&'static str, String) {
 }
 
 /// An AMF0 message of `type_id` with `values`, on chunk stream `csid`.
-fn amf0_message(csid: u8, type_id: u8, stream_id: u32, values: &[Amf0Value]) -> Bytes {
+pub(crate) fn amf0_message(csid: u8, type_id: u8, stream_id: u32, values: &[Amf0Value]) -> Bytes {
     // Serialising values built here cannot fail, and they are far below the size limit.
     let payload = rml_amf0::serialize(&values.to_vec()).unwrap_or_default();
     encode_message(csid, 0, type_id, stream_id, &payload).unwrap_or_default()
 }
 
-fn text(s: &str) -> Amf0Value {
+pub(crate) fn text(s: &str) -> Amf0Value {
     Amf0Value::Utf8String(s.to_owned())
 }
 

@@ -132,6 +132,8 @@ pub struct Config {
     pub workers: usize,
     /// Where tokens are stored.
     pub store: StoreSection,
+    /// The other nodes sharing the store.
+    pub cluster: ClusterSection,
     /// HTTP listener.
     pub http: HttpSection,
     /// TLS: the certificate of the HTTPS and RTMPS listeners.
@@ -472,6 +474,57 @@ impl StoreSection {
     }
 }
 
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's name, shown beside its publish leases in the shared store.
+    pub node_id: String,
+    /// Where the other nodes reach this node's RTMP listener to pull the streams published
+    /// here (`host:port`); empty: the RTMP listen address, when it is not a wildcard.
+    pub advertise: String,
+    /// The secret the nodes share to pull streams from each other; empty: none do.
+    pub secret: ConfigSecret,
+}
+
+impl ClusterSection {
+    /// Where the other nodes pull this node's streams from: `advertise`, else the RTMP
+    /// listen address when it names one interface; empty: nowhere.
+    pub fn origin(&self, rtmp_listen: SocketAddr) -> String {
+        if !self.advertise.is_empty() {
+            return self.advertise.clone();
+        }
+        if rtmp_listen.ip().is_unspecified() {
+            return String::new();
+        }
+        rtmp_listen.to_string()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let secret = self.secret.expose();
+        if !secret.is_empty() && secret.len() < streamgate_auth::cluster::MIN_CLUSTER_SECRET_LEN {
+            return Err(ConfigError(format!(
+                "cluster.secret (STREAMGATE_CLUSTER_SECRET): must be at least {} bytes, or empty for none",
+                streamgate_auth::cluster::MIN_CLUSTER_SECRET_LEN
+            )));
+        }
+        if !self.advertise.is_empty()
+            && !self
+                .advertise
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return Err(ConfigError(
+                "cluster.advertise: must be host:port, such as 10.0.0.5:1935".into(),
+            ));
+        }
+        if self.node_id.len() > 128 {
+            return Err(ConfigError("cluster.node_id: at most 128 bytes".into()));
+        }
+        Ok(())
+    }
+}
+
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -571,6 +624,9 @@ pub const SETTINGS: &[Setting] = &[
     setting("data_dir", "DIR", "Data directory (token database, generated secrets)"),
     setting("workers", "N", "Worker threads serving the connections, 0 for one per core (at most 1024)"),
     secret("store.url", "URL", "PostgreSQL database for the tokens (postgres://user:password@host:port/db); empty: SQLite in the data dir (prefer the environment variable)"),
+    setting("cluster.node_id", "NAME", "This node's name among the nodes sharing the PostgreSQL store"),
+    setting("cluster.advertise", "HOST:PORT", "Where the other nodes reach this node's RTMP listener to pull its streams; empty: rtmp.listen unless it is a wildcard"),
+    secret("cluster.secret", "SECRET", "Secret the nodes share to pull streams from each other, at least 16 bytes; empty: no relay between nodes (prefer the environment variable)"),
     setting("http.listen", "ADDR", "HTTP listen address: REST API, WebSocket, pages, /healthz, /metrics"),
     setting("http.header_timeout", "SECONDS", "Time to send a request head (also the keep-alive idle time)"),
     setting("http.body_timeout", "SECONDS", "Time to send a request body"),
@@ -649,6 +705,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             workers: 0,
             store: StoreSection::default(),
+            cluster: ClusterSection::default(),
             http: HttpSection::default(),
             tls: TlsSection::default(),
             https: HttpsSection::default(),
@@ -1222,6 +1279,7 @@ impl Config {
     /// Checks the timeouts and bounds: none may be switched off.
     fn validate_limits(&self) -> Result<(), ConfigError> {
         self.hls.validate()?;
+        self.cluster.validate()?;
         for (name, ms) in [
             ("rtmp.write_coalesce_ms", self.rtmp.write_coalesce_ms),
             (

@@ -17,13 +17,15 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use clap::error::ErrorKind;
-use streamgate_admission::Admission;
+use streamgate_admission::{Admission, EdgeRelay};
 use streamgate_api::{ApiState, Health, MetricsAccess};
+use streamgate_auth::cluster::ClusterKey;
 use streamgate_auth::jwt::JwtVerifier;
 use streamgate_auth::{
-    Auth, AuthConfig, ConnectionGate, PostgresStore, Secret, SqliteStore, TokenStore,
+    Auth, AuthConfig, ConnectionGate, NodeIdentity, PostgresStore, Secret, SqliteStore, TokenStore,
 };
 use streamgate_relay::{Deriver, Hub};
+use streamgate_rtmp::edge::EdgePulls;
 use streamgate_rtmp::{RtmpContext, RtmpListener, RtmpsListener};
 use streamgate_srt::{SrtContext, SrtListener};
 use streamgate_transcode::Transcoders;
@@ -173,7 +175,16 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     let db = config.data_dir.join(DB_FILE);
     let (store, where_stored): (Arc<dyn TokenStore>, String) = match config.store.postgres_url() {
         Some(url) => (
-            Arc::new(PostgresStore::open(url).map_err(|e| e.to_string())?),
+            Arc::new(
+                PostgresStore::open(
+                    url,
+                    NodeIdentity {
+                        name: config.cluster.node_id.clone(),
+                        origin: config.cluster.origin(config.rtmp.listen),
+                    },
+                )
+                .map_err(|e| e.to_string())?,
+            ),
             "postgresql".to_owned(),
         ),
         None => (
@@ -200,11 +211,14 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
     let verifier = JwtVerifier::new(Some(&jwt_secret), jwks.as_deref())
         .map_err(|e| e.to_string())?
         .with_policy(config.jwt.policy());
-    let auth = Arc::new(
-        Auth::open(store, auth_config)
-            .map_err(|e| e.to_string())?
-            .with_jwt(verifier),
-    );
+    let mut auth = Auth::open(store, auth_config)
+        .map_err(|e| e.to_string())?
+        .with_jwt(verifier);
+    let cluster_secret = config.cluster.secret.expose();
+    if !cluster_secret.is_empty() {
+        auth = auth.with_cluster(ClusterKey::new(cluster_secret).map_err(|e| e.to_string())?);
+    }
+    let auth = Arc::new(auth);
     tracing::info!(db = %where_stored, tokens = auth.token_count(), "token store open");
     auth.follow_store()
         .map_err(|e| format!("cannot follow the token store's changes: {e}"))?;
@@ -259,6 +273,17 @@ async fn run(config: Config, panics: PanicCount) -> Result<(), String> {
         max_connections_per_ip = config.rtmp.max_connections_per_ip,
         "RTMP listening"
     );
+    if auth.registry().shares_leases() {
+        if auth.cluster_key().is_some() {
+            // Viewers here of the streams other nodes publish: pulled from there.
+            let edge = EdgePulls::new(Arc::clone(&rtmp_ctx), shutdown.clone());
+            admission.set_edge(Arc::clone(&edge) as Arc<dyn EdgeRelay>);
+            tasks.spawn(edge.run());
+            tracing::info!(origin = %config.cluster.origin(config.rtmp.listen), node = %config.cluster.node_id, "relaying the streams of the other nodes");
+        } else {
+            tracing::warn!("cluster.secret is empty: the streams other nodes publish are not served here, and theirs cannot pull this node's");
+        }
+    }
     let rtmp_gate = ConnectionGate::new(
         "rtmp",
         config.rtmp.max_connections,

@@ -41,6 +41,9 @@ pub struct HeldLease {
 pub struct OtherLease {
     /// The stream name.
     pub stream: StreamName,
+    /// Where the other nodes pull the stream from (the holder's advertised RTMP address;
+    /// empty when it gives none).
+    pub origin: String,
     /// Whether its viewers need a subscribe token.
     pub subscribe_requires_auth: bool,
 }
@@ -196,6 +199,7 @@ pub(crate) mod memory {
                 .filter(|(_, r)| r.0 != self.node && r.3 > now)
                 .map(|(stream, r)| OtherLease {
                     stream: stream.clone(),
+                    origin: format!("node{}", r.0),
                     subscribe_requires_auth: r.2,
                 })
                 .collect();

@@ -18,7 +18,7 @@ pub use leases::{
     HeldLease, LeaseStore, OtherLease, Pending, Renewed, LEASE_RENEW, LEASE_TTL, MAX_OTHER_LEASES,
 };
 pub use memory::MemoryStore;
-pub use postgres::PostgresStore;
+pub use postgres::{NodeIdentity, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::token::{TokenId, TokenKind, TokenRecord, TokenSpec, UnixMillis};

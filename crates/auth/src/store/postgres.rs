@@ -58,6 +58,10 @@ const MIGRATIONS: &[&str] = &[
         subscribe_requires_auth BOOLEAN NOT NULL,
         expires_at TIMESTAMPTZ NOT NULL
     );",
+    // 4: the holder's configured name, and where other nodes pull its streams from.
+    "ALTER TABLE publish_leases
+        ADD COLUMN node_name TEXT NOT NULL DEFAULT '',
+        ADD COLUMN origin TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The advisory lock taken while migrating ("sgschema").
@@ -93,18 +97,20 @@ const SPEND: &str = "UPDATE tokens SET
     RETURNING uses, bound_ips";
 
 /// Takes leases, one per row of the arrays `$3` (stream), `$4` (session) and `$5` (whether it
-/// needs subscribe tokens), for holder `$1` and `$2` seconds: a lease of the same holder is
-/// renewed, an expired one of another taken over, a live one of another left. Returns the
-/// streams taken.
+/// needs subscribe tokens), for holder `$1` (named `$6`, its streams pulled from `$7`) and `$2`
+/// seconds: a lease of the same holder is renewed, an expired one of another taken over, a
+/// live one of another left. Returns the streams taken.
 const TAKE_LEASES: &str = "INSERT INTO publish_leases AS l
-        (stream, holder, session, subscribe_requires_auth, expires_at)
-    SELECT h.stream, $1, h.session, h.protect, now() + make_interval(secs => $2)
+        (stream, holder, session, subscribe_requires_auth, expires_at, node_name, origin)
+    SELECT h.stream, $1, h.session, h.protect, now() + make_interval(secs => $2), $6, $7
         FROM unnest($3::TEXT[], $4::BIGINT[], $5::BOOLEAN[]) AS h(stream, session, protect)
     ON CONFLICT (stream) DO UPDATE SET
         holder = EXCLUDED.holder,
         session = EXCLUDED.session,
         subscribe_requires_auth = EXCLUDED.subscribe_requires_auth,
-        expires_at = EXCLUDED.expires_at
+        expires_at = EXCLUDED.expires_at,
+        node_name = EXCLUDED.node_name,
+        origin = EXCLUDED.origin
     WHERE l.holder = EXCLUDED.holder OR l.expires_at <= now()
     RETURNING stream";
 
@@ -143,6 +149,24 @@ pub struct PostgresStore {
     changes: Mutex<Option<mpsc::Receiver<StoreChange>>>,
 }
 
+/// Who a node is to the other nodes sharing the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// Its configured name (`[cluster] node_id`), shown beside its leases.
+    pub name: String,
+    /// Where the other nodes pull its streams from (`[cluster] advertise`); empty: nowhere.
+    pub origin: String,
+}
+
+/// This node, as its operations name it.
+#[derive(Debug, Clone)]
+struct Me {
+    /// This process's random id: the holder of its leases and the author of its announcements.
+    holder: String,
+    name: String,
+    origin: String,
+}
+
 /// The publish leases in the database, run by the store's thread in turn with its other
 /// operations.
 #[derive(Debug)]
@@ -153,8 +177,8 @@ struct PostgresLeases {
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`, or the
     /// key-value form), migrates it, and starts the thread that runs the operations. Fails if
-    /// the database cannot be reached now.
-    pub fn open(url: &str) -> Result<Self, StoreError> {
+    /// the database cannot be reached now. `identity` says who this node is to the others.
+    pub fn open(url: &str, identity: NodeIdentity) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: redacted(url),
             reason,
@@ -164,13 +188,19 @@ impl PostgresStore {
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_user_timeout(ANSWER_TIMEOUT)
             .keepalives_idle(ANSWER_TIMEOUT);
-        let node = node_id().map_err(|e| open_err(e.to_string()))?;
+        let holder = node_id().map_err(|e| open_err(e.to_string()))?;
+        let node = holder.clone();
+        let me = Me {
+            holder,
+            name: identity.name,
+            origin: identity.origin,
+        };
         // The client runs a runtime of its own, which cannot start inside the server's: the
         // connections live on the store's threads from the start.
         let (opened, open_result) = mpsc::sync_channel(1);
         let (jobs, rx) = mpsc::channel();
         let runner_config = config.clone();
-        let runner_node = node.clone();
+        let runner_me = me;
         thread::Builder::new()
             .name("token-store".into())
             .spawn(move || {
@@ -181,7 +211,7 @@ impl PostgresStore {
                 match first {
                     Ok(client) => {
                         let _ = opened.send(Ok(()));
-                        runner(runner_config, runner_node, Some(client), rx);
+                        runner(runner_config, runner_me, Some(client), rx);
                     }
                     Err(e) => {
                         let _ = opened.send(Err(e.to_string()));
@@ -374,7 +404,7 @@ fn migrate(client: &mut Client) -> Result<(), ::postgres::Error> {
 
 /// The operations' thread: runs each job on the connection, opening it again first if it was
 /// lost.
-fn runner(config: Config, node: String, mut client: Option<Client>, rx: mpsc::Receiver<Job>) {
+fn runner(config: Config, me: Me, mut client: Option<Client>, rx: mpsc::Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         if client.as_ref().is_some_and(Client::is_closed) {
             client = None;
@@ -394,7 +424,7 @@ fn runner(config: Config, node: String, mut client: Option<Client>, rx: mpsc::Re
         let Some(c) = client.as_mut() else {
             continue;
         };
-        let result = apply(c, &node, &job.op).unwrap_or_else(|e| {
+        let result = apply(c, &me, &job.op).unwrap_or_else(|e| {
             Err(if e.is_closed() || c.is_closed() {
                 tracing::warn!(error = %e, "token database connection lost");
                 StoreError::Unavailable(e.to_string())
@@ -423,9 +453,10 @@ const SELECT_TOKEN: &str =
 
 fn apply(
     client: &mut Client,
-    node: &str,
+    me: &Me,
     op: &Op,
 ) -> Result<Result<Done, StoreError>, ::postgres::Error> {
+    let node = me.holder.as_str();
     Ok(match op {
         Op::Load => {
             let rows = client.query(&format!("{SELECT_TOKEN} ORDER BY id"), &[])?;
@@ -518,16 +549,16 @@ fn apply(
             Ok(Done::Changed(n > 0))
         }
         Op::Claim(lease) => {
-            let taken = take_leases(client, node, std::slice::from_ref(lease))?;
+            let taken = take_leases(client, me, std::slice::from_ref(lease))?;
             Ok(Done::Claimed(!taken.is_empty()))
         }
         Op::Renew(held) => {
             let mut tx = client.transaction()?;
             tx.execute("DELETE FROM publish_leases WHERE expires_at <= now()", &[])?;
-            let taken = take_leases(&mut tx, node, held)?;
+            let taken = take_leases(&mut tx, me, held)?;
             let limit = i64::try_from(MAX_OTHER_LEASES).unwrap_or(i64::MAX);
             let rows = tx.query(
-                "SELECT stream, subscribe_requires_auth FROM publish_leases
+                "SELECT stream, subscribe_requires_auth, origin FROM publish_leases
                     WHERE holder <> $1 AND expires_at > now() LIMIT $2",
                 &[&node, &limit],
             )?;
@@ -538,6 +569,7 @@ fn apply(
                     let stream: String = r.get(0);
                     Some(OtherLease {
                         stream: StreamName::new(&stream).ok()?,
+                        origin: r.get(2),
                         subscribe_requires_auth: r.get(1),
                     })
                 })
@@ -610,10 +642,10 @@ fn session_id(session: u64) -> i64 {
     i64::try_from(session).unwrap_or(i64::MAX)
 }
 
-/// Takes or renews `leases` for `node` ([`TAKE_LEASES`]); the streams taken.
+/// Takes or renews `leases` for this node ([`TAKE_LEASES`]); the streams taken.
 fn take_leases(
     client: &mut impl ::postgres::GenericClient,
-    node: &str,
+    me: &Me,
     leases: &[HeldLease],
 ) -> Result<Vec<StreamName>, ::postgres::Error> {
     let streams: Vec<&str> = leases.iter().map(|l| l.stream.as_str()).collect();
@@ -622,11 +654,13 @@ fn take_leases(
     let rows = client.query(
         TAKE_LEASES,
         &[
-            &node,
+            &me.holder,
             &LEASE_TTL.as_secs_f64(),
             &streams,
             &sessions,
             &protect,
+            &me.name,
+            &me.origin,
         ],
     )?;
     Ok(rows

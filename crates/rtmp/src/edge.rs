@@ -1,0 +1,184 @@
+//! Serving this node's viewers the streams other nodes of the cluster publish: one pull per
+//! stream ([`crate::pull`]) from the node holding its lease, published into this node's relay
+//! as a relayed publish, which every protocol's viewers here read as if it were published
+//! here.
+//!
+//! A pull starts when a viewer here asks for a stream another node publishes (through the
+//! admission path, [`EdgeRelay::want`]), or when the periodic look at the relay finds viewers
+//! waiting for a stream this node has learned another node publishes (token viewers wait for
+//! a publish; the lease of a publish that started after they came is learned at the next
+//! renewal). It stops with the origin's stream, or [`crate::pull::UNWATCHED_LINGER`] after
+//! the last viewer here left. A pull that failed is not tried again for that stream for
+//! [`RETRY_AFTER`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use streamgate_admission::{AdmitRequest, EdgeRelay};
+use streamgate_auth::cluster::ProofUse;
+use streamgate_auth::{Action, Protocol, RemoteStream, StreamName};
+use tokio_util::sync::CancellationToken;
+
+use crate::pull::{self, PullEnd, PullError};
+use crate::RtmpContext;
+
+/// How long a stream whose pull failed waits before it is pulled again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often the relay is looked at for viewers waiting for another node's stream.
+const SCAN_EVERY: Duration = Duration::from_millis(250);
+
+/// Where one stream's pull stands.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Running,
+    /// Failed; not tried again before then.
+    Failed(Instant),
+}
+
+/// The pulls of this node (see the module documentation).
+#[derive(Debug)]
+pub struct EdgePulls {
+    ctx: Arc<RtmpContext>,
+    this: Weak<EdgePulls>,
+    pulls: Mutex<HashMap<StreamName, State>>,
+    stop: CancellationToken,
+}
+
+impl EdgePulls {
+    /// The pulls of the node of `ctx`, which end when `stop` fires.
+    pub fn new(ctx: Arc<RtmpContext>, stop: CancellationToken) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
+            ctx,
+            this: this.clone(),
+            pulls: Mutex::default(),
+            stop,
+        })
+    }
+
+    fn pulls(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, State>> {
+        self.pulls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many streams are being pulled.
+    pub fn running(&self) -> usize {
+        self.pulls()
+            .values()
+            .filter(|s| matches!(s, State::Running))
+            .count()
+    }
+
+    /// Looks at the relay every [`SCAN_EVERY`] for viewers waiting for a stream another node
+    /// publishes, until the node shuts down.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SCAN_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let registry = self.ctx.admission.auth().registry();
+            for stats in self.ctx.hub.stats() {
+                if stats.live || stats.subscribers == 0 {
+                    continue;
+                }
+                let Ok(stream) = StreamName::new(&stats.name) else {
+                    continue;
+                };
+                if let Some(remote) = registry.remote(&stream) {
+                    self.start(stream, remote);
+                }
+            }
+        }
+    }
+
+    /// Starts pulling `stream` from `remote`, unless that is under way or failed a moment
+    /// ago.
+    fn start(&self, stream: StreamName, remote: RemoteStream) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        {
+            let mut pulls = self.pulls();
+            match pulls.get(&stream) {
+                Some(State::Running) => return,
+                Some(State::Failed(at)) if at.elapsed() < RETRY_AFTER => return,
+                _ => {}
+            }
+            pulls.insert(stream.clone(), State::Running);
+        }
+        tokio::spawn(async move {
+            let result = this.pull(&stream, &remote).await;
+            let mut pulls = this.pulls();
+            match result {
+                Ok(end) => {
+                    tracing::info!(stream = %stream, origin = %remote.origin, end = ?end, "edge pull ended");
+                    pulls.remove(&stream);
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, origin = %remote.origin, error = %e, "edge pull failed");
+                    pulls.insert(stream, State::Failed(Instant::now()));
+                }
+            }
+        });
+    }
+
+    async fn pull(&self, stream: &StreamName, remote: &RemoteStream) -> Result<PullEnd, EdgeError> {
+        let auth = self.ctx.admission.auth();
+        let key = auth.cluster_key().ok_or(EdgeError::NoSecret)?;
+        if remote.origin.is_empty() {
+            return Err(EdgeError::NoOrigin);
+        }
+        let origin = tokio::net::lookup_host(remote.origin.as_str())
+            .await
+            .map_err(|e| EdgeError::Pull(PullError::Connect(e)))?
+            .next()
+            .ok_or(EdgeError::NoOrigin)?;
+        // This node's relayed publish, under which the pulled stream reaches its viewers.
+        let relay = AdmitRequest::new(
+            Protocol::Cluster,
+            Action::Publish,
+            stream.clone(),
+            Some(key.proof(ProofUse::Relay, stream, SystemTime::now())),
+            origin.ip(),
+        );
+        let session = self
+            .ctx
+            .admission
+            .admit_publish(relay)
+            .await
+            .map_err(|d| EdgeError::Admission(d.to_string()))?;
+        tracing::info!(stream = %stream, origin = %origin, "edge pull started");
+        let proof = key.proof(ProofUse::Pull, stream, SystemTime::now());
+        Ok(pull::run(
+            origin,
+            stream,
+            &proof,
+            session,
+            &self.ctx.hub,
+            self.ctx.limits.max_frame_bytes,
+            &self.stop,
+        )
+        .await?)
+    }
+}
+
+impl EdgeRelay for EdgePulls {
+    fn want(&self, stream: &StreamName, remote: &RemoteStream) {
+        self.start(stream.clone(), remote.clone());
+    }
+}
+
+/// Why a pull could not run.
+#[derive(Debug, thiserror::Error)]
+enum EdgeError {
+    #[error("no cluster secret is configured")]
+    NoSecret,
+    #[error("the origin gives no address to pull from")]
+    NoOrigin,
+    #[error("the relayed publish was refused here: {0}")]
+    Admission(String),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+}
