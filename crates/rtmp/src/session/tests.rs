@@ -16,7 +16,9 @@ use rml_rtmp::sessions::{
 };
 use rml_rtmp::time::RtmpTimestamp;
 use streamgate_admission::Admission;
-use streamgate_auth::{Auth, AuthConfig, FailurePolicy, MemoryStore, TokenKind};
+use streamgate_admission::{AdmitRequest, Admitted};
+use streamgate_auth::cluster::{ClusterKey, ProofUse};
+use streamgate_auth::{Auth, AuthConfig, FailurePolicy, MemoryStore, StreamName, TokenKind};
 use streamgate_relay::{Event, Hub, Subscriber};
 
 use super::*;
@@ -596,4 +598,170 @@ fn every_close_reason_is_counted_under_its_kind() {
     let counted = ctx.stats.closed();
     assert_eq!(counted.len(), closes.len());
     assert!(counted.iter().all(|(_, n)| *n == 1), "{counted:?}");
+}
+
+/// An origin and an edge sharing a cluster secret, each with its own relay.
+fn cluster_contexts() -> (Arc<RtmpContext>, Arc<RtmpContext>, ClusterKey) {
+    let key = ClusterKey::new("a cluster secret of some length").unwrap();
+    let node = |key: &ClusterKey| {
+        let auth = Auth::open(Arc::new(MemoryStore::default()), AuthConfig::default())
+            .unwrap()
+            .with_cluster(key.clone());
+        let admission = Admission::new(Arc::new(auth), Hub::new(), FailurePolicy::default());
+        Arc::new(RtmpContext::new(
+            Arc::new(admission),
+            SessionLimits::default(),
+        ))
+    };
+    (node(&key), node(&key), key)
+}
+
+/// The edge's pull client against the origin's session, in memory: what each says goes to
+/// the other until neither has more; the media the client read.
+fn exchange(
+    ctx: &RtmpContext,
+    server: &mut Session,
+    client: &mut crate::pull::PullClient,
+    plays: &mut Vec<Action>,
+    now: Instant,
+) -> Result<Vec<crate::dechunk::Message>, crate::pull::PullError> {
+    let mut media = Vec::new();
+    loop {
+        let to_server = client.take_output();
+        if !to_server.is_empty() {
+            // The origin's verdicts on the way come back as its output.
+            let _ = server.receive(&to_server.concat(), now);
+            while let Some(a) = server.poll_action() {
+                match a {
+                    Action::Admit(request) => {
+                        let decision = ctx.admission.admit_now(&request);
+                        let _ = server.admitted(decision, now);
+                    }
+                    a => plays.push(a),
+                }
+            }
+        }
+        let mut to_client = Vec::new();
+        server.take_output(&mut to_client);
+        if to_client.is_empty() && to_server.is_empty() {
+            return Ok(media);
+        }
+        if !to_client.is_empty() {
+            media.extend(client.receive(&to_client.concat())?);
+        }
+    }
+}
+
+#[test]
+fn an_edge_pulls_a_stream_from_its_origin_into_its_own_relay() {
+    let (origin, edge, key) = cluster_contexts();
+    let cam = StreamName::new("live/cam1").unwrap();
+    let now = Instant::now();
+    // The origin's publish.
+    let token = publish_token(&origin);
+    let mut publisher = Pair::connected(&origin, "live");
+    publisher.publish(&format!("cam1?token={token}")).unwrap();
+    publisher.expect(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted));
+    publisher.video(0, &avc_header()).unwrap();
+    publisher.audio(0, &[0xAF, 0, 0x12, 0x10]).unwrap();
+
+    // The edge's relayed publish, and a viewer of it on the edge.
+    let relay = AdmitRequest::new(
+        Protocol::Cluster,
+        AuthAction::Publish,
+        cam.clone(),
+        Some(key.proof(ProofUse::Relay, &cam, SystemTime::now())),
+        peer().ip(),
+    );
+    let Ok(Admitted::Publish(relayed)) = edge.admission.admit_now(&relay) else {
+        panic!("the relayed publish was refused");
+    };
+    let mut edge_viewer = edge.hub.subscribe("live/cam1");
+    let mut publishing = Publishing::new(relayed, 0);
+
+    // The pull, admitted on the origin by its proof, whatever the stream's tokens say.
+    let proof = key.proof(ProofUse::Pull, &cam, SystemTime::now());
+    let mut server = Session::new(&origin, peer(), now);
+    let mut client = crate::pull::PullClient::new("origin:1935", &cam, &proof, 1 << 20).unwrap();
+    let mut plays = Vec::new();
+    let media = exchange(&origin, &mut server, &mut client, &mut plays, now).unwrap();
+    assert!(client.is_playing(), "{client:?}");
+    assert!(
+        media.iter().all(|m| m.type_id == msg_type::DATA_AMF0),
+        "no media before the publisher sends it"
+    );
+    let Some(Action::Play { mut subscriber, .. }) =
+        plays.into_iter().find(|a| matches!(a, Action::Play { .. }))
+    else {
+        panic!("the origin started no play");
+    };
+    for i in 0..3u8 {
+        publisher.video(u32::from(i) * 40, &keyframe(i)).unwrap();
+        publisher.audio(u32::from(i) * 23, &[0xAF, 1, i]).unwrap();
+    }
+    while let Some(e) = subscriber.try_recv() {
+        server.relay_event(e).unwrap();
+    }
+    let mut plays = Vec::new();
+    let media = exchange(&origin, &mut server, &mut client, &mut plays, now).unwrap();
+    for m in media {
+        if m.type_id == msg_type::DATA_AMF0 {
+            publishing.take_data(&m.payload).unwrap();
+        } else {
+            publishing.take_media(m, &peer());
+        }
+    }
+    publishing.push_frames();
+    // The edge's viewer reads the origin's frames: the configuration, then the keyframes.
+    let mut frames = 0;
+    let mut started = false;
+    while let Some(e) = edge_viewer.try_recv() {
+        match e {
+            Event::Started(..) => started = true,
+            Event::Frame(_) => frames += 1,
+            Event::Ended => {}
+        }
+    }
+    assert!(started);
+    assert_eq!(frames, 6, "three keyframes and three audio frames");
+
+    // The origin's publish ends: so does the pull.
+    drop(publisher);
+    while let Some(e) = subscriber.try_recv() {
+        let _ = server.relay_event(e);
+    }
+    let mut plays = Vec::new();
+    let _ = exchange(&origin, &mut server, &mut client, &mut plays, now);
+    assert!(client.has_ended(), "{client:?}");
+}
+
+#[test]
+fn a_pull_with_a_proof_of_another_cluster_or_stream_is_refused() {
+    let (origin, _, key) = cluster_contexts();
+    let cam = StreamName::new("live/cam1").unwrap();
+    let other = StreamName::new("live/other").unwrap();
+    let now = Instant::now();
+    let token = publish_token(&origin);
+    let mut publisher = Pair::connected(&origin, "live");
+    publisher.publish(&format!("cam1?token={token}")).unwrap();
+    let stranger = ClusterKey::new("another cluster's secret").unwrap();
+    for proof in [
+        stranger.proof(ProofUse::Pull, &cam, SystemTime::now()),
+        key.proof(ProofUse::Pull, &other, SystemTime::now()),
+        key.proof(ProofUse::Relay, &cam, SystemTime::now()),
+    ] {
+        let mut server = Session::new(&origin, peer(), now);
+        let mut client =
+            crate::pull::PullClient::new("origin:1935", &cam, &proof, 1 << 20).unwrap();
+        let err = exchange(&origin, &mut server, &mut client, &mut Vec::new(), now).unwrap_err();
+        assert!(matches!(err, crate::pull::PullError::Refused(_)), "{err}");
+        assert!(!client.is_playing());
+    }
+    // A relayed publish asked for over RTMP, with a genuine proof, is refused too.
+    let mut p = Pair::connected(&origin, "live");
+    let proof = key.proof(ProofUse::Relay, &cam, SystemTime::now());
+    assert!(matches!(
+        p.publish(&format!("cam2?token={proof}")),
+        Err(Close::Refused)
+    ));
 }
