@@ -37,6 +37,14 @@ fn invalid_configuration_exits_2_with_one_clear_message() {
             vec![("STREAMGATE_AUTH_OPEN_PUBLISH", "perhaps".into())],
             "STREAMGATE_AUTH_OPEN_PUBLISH",
         ),
+        (
+            vec![("STREAMGATE_CLUSTER_SECRET", "short".into())],
+            "cluster.secret",
+        ),
+        (
+            vec![("STREAMGATE_CLUSTER_ADVERTISE", "no-port".into())],
+            "cluster.advertise",
+        ),
     ];
     for (env, needle) in cases {
         let out = Command::new(binary())
@@ -64,6 +72,30 @@ fn help_lists_every_setting_with_its_variable() {
     ] {
         assert!(text.contains(var), "--help lacks {var}:\n{text}");
     }
+}
+
+/// The container files set only variables the server reads.
+#[test]
+fn the_compose_files_name_only_real_settings() {
+    let out = Command::new(binary()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let docker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker");
+    let mut seen = 0;
+    for file in ["compose.yaml", "compose.cluster.yaml", "Dockerfile"] {
+        let text = std::fs::read_to_string(docker.join(file)).unwrap();
+        for (at, _) in text.match_indices("STREAMGATE_") {
+            let var: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            assert!(
+                help.contains(&var),
+                "{file} sets {var}, which --help does not list"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "{seen}");
 }
 
 #[test]
