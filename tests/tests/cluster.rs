@@ -649,3 +649,51 @@ fn a_viewer_waiting_on_one_node_gets_the_stream_once_another_node_publishes_it()
     let report = viewer.finish();
     assert!(report.video > 30 && report.audio > 30, "{report:?}");
 }
+
+#[test]
+fn a_stream_that_newly_needs_subscribe_tokens_ends_its_anonymous_viewers_on_every_node() {
+    let pg = Postgres::start();
+    let (a, b) = (node(&pg), node(&pg));
+    let dir = TempDir::new("cluster-protect");
+    let (id, token) = a.create_token("publish", json!({"label": "origin"}));
+    let (_, viewer_token) = a.create_token("subscribe", json!({"label": "viewer"}));
+    let _publisher = a.start_publisher(
+        &dir,
+        "live/cam1",
+        &publish_args(&a.rtmp_url("live/cam1", Some(&token)), None),
+    );
+    std::thread::sleep(LEASE_RENEW + Duration::from_millis(300));
+    let mut anonymous = rtmp_viewer(&b, "cam1").unwrap_or_else(|e| panic!("{e}"));
+    let (video, _) = anonymous
+        .count_media(Duration::from_secs(1))
+        .unwrap_or_default();
+    assert!(video > 5, "{video}");
+    let start = Instant::now();
+    let r = a.api(
+        "PUT",
+        &format!("/api/publish_token/{id}"),
+        Some(r#"{"subscribeRequiresAuth": true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        closed_within(&mut anonymous.socket, Duration::from_secs(1)),
+        "B's anonymous viewer still plays"
+    );
+    eprintln!(
+        "anonymous viewer on B ended {} ms after the change",
+        start.elapsed().as_millis()
+    );
+    // From then on, anonymous viewers are refused on B, for the token, and a viewer with one
+    // plays there.
+    for _ in 0..5 {
+        assert!(rtmp_viewer(&b, "cam1").is_err(), "anonymous admitted again");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(refusals(&b, "rtmp", "missing") >= 5);
+    let mut with_token =
+        rtmp_viewer(&b, &format!("cam1?token={viewer_token}")).unwrap_or_else(|e| panic!("{e}"));
+    let (video, audio) = with_token
+        .count_media(Duration::from_secs(3))
+        .unwrap_or_default();
+    assert!(video > 10 && audio > 10, "{video} {audio}");
+}

@@ -30,13 +30,17 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::end::{Revocation, SessionEnd};
 use crate::service::Entry;
 use crate::store::{HeldLease, LeaseStore, StoreError};
 use crate::token::UnixMillis;
 use crate::{Action, Denial, Protocol, StreamName, TokenId};
+
+/// How long a stream whose pull its origin ended is taken to need subscribe tokens: longer
+/// than the origin takes to write its lease and this node to read it again.
+pub const ASSUMED_PROTECTED_FOR: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How long a publish waits for the shared store to answer its claim before it goes on with
 /// this node's lease alone.
@@ -57,6 +61,10 @@ struct Inner {
     leases: HashMap<StreamName, Lease>,
     /// The streams other nodes publish, as the last renewal read them.
     others: HashMap<StreamName, RemoteStream>,
+    /// Streams whose pull from another node that node ended: taken to need subscribe tokens
+    /// until then, whatever a renewal read meanwhile (the origin ends its pulls when its
+    /// publish newly needs them, and writes that to its lease at once).
+    assumed_protected: HashMap<StreamName, Instant>,
 }
 
 /// A stream another node publishes, as this node last read it.
@@ -219,11 +227,7 @@ impl Registry {
                 Some(l) => bound_to = Some(l.session),
             },
             Action::Play if anonymous => match inner.leases.get(&a.facts.stream) {
-                None if inner
-                    .others
-                    .get(&a.facts.stream)
-                    .is_some_and(|r| r.subscribe_requires_auth) =>
-                {
+                None if inner.remote_protected(&a.facts.stream) => {
                     return Err(Denial::Missing.into())
                 }
                 None => return Err(Denial::StreamNotLive.into()),
@@ -356,11 +360,16 @@ impl Registry {
         // A relayed stream whose origin now needs subscribe tokens: its anonymous viewers here
         // end, as they do there.
         let mut newly_protected = Vec::new();
-        let Inner { leases, others, .. } = &mut *inner;
-        for (stream, lease) in leases.iter_mut().filter(|(_, l)| l.relayed) {
-            let protect = others
-                .get(stream)
-                .is_some_and(|r| r.subscribe_requires_auth);
+        let relayed: Vec<(StreamName, bool)> = inner
+            .leases
+            .iter()
+            .filter(|(_, l)| l.relayed)
+            .map(|(stream, _)| (stream.clone(), inner.remote_protected(stream)))
+            .collect();
+        for (stream, protect) in relayed {
+            let Some(lease) = inner.leases.get_mut(&stream) else {
+                continue;
+            };
             if protect && !lease.subscribe_requires_auth {
                 newly_protected.extend(lease.bound.iter().copied());
             }
@@ -404,7 +413,22 @@ impl Registry {
         if inner.leases.contains_key(stream) {
             return None;
         }
-        inner.others.get(stream).cloned()
+        let mut remote = inner.others.get(stream).cloned()?;
+        remote.subscribe_requires_auth = inner.remote_protected(stream);
+        Some(remote)
+    }
+
+    /// Takes `stream`, which another node publishes, to need subscribe tokens for
+    /// [`ASSUMED_PROTECTED_FOR`]: its origin ended this node's pull of it, as it does when its
+    /// publish newly needs them.
+    pub fn assume_protected(&self, stream: &StreamName) {
+        let mut inner = self.lock();
+        inner
+            .assumed_protected
+            .retain(|_, until| Instant::now() < *until);
+        inner
+            .assumed_protected
+            .insert(stream.clone(), Instant::now() + ASSUMED_PROTECTED_FOR);
     }
 
     /// The live stream of that name, if it is being published.
@@ -477,11 +501,23 @@ impl Registry {
                 }
                 let protect = new.spec.subscribe_requires_auth;
                 let mut newly_protected = Vec::new();
+                let mut changed = Vec::new();
                 for l in inner.leases.values_mut().filter(|l| l.token == Some(token)) {
                     if protect && !l.subscribe_requires_auth {
                         newly_protected.extend(l.bound.iter().copied());
                     }
+                    if protect != l.subscribe_requires_auth {
+                        changed.push(l.session);
+                    }
                     l.subscribe_requires_auth = protect;
+                }
+                // The other nodes read the change from the lease at once, not at the next
+                // renewal (their edges' anonymous viewers are ended with the pulls, which are
+                // bound to the publish like the anonymous viewers here).
+                if let Some(shared) = &self.shared {
+                    for held in changed.iter().filter_map(|id| held_lease(&inner, *id)) {
+                        drop(shared.claim(held));
+                    }
                 }
                 ended + end_all(&inner, newly_protected.iter(), Revocation::NowProtected)
             }
@@ -510,6 +546,19 @@ impl Registry {
         let mut v: Vec<_> = counts.into_iter().map(|((p, a), n)| (p, a, n)).collect();
         v.sort_by_key(|(p, a, _)| (p.as_str(), matches!(a, Action::Play)));
         v
+    }
+}
+
+impl Inner {
+    /// Whether viewers of `stream`, which another node publishes, need a subscribe token.
+    fn remote_protected(&self, stream: &StreamName) -> bool {
+        self.others
+            .get(stream)
+            .is_some_and(|r| r.subscribe_requires_auth)
+            || self
+                .assumed_protected
+                .get(stream)
+                .is_some_and(|until| Instant::now() < *until)
     }
 }
 
@@ -805,6 +854,11 @@ mod tests {
             anonymous("live/x"),
             AdmitError::Denied(Denial::StreamNotLive)
         );
+        // A stream whose pull its origin ended is taken to be protected for a while.
+        let o = StreamName::new("live/o").unwrap();
+        b.assume_protected(&o);
+        assert_eq!(anonymous("live/o"), AdmitError::Denied(Denial::Missing));
+        assert!(b.remote(&o).is_some_and(|r| r.subscribe_requires_auth));
         // Once the publish ended and B renewed, the stream is not live anywhere.
         drop((protected, open));
         b.renew_shared(LEASE_RENEW).unwrap();

@@ -9,7 +9,10 @@
 //! a publish; the lease of a publish that started after they came is learned at the next
 //! renewal). It stops with the origin's stream, or [`crate::pull::UNWATCHED_LINGER`] after
 //! the last viewer here left. A pull that failed is not tried again for that stream for
-//! [`RETRY_AFTER`].
+//! [`RETRY_AFTER`]. A pull its origin ended with an error (a revocation: the origin ends its
+//! pulls when its publish newly needs subscribe tokens) leaves the stream taken to need them
+//! here for a while, so that anonymous viewers here are refused before this node has read the
+//! origin's lease again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -118,6 +121,16 @@ impl EdgePulls {
                 }
                 Err(e) => {
                     tracing::warn!(stream = %stream, origin = %remote.origin, error = %e, "edge pull failed");
+                    if matches!(e, EdgeError::Pull(PullError::Refused(_))) {
+                        // The origin ended or refused the pull, as it does when its publish
+                        // newly needs subscribe tokens: anonymous viewers here are refused
+                        // until this node has read the lease again.
+                        this.ctx
+                            .admission
+                            .auth()
+                            .registry()
+                            .assume_protected(&stream);
+                    }
                     pulls.insert(stream, State::Failed(Instant::now()));
                 }
             }
