@@ -448,6 +448,14 @@ fn a_stream_published_on_one_node_plays_on_another_over_every_protocol() {
     );
     // B learns of the publish at its next renewal.
     std::thread::sleep(LEASE_RENEW + Duration::from_millis(300));
+    // A viewer B refuses makes it pull nothing.
+    assert!(rtmp_viewer(&b, "cam1?token=not-a-token-0123456789").is_err());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        live_sessions(&a, "rtmp", "play"),
+        0,
+        "pulled for a refused viewer"
+    );
     // RTMP, anonymous: picture and sound.
     let rtmp = rtmp_viewer(&b, "cam1")
         .unwrap_or_else(|e| panic!("{e}"))

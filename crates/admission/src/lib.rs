@@ -51,7 +51,8 @@ pub struct Admission {
 
 /// What serves this node's viewers a stream another node of the cluster publishes: it pulls
 /// the stream from there once and publishes it into this node's relay, for as long as this
-/// node has viewers of it.
+/// node has viewers of it. Asked only for viewers admitted here (or anonymous viewers of a
+/// stream that needs no token, who are admitted once the relayed publish is live).
 pub trait EdgeRelay: Send + Sync + std::fmt::Debug {
     /// A viewer here asks for `stream`, which another node publishes as `remote` says: pull it,
     /// unless that is already under way. Returns at once.
@@ -133,7 +134,8 @@ impl Admission {
     /// Admits a publish or a play, as `req.action` says.
     pub async fn admit(&self, req: AdmitRequest) -> Result<Admitted, Denial> {
         let started = Instant::now();
-        // A viewer of a stream another node publishes: this node starts relaying it.
+        // A viewer of a stream another node publishes: this node starts relaying it, once the
+        // viewer is admitted (a refused one never makes this node pull).
         let edge = match (req.action, self.edge.get()) {
             (Action::Play, Some(edge)) => self
                 .auth
@@ -142,17 +144,25 @@ impl Admission {
                 .map(|remote| (edge, remote)),
             _ => None,
         };
-        if let Some((edge, remote)) = &edge {
-            edge.want(&req.stream, remote);
-        }
         let mut result = self.decide_off_workers(&req).await;
-        if edge.is_some() && result.as_ref().is_err_and(|d| *d == Denial::StreamNotLive) {
-            // An anonymous viewer, who needs a live publish here: the relay's.
-            let deadline = Instant::now() + EDGE_JOIN_WAIT;
-            while Instant::now() < deadline && self.auth.registry().live(&req.stream).is_none() {
-                tokio::time::sleep(EDGE_JOIN_POLL).await;
+        if let Some((edge, remote)) = &edge {
+            match &result {
+                // A viewer with a token, who waits for the stream here.
+                Ok(_) => edge.want(&req.stream, remote),
+                // An anonymous viewer of a public stream, who needs a live publish here: the
+                // relay's.
+                Err(Denial::StreamNotLive) => {
+                    edge.want(&req.stream, remote);
+                    let deadline = Instant::now() + EDGE_JOIN_WAIT;
+                    while Instant::now() < deadline
+                        && self.auth.registry().live(&req.stream).is_none()
+                    {
+                        tokio::time::sleep(EDGE_JOIN_POLL).await;
+                    }
+                    result = self.decide_off_workers(&req).await;
+                }
+                Err(_) => {}
             }
-            result = self.decide_off_workers(&req).await;
         }
         self.stats.observe_latency(started.elapsed());
         if let Err(d) = result {

@@ -416,7 +416,11 @@ async fn pull(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         for bytes in client.take_output() {
-            socket.write_all(&bytes).await?;
+            // A few small messages (the commands, acknowledgements): an origin that reads
+            // none of them for this long is as good as gone.
+            tokio::time::timeout(IDLE_TIMEOUT, socket.write_all(&bytes))
+                .await
+                .map_err(|_| PullError::Timeout)??;
         }
         buf.clear();
         tokio::select! {
