@@ -185,3 +185,104 @@ pub fn drive(ctx: &Arc<RtmpContext>, data: &[u8]) -> Report {
         closed: (publisher.closed, viewer.closed),
     }
 }
+
+/// What [`drive_pull`] saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullReport {
+    /// Whether the stream played.
+    pub played: bool,
+    /// Audio, video and aggregate messages the pull took into the relayed publish.
+    pub media: u64,
+    /// Whether the client gave up on the origin's bytes.
+    pub failed: bool,
+}
+
+/// Runs an edge's pull client on arbitrary bytes from its origin, the media into a relayed
+/// publish of `ctx`'s relay: the body of the `rtmp_pull` fuzz target. The handshake is done
+/// first with a real server handshake; the first byte's lowest bit then plays the origin's
+/// answers up to the start of the stream (so that the media paths are reached), its other
+/// bits give the size of the pieces the rest is fed in.
+pub fn drive_pull(ctx: &Arc<RtmpContext>, data: &[u8]) -> PullReport {
+    use bytes::Bytes;
+    use rml_amf0::Amf0Value;
+    use streamgate_admission::{AdmitRequest, Admitted};
+    use streamgate_auth::{Action as AuthAction, Protocol, StreamName};
+
+    use crate::pull::PullClient;
+    use crate::status::{connect_result, on_status, result};
+
+    let mut report = PullReport::default();
+    let Some((&mode, rest)) = data.split_first() else {
+        return report;
+    };
+    let Ok(stream) = StreamName::new("live/pulled") else {
+        return report;
+    };
+    let request = AdmitRequest::new(
+        Protocol::Rtmp,
+        AuthAction::Publish,
+        stream.clone(),
+        None,
+        SocketAddr::from(([127, 0, 0, 1], 1)).ip(),
+    );
+    let Ok(Admitted::Publish(session)) = ctx.admission.admit_now(&request) else {
+        return report;
+    };
+    let mut publishing = crate::session::Publishing::new(session, 0);
+    let Ok(mut client) = PullClient::new("origin:1935", &stream, "proof", 256 * 1024) else {
+        return report;
+    };
+    let mut server = Handshake::new(PeerType::Server);
+    let hello: Vec<u8> = client.take_output().concat();
+    let answer = match server.process_bytes(&hello) {
+        Ok(HandshakeProcessResult::InProgress { response_bytes })
+        | Ok(HandshakeProcessResult::Completed { response_bytes, .. }) => response_bytes,
+        Err(_) => return report,
+    };
+    let mut feed = |client: &mut PullClient, bytes: &[u8]| -> bool {
+        match client.receive(bytes) {
+            Ok(media) => {
+                for m in media {
+                    if m.type_id == crate::dechunk::msg_type::DATA_AMF0 {
+                        let _ = publishing.take_data(&m.payload);
+                    } else {
+                        publishing.take_media(m, &SocketAddr::from(([127, 0, 0, 1], 1)));
+                        report.media += 1;
+                    }
+                }
+                publishing.push_frames();
+                client.take_output();
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    if !feed(&mut client, &answer) {
+        report.failed = true;
+        return report;
+    }
+    if mode & 1 == 1 {
+        let start: Vec<Bytes> = vec![
+            crate::control::set_chunk_size(crate::chunk::OUT_CHUNK_SIZE),
+            connect_result(1.0, 0.0),
+            result(2.0, Amf0Value::Null, Amf0Value::Number(1.0)),
+            on_status(1, "NetStream.Play.Start", "Started playing"),
+        ];
+        if !feed(&mut client, &start.concat()) {
+            report.failed = true;
+            return report;
+        }
+    }
+    let piece = usize::from(mode >> 1).max(1);
+    for bytes in rest.chunks(piece) {
+        if !feed(&mut client, bytes) {
+            report.failed = true;
+            break;
+        }
+        if client.has_ended() {
+            break;
+        }
+    }
+    report.played = client.is_playing() || client.has_ended();
+    report
+}
