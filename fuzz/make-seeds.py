@@ -34,6 +34,22 @@ def main():
     raw = b"\x03" + bytes(1536) + bytes(1536) + publish[:2000]
     write("rtmp_session", "raw-handshake", struct.pack(">I", 0x80000000 | len(raw)) + raw)
 
+    # What an origin sends an edge's pull once the stream plays (the driver plays the answers
+    # before it when the first byte's lowest bit is set; the other bits size the pieces): real
+    # FLV tag bodies as RTMP messages on message stream 1, in chunks of 4096 bytes.
+    def message(type_id, ts, body):
+        out = bytes([9]) + ts.to_bytes(3, "big") + len(body).to_bytes(3, "big") + bytes([type_id])
+        out += struct.pack("<I", 1)
+        for i in range(0, max(len(body), 1), 4096):
+            out += (b"" if i == 0 else bytes([0xC0 | 9])) + body[i:i + 4096]
+        return out
+
+    media = [(9, "avc_sequence_header.bin"), (8, "aac_sequence_header.bin"), (9, "avc_keyframe.bin"),
+             (8, "aac_frame.bin"), (9, "avc_p_frame.bin"), (8, "aac_frame.bin"), (9, "avc_b_frame.bin")]
+    stream = b"".join(message(t, 40 * i, read(MEDIA, name)) for i, (t, name) in enumerate(media))
+    write("rtmp_pull", "origin-media", bytes([1 | (61 << 1)]) + stream)
+    write("rtmp_pull", "origin-media-whole", bytes([1 | (127 << 1)]) + stream)
+
     tags = ["avc_sequence_header.bin", "avc_keyframe.bin", "avc_p_frame.bin", "avc_b_frame.bin",
             "aac_sequence_header.bin", "aac_frame.bin"]
     for t in tags:
