@@ -9,7 +9,9 @@
 //! a publish; the lease of a publish that started after they came is learned at the next
 //! renewal). It stops with the origin's stream, or [`crate::pull::UNWATCHED_LINGER`] after
 //! the last viewer here left. A pull that failed is not tried again for that stream for
-//! [`RETRY_AFTER`]. A pull its origin ended with an error (a revocation: the origin ends its
+//! [`RETRY_AFTER`], twice that after a second failure in a row, and so on up to
+//! [`MAX_RETRY_AFTER`] (a stream the pull cannot carry, say, while viewers wait for it); a
+//! stream that moved to another origin is pulled from there at once. A pull its origin ended with an error (a revocation: the origin ends its
 //! pulls when its publish newly needs subscribe tokens) leaves the stream taken to need them
 //! here for a while, so that anonymous viewers here are refused before this node has read the
 //! origin's lease again.
@@ -28,15 +30,18 @@ use crate::RtmpContext;
 
 /// How long a stream whose pull failed waits before it is pulled again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The longest wait after failures in a row.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How often the relay is looked at for viewers waiting for another node's stream.
 const SCAN_EVERY: Duration = Duration::from_millis(250);
 
 /// Where one stream's pull stands.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum State {
-    Running,
-    /// Failed; not tried again before then.
-    Failed(Instant),
+    /// Pulling, after this many failures in a row.
+    Running(u32),
+    /// Failed this many times in a row from this origin, the last at this time.
+    Failed(u32, Instant, String),
 }
 
 /// The pulls of this node (see the module documentation).
@@ -67,7 +72,7 @@ impl EdgePulls {
     pub fn running(&self) -> usize {
         self.pulls()
             .values()
-            .filter(|s| matches!(s, State::Running))
+            .filter(|s| matches!(s, State::Running(_)))
             .count()
     }
 
@@ -105,11 +110,20 @@ impl EdgePulls {
         {
             let mut pulls = self.pulls();
             match pulls.get(&stream) {
-                Some(State::Running) => return,
-                Some(State::Failed(at)) if at.elapsed() < RETRY_AFTER => return,
+                Some(State::Running(_)) => return,
+                Some(State::Failed(n, at, origin))
+                    if *origin == remote.origin && at.elapsed() < retry_after(*n) =>
+                {
+                    return
+                }
                 _ => {}
             }
-            pulls.insert(stream.clone(), State::Running);
+            // Failures from another origin (the stream moved) do not count.
+            let failures = match pulls.get(&stream) {
+                Some(State::Failed(n, _, origin)) if *origin == remote.origin => *n,
+                _ => 0,
+            };
+            pulls.insert(stream.clone(), State::Running(failures));
         }
         tokio::spawn(async move {
             let result = this.pull(&stream, &remote).await;
@@ -131,7 +145,14 @@ impl EdgePulls {
                             .registry()
                             .assume_protected(&stream);
                     }
-                    pulls.insert(stream, State::Failed(Instant::now()));
+                    let failures = match pulls.get(&stream) {
+                        Some(State::Running(n)) => n.saturating_add(1),
+                        _ => 1,
+                    };
+                    pulls.insert(
+                        stream,
+                        State::Failed(failures, Instant::now(), remote.origin.clone()),
+                    );
                 }
             }
         });
@@ -177,6 +198,13 @@ impl EdgePulls {
     }
 }
 
+/// How long a stream waits to be pulled again after `failures` failures in a row.
+fn retry_after(failures: u32) -> Duration {
+    RETRY_AFTER
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_RETRY_AFTER)
+}
+
 impl EdgeRelay for EdgePulls {
     fn want(&self, stream: &StreamName, remote: &RemoteStream) {
         self.start(stream.clone(), remote.clone());
@@ -194,4 +222,18 @@ enum EdgeError {
     Admission(String),
     #[error(transparent)]
     Pull(#[from] PullError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_pulls_are_tried_again_less_and_less_often() {
+        let waits: Vec<u64> = [1, 2, 3, 5, 6, 40, u32::MAX]
+            .into_iter()
+            .map(|n| retry_after(n).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 16, 30, 30, 30]);
+    }
 }
