@@ -108,23 +108,27 @@ impl RtmpClient {
         Ok((video, audio))
     }
 
-    /// Reads for `duration`, returning each video message's timestamp and when it arrived.
-    pub fn video_arrivals(&mut self, duration: Duration) -> Result<Vec<(u32, Instant)>, String> {
+    /// Reads for `duration`, returning each video message's timestamp and when it arrived,
+    /// and why reading stopped early, if it did.
+    pub fn video_arrivals(&mut self, duration: Duration) -> (Vec<(u32, Instant)>, Option<String>) {
         let mut out = Vec::new();
         let _ = self
             .socket
             .set_read_timeout(Some(Duration::from_millis(20)));
         let deadline = Instant::now() + duration;
         while Instant::now() < deadline {
-            self.read_once()?;
+            let read = self.read_once();
             let now = Instant::now();
             for e in self.pending.drain(..) {
                 if let ClientSessionEvent::VideoDataReceived { timestamp, .. } = e {
                     out.push((timestamp.value, now));
                 }
             }
+            if let Err(e) = read {
+                return (out, Some(e));
+            }
         }
-        Ok(out)
+        (out, None)
     }
 
     /// Asks to publish `key` and waits for the acceptance.

@@ -615,26 +615,29 @@ fn the_edge_hop_adds_little_latency() {
     let mut on_a = rtmp_viewer(&a, "cam1").unwrap_or_else(|e| panic!("{e}"));
     // The same frames, read on the origin and on the edge at once.
     let read = Duration::from_secs(5);
-    let (at_a, at_b) = std::thread::scope(|scope| {
+    let ((at_a, error_a), (at_b, error_b)) = std::thread::scope(|scope| {
         let on_b = scope.spawn(|| on_b.video_arrivals(read));
         let at_a = on_a.video_arrivals(read);
-        (at_a, on_b.join().ok())
+        (at_a, on_b.join().unwrap_or_default())
     });
-    let at_a: std::collections::HashMap<u32, Instant> =
-        at_a.unwrap_or_default().into_iter().collect();
+    let at_a: std::collections::HashMap<u32, Instant> = at_a.into_iter().collect();
     let mut extra: Vec<f64> = at_b
-        .and_then(Result::ok)
-        .unwrap_or_default()
-        .into_iter()
+        .iter()
         .filter_map(|(ts, t)| {
-            at_a.get(&ts).map(|a| match t.checked_duration_since(*a) {
+            at_a.get(ts).map(|a| match t.checked_duration_since(*a) {
                 Some(later) => later.as_secs_f64() * 1000.0,
-                None => -(a.duration_since(t).as_secs_f64() * 1000.0),
+                None => -(a.duration_since(*t).as_secs_f64() * 1000.0),
             })
         })
         .collect();
     // About 150 in five seconds; fewer on a loaded machine.
-    assert!(extra.len() > 30, "{} frames seen on both", extra.len());
+    assert!(
+        extra.len() > 30,
+        "{} frames seen on both ({} on A, {} on B; errors {error_a:?}, {error_b:?})",
+        extra.len(),
+        at_a.len(),
+        at_b.len()
+    );
     extra.sort_by(f64::total_cmp);
     let at = |q: f64| extra[((extra.len() - 1) as f64 * q) as usize];
     eprintln!(

@@ -8,13 +8,15 @@
 //! waiting for a stream this node has learned another node publishes (token viewers wait for
 //! a publish; the lease of a publish that started after they came is learned at the next
 //! renewal). It stops with the origin's stream, or [`crate::pull::UNWATCHED_LINGER`] after
-//! the last viewer here left. A pull that failed is not tried again for that stream for
-//! [`RETRY_AFTER`], twice that after a second failure in a row, and so on up to
-//! [`MAX_RETRY_AFTER`] (a stream the pull cannot carry, say, while viewers wait for it); a
-//! stream that moved to another origin is pulled from there at once. A pull its origin ended with an error (a revocation: the origin ends its
-//! pulls when its publish newly needs subscribe tokens) leaves the stream taken to need them
-//! here for a while, so that anonymous viewers here are refused before this node has read the
-//! origin's lease again.
+//! the last viewer here left.
+//!
+//! A pull that failed is not tried again for that stream for [`RETRY_AFTER`], twice that
+//! after a second failure in a row, and so on up to [`MAX_RETRY_AFTER`] (a stream the pull
+//! cannot carry, say, while viewers wait for it); a stream that moved to another origin is
+//! pulled from there at once. A pull its origin ended with an error (a revocation: the origin
+//! ends its pulls when its publish newly needs subscribe tokens) leaves the stream taken to
+//! need them here for a while, so that anonymous viewers here are refused before this node
+//! has read the origin's lease again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -86,6 +88,12 @@ impl EdgePulls {
                 _ = self.stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            // Failures of streams nobody asked for since (a stream whose viewers wait is
+            // tried again within MAX_RETRY_AFTER, so its failures stay counted).
+            self.pulls().retain(|_, state| match state {
+                State::Running(_) => true,
+                State::Failed(_, at, _) => at.elapsed() < MAX_RETRY_AFTER * 2,
+            });
             let registry = self.ctx.admission.auth().registry();
             for stats in self.ctx.hub.stats() {
                 if stats.live || stats.subscribers == 0 {
