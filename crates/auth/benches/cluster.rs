@@ -77,61 +77,55 @@ fn main() {
             &counted,
         ),
     ] {
-        let done = AtomicU64::new(0);
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for t in 0..THREADS {
-                let (a, done) = (&a, &done);
-                scope.spawn(move || {
-                    let name =
-                        StreamName::new(&format!("live/a{t}")).unwrap_or_else(|e| panic!("{e}"));
-                    let req = request(action, &name, secret);
-                    let mut n = 0;
-                    while start.elapsed() < RUN {
-                        let grant = a.authorize(black_box(&req), SystemTime::now());
-                        assert!(grant.is_ok(), "{grant:?}");
-                        drop(black_box(grant));
-                        n += 1;
-                    }
-                    done.fetch_add(n, Ordering::Relaxed);
-                });
+        let rate = per_second(|t| {
+            let name = StreamName::new(&format!("live/a{t}")).unwrap_or_else(|e| panic!("{e}"));
+            let a = &a;
+            move || {
+                let req = request(action, &name, secret);
+                let grant = a.authorize(black_box(&req), SystemTime::now());
+                assert!(grant.is_ok(), "{grant:?}");
+                drop(black_box(grant));
             }
         });
-        let secs = start.elapsed().as_secs_f64();
-        let n = done.load(Ordering::Relaxed) as f64;
-        println!(
-            "cluster node, {what}: {:.0} decisions/s ({THREADS} threads)",
-            n / secs
-        );
+        println!("cluster node, {what}: {rate:.0} decisions/s ({THREADS} threads)");
     }
     drop(on_b);
 
     // Durable token creations through the node, each a transaction committed in PostgreSQL.
+    let rate = per_second(|_| {
+        let a = &a;
+        move || {
+            a.create(
+                TokenKind::Publish,
+                TokenSpec::new("created"),
+                SystemTime::now(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    });
+    println!("cluster node, token creations: {rate:.0} per second ({THREADS} threads)");
+}
+
+/// Runs an operation on [`THREADS`] threads for [`RUN`], each thread's own made by `make`
+/// from the thread's index; the operations done per second.
+fn per_second<F: FnMut()>(make: impl Fn(usize) -> F + Sync) -> f64 {
     let done = AtomicU64::new(0);
     let start = Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..THREADS {
-            let (a, done) = (&a, &done);
+        for t in 0..THREADS {
+            let (make, done) = (&make, &done);
             scope.spawn(move || {
+                let mut op = make(t);
                 let mut n = 0;
                 while start.elapsed() < RUN {
-                    a.create(
-                        TokenKind::Publish,
-                        TokenSpec::new("created"),
-                        SystemTime::now(),
-                    )
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    op();
                     n += 1;
                 }
                 done.fetch_add(n, Ordering::Relaxed);
             });
         }
     });
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "cluster node, token creations: {:.0} per second ({THREADS} threads)",
-        done.load(Ordering::Relaxed) as f64 / secs
-    );
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn request<'a>(action: Action, stream: &'a StreamName, token: &'a str) -> AccessRequest<'a> {
@@ -139,7 +133,7 @@ fn request<'a>(action: Action, stream: &'a StreamName, token: &'a str) -> Access
         action,
         stream,
         token: Some(token),
-        peer_ip: "127.0.0.1".parse().unwrap_or_else(|e| panic!("{e}")),
+        peer_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         origin: None,
         referer: None,
         user_agent: None,

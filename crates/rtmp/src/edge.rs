@@ -117,18 +117,15 @@ impl EdgePulls {
         };
         {
             let mut pulls = self.pulls();
-            match pulls.get(&stream) {
-                Some(State::Running(_)) => return,
-                Some(State::Failed(n, at, origin))
-                    if *origin == remote.origin && at.elapsed() < retry_after(*n) =>
-                {
-                    return
-                }
-                _ => {}
-            }
             // Failures from another origin (the stream moved) do not count.
             let failures = match pulls.get(&stream) {
-                Some(State::Failed(n, _, origin)) if *origin == remote.origin => *n,
+                Some(State::Running(_)) => return,
+                Some(State::Failed(n, at, origin)) if *origin == remote.origin => {
+                    if at.elapsed() < retry_after(*n) {
+                        return;
+                    }
+                    *n
+                }
                 _ => 0,
             };
             pulls.insert(stream.clone(), State::Running(failures));

@@ -243,12 +243,10 @@ pub fn drive_pull(ctx: &Arc<RtmpContext>, data: &[u8]) -> PullReport {
         match client.receive(bytes) {
             Ok(media) => {
                 for m in media {
-                    if m.type_id == crate::dechunk::msg_type::DATA_AMF0 {
-                        let _ = publishing.take_data(&m.payload);
-                    } else {
-                        publishing.take_media(m, &SocketAddr::from(([127, 0, 0, 1], 1)));
+                    if m.type_id != crate::dechunk::msg_type::DATA_AMF0 {
                         report.media += 1;
                     }
+                    publishing.take_pulled(m, &SocketAddr::from(([127, 0, 0, 1], 1)));
                 }
                 publishing.push_frames();
                 client.take_output();

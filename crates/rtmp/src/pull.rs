@@ -436,12 +436,7 @@ async fn pull(
                 }
                 heard = Instant::now();
                 for m in client.receive(&buf)? {
-                    if m.type_id == msg_type::DATA_AMF0 {
-                        // Data that does not decode is not the metadata.
-                        let _ = publishing.take_data(&m.payload);
-                    } else {
-                        publishing.take_media(m, &origin);
-                    }
+                    publishing.take_pulled(m, &origin);
                 }
                 publishing.push_frames();
                 if client.has_ended() {

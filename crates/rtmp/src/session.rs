@@ -280,6 +280,17 @@ impl Publishing {
         Ok(())
     }
 
+    /// Reads a message a pull from another node passed on ([`crate::pull::PullClient`]):
+    /// metadata, or audio, video and aggregates. Data that does not decode is not the
+    /// metadata, and is skipped.
+    pub(crate) fn take_pulled(&mut self, m: Message, peer: &SocketAddr) {
+        if m.type_id == msg_type::DATA_AMF0 {
+            let _ = self.take_data(&m.payload);
+        } else {
+            self.take_media(m, peer);
+        }
+    }
+
     /// Reads an audio, video or aggregate message into frames and configurations.
     pub(crate) fn take_media(&mut self, m: Message, peer: &SocketAddr) {
         match m.type_id {
